@@ -1,0 +1,40 @@
+//! wsgate's configuration: a TOML file in, a validated [`Config`] out.
+//!
+//! This crate owns the config contract of DESIGN.md: key names, defaults,
+//! and the value types that are parsed once at load (origins, hosts, sizes,
+//! durations) so that no later stage parses operator strings again. Errors
+//! are collected, not stopped at the first: [`load`] returns every problem
+//! with its key path and line. No I/O beyond reading the file and checking
+//! that referenced files exist; no async runtime.
+
+mod error;
+pub mod host;
+mod load;
+mod model;
+pub mod origin;
+mod reader;
+pub mod units;
+
+use std::path::Path;
+
+pub use error::{ConfigError, ConfigErrors};
+pub use model::*;
+
+/// Reads and validates the config file at `path`; relative paths inside it
+/// are resolved against its directory.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let src = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            path: String::new(),
+            line: None,
+            message: format!("cannot read {}: {e}", path.display()),
+        }])
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    parse(&src, base)
+}
+
+/// Validates a config given as text; `base` resolves relative file paths.
+pub fn parse(src: &str, base: &Path) -> Result<Config, ConfigErrors> {
+    load::parse(src, base)
+}

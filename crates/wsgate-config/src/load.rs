@@ -1,0 +1,442 @@
+//! Turning a TOML document into a [`Config`], collecting every error.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use toml::de::DeTable;
+
+use crate::error::{Collector, ConfigErrors};
+use crate::host::HostPattern;
+use crate::model::*;
+use crate::origin::OriginPattern;
+use crate::reader::Table;
+
+/// Keys DESIGN.md names for features later versions add. They are refused
+/// with a clear message rather than reported as typos or, worse, ignored.
+const LATER_TOP: &[&str] = &["store", "metrics", "auth"];
+const LATER_LISTENER: &[&str] = &["client_ca", "client_cert"];
+const LATER_ROUTE: &[&str] = &["identity_headers", "messages", "csp", "kind"];
+const LATER_LIMITS: &[&str] = &[
+    "messages_per_sec",
+    "burst",
+    "bytes_per_sec",
+    "max_conns_per_ip",
+    "max_conns_per_user",
+    "handshakes_per_ip_per_min",
+];
+
+/// Parses and validates a config; `base` resolves relative file paths.
+pub(crate) fn parse(src: &str, base: &Path) -> Result<Config, ConfigErrors> {
+    let mut errs = Collector::new(src);
+    let (doc, syntax) = DeTable::parse_recoverable(src);
+    for e in syntax {
+        let at = e.span().map(|s| s.start);
+        errs.push("", at, e.message().to_owned());
+    }
+    let mut root = Table::root(&doc);
+    let listeners: Vec<Listener> = root
+        .tables("listener", &mut errs)
+        .into_iter()
+        .filter_map(|t| listener(t, base, &mut errs))
+        .collect();
+    let routes: Vec<Route> = root
+        .tables("route", &mut errs)
+        .into_iter()
+        .filter_map(|t| route(t, base, &mut errs))
+        .collect();
+    let log = root.table("log", &mut errs).map(|t| log(t, base, &mut errs));
+    let shutdown = root
+        .table("shutdown", &mut errs)
+        .map(|t| shutdown(t, &mut errs));
+    root.finish(&mut errs, LATER_TOP);
+    if errs.is_empty() {
+        if listeners.is_empty() {
+            errs.push("listener", None, "at least one [[listener]] is required");
+        }
+        if routes.is_empty() {
+            errs.push("route", None, "at least one [[route]] is required");
+        }
+        check_unique_paths(&routes, &mut errs);
+        check_unique_binds(&listeners, &mut errs);
+    }
+    if !errs.is_empty() {
+        return Err(errs.finish());
+    }
+    Ok(Config {
+        listeners,
+        routes,
+        log: log.unwrap_or_default(),
+        shutdown: shutdown.unwrap_or_default(),
+    })
+}
+
+fn listener(mut t: Table<'_, '_>, base: &Path, errs: &mut Collector<'_>) -> Option<Listener> {
+    let bind = match t.string("bind", errs) {
+        Some(b) => match b.value.parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                let msg = format!("`{}` is not an address; write e.g. \"127.0.0.1:8443\" or \"[::]:443\"", b.value);
+                errs.push(&b.path, Some(b.at), msg);
+                None
+            }
+        },
+        None => {
+            errs.push(&t.path_of("bind"), Some(t.at()), "is required");
+            None
+        }
+    };
+    let tls = t.table("tls", errs).and_then(|tls| tls_source(tls, base, errs));
+    let allow_cleartext = t.bool("allow_cleartext", errs).map(|b| b.value).unwrap_or(false);
+    let hosts = hosts(&mut t, errs);
+    let handshake_timeout = t
+        .duration("handshake_timeout", errs, false)
+        .and_then(|d| d.value)
+        .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT);
+    let max_header_bytes = match t.size("max_header_bytes", errs) {
+        Some(s) if !(MIN_MAX_HEADER_BYTES..=MAX_MAX_HEADER_BYTES).contains(&s.value) => {
+            let msg = format!(
+                "{} bytes is outside {MIN_MAX_HEADER_BYTES}..={MAX_MAX_HEADER_BYTES}",
+                s.value
+            );
+            errs.push(&s.path, Some(s.at), msg);
+            None
+        }
+        Some(s) => Some(s.value),
+        None => Some(DEFAULT_MAX_HEADER_BYTES),
+    };
+    let path = t.path().to_owned();
+    let at = t.at();
+    t.finish(errs, LATER_LISTENER);
+    let bind = bind?;
+    if t_has_no_tls_exposed(&tls, bind, allow_cleartext) {
+        let msg = format!(
+            "plain ws on non-loopback {bind} sends traffic and credentials in clear; \
+             add `tls = {{ cert = ..., key = ... }}` or set `allow_cleartext = true`"
+        );
+        errs.push(&path, Some(at), msg);
+    }
+    let hosts = match hosts {
+        Hosts::Any if bind.ip().is_loopback() => loopback_hosts(),
+        other => other,
+    };
+    Some(Listener {
+        bind,
+        tls,
+        hosts,
+        handshake_timeout,
+        max_header_bytes: max_header_bytes?,
+    })
+}
+
+fn t_has_no_tls_exposed(tls: &Option<Tls>, bind: SocketAddr, allow_cleartext: bool) -> bool {
+    tls.is_none() && !bind.ip().is_loopback() && !allow_cleartext
+}
+
+/// A loopback listener without a `hosts` list accepts only loopback names:
+/// DNS rebinding is exactly how hostile pages reach services on 127.0.0.1.
+fn loopback_hosts() -> Hosts {
+    let names = ["localhost", "127.0.0.1", "[::1]"];
+    Hosts::Only(names.iter().filter_map(|n| HostPattern::parse(n).ok()).collect())
+}
+
+fn tls_source(mut t: Table<'_, '_>, base: &Path, errs: &mut Collector<'_>) -> Option<Tls> {
+    let cert = t.string("cert", errs);
+    let key = t.string("key", errs);
+    let self_signed = t.bool("self_signed", errs);
+    let path = t.path().to_owned();
+    let at = t.at();
+    t.finish(errs, &[]);
+    match (cert, key, self_signed) {
+        (None, None, Some(s)) if s.value => Some(Tls::SelfSigned),
+        (Some(cert), Some(key), None) => {
+            let cert_path = existing_file(cert.value, base, &cert.path, cert.at, errs);
+            let key_path = existing_file(key.value, base, &key.path, key.at, errs);
+            Some(Tls::Files {
+                cert: cert_path?,
+                key: key_path?,
+            })
+        }
+        _ => {
+            let msg = "write either `{ cert = \"gate.pem\", key = \"gate.key\" }` or `{ self_signed = true }`";
+            errs.push(&path, Some(at), msg);
+            None
+        }
+    }
+}
+
+fn existing_file(
+    value: &str,
+    base: &Path,
+    path: &str,
+    at: usize,
+    errs: &mut Collector<'_>,
+) -> Option<PathBuf> {
+    let file = base.join(value);
+    if file.is_file() {
+        Some(file)
+    } else {
+        errs.push(path, Some(at), format!("no such file: {}", file.display()));
+        None
+    }
+}
+
+fn hosts(t: &mut Table<'_, '_>, errs: &mut Collector<'_>) -> Hosts {
+    let Some(items) = t.strings("hosts", errs) else {
+        return Hosts::Any;
+    };
+    let mut out = Vec::new();
+    for item in items {
+        match HostPattern::parse(item.value) {
+            Ok(p) => out.push(p),
+            Err(msg) => errs.push(&item.path, Some(item.at), msg),
+        }
+    }
+    if out.is_empty() {
+        errs.push(&t.path_of("hosts"), Some(t.at()), "an empty list would refuse every request; remove the key or list the host names");
+    }
+    Hosts::Only(out)
+}
+
+fn route(mut t: Table<'_, '_>, base: &Path, errs: &mut Collector<'_>) -> Option<Route> {
+    let path = route_path(&mut t, errs);
+    let hosts = hosts(&mut t, errs);
+    let mode = match t.string("mode", errs) {
+        None => Some(Mode::Enforce),
+        Some(m) => match m.value {
+            "enforce" => Some(Mode::Enforce),
+            "report" => Some(Mode::Report),
+            other => {
+                errs.push(&m.path, Some(m.at), format!("`{other}` is not a mode; write \"enforce\" or \"report\""));
+                None
+            }
+        },
+    };
+    let upstream = upstream(&mut t, base, errs);
+    let origins = origins(&mut t, errs);
+    let allow_missing_origin = t
+        .bool("allow_missing_origin", errs)
+        .map(|b| b.value)
+        .unwrap_or(false);
+    let auth = auth(&mut t, errs);
+    let subprotocols = subprotocols(&mut t, errs);
+    let limits = match t.table("limits", errs) {
+        Some(l) => limits(l, errs),
+        None => Some(Limits::default()),
+    };
+    let (route_at, route_path_key) = (t.at(), t.path().to_owned());
+    t.finish(errs, LATER_ROUTE);
+    if origins.as_ref().is_some_and(|o| o.is_empty()) && !allow_missing_origin {
+        errs.push(&route_path_key, Some(route_at), "with no `origins` and `allow_missing_origin = false` this route admits nobody; list the browser origins, or set allow_missing_origin = true for non-browser clients");
+    }
+    Some(Route {
+        path: path?,
+        hosts,
+        mode: mode?,
+        upstream: upstream?,
+        origins: origins?,
+        allow_missing_origin,
+        auth: auth?,
+        subprotocols: subprotocols?,
+        limits: limits?,
+    })
+}
+
+fn route_path(t: &mut Table<'_, '_>, errs: &mut Collector<'_>) -> Option<String> {
+    let Some(p) = t.string("path", errs) else {
+        errs.push(&t.path_of("path"), Some(t.at()), "is required");
+        return None;
+    };
+    let ok = p.value.starts_with('/')
+        && !p.value.contains(['?', '#', ' '])
+        && (p.value == "/" || !p.value.ends_with('/'));
+    if !ok {
+        let msg = format!("`{}` is not a route path; write an absolute path without query or trailing slash, e.g. \"/chat\"", p.value);
+        errs.push(&p.path, Some(p.at), msg);
+        return None;
+    }
+    Some(p.value.to_owned())
+}
+
+fn upstream(t: &mut Table<'_, '_>, base: &Path, errs: &mut Collector<'_>) -> Option<Upstream> {
+    let ca = t
+        .string("upstream_ca", errs)
+        .and_then(|c| existing_file(c.value, base, &c.path, c.at, errs));
+    let Some(u) = t.string("upstream", errs) else {
+        errs.push(&t.path_of("upstream"), Some(t.at()), "is required, e.g. \"ws://127.0.0.1:9001/chat\"");
+        return None;
+    };
+    let url = match url::Url::parse(u.value) {
+        Ok(url) => url,
+        Err(e) => {
+            errs.push(&u.path, Some(u.at), format!("`{}` is not a URL ({e})", u.value));
+            return None;
+        }
+    };
+    let tls = match url.scheme() {
+        "ws" => false,
+        "wss" => true,
+        other => {
+            let msg = format!("scheme `{other}` is not a WebSocket upstream; write ws:// or wss://");
+            errs.push(&u.path, Some(u.at), msg);
+            return None;
+        }
+    };
+    let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+        errs.push(&u.path, Some(u.at), "the upstream URL needs a host");
+        return None;
+    };
+    if !url.username().is_empty() || url.password().is_some() || url.fragment().is_some() {
+        errs.push(&u.path, Some(u.at), "the upstream URL may not carry user info or a fragment");
+        return None;
+    }
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+    Some(Upstream { url, tls, host, port, ca })
+}
+
+fn origins(t: &mut Table<'_, '_>, errs: &mut Collector<'_>) -> Option<Vec<OriginPattern>> {
+    let Some(items) = t.strings("origins", errs) else {
+        return Some(Vec::new());
+    };
+    let mut out = Vec::new();
+    let mut ok = true;
+    for item in items {
+        match OriginPattern::parse(item.value) {
+            Ok(p) => out.push(p),
+            Err(msg) => {
+                ok = false;
+                errs.push(&item.path, Some(item.at), msg);
+            }
+        }
+    }
+    ok.then_some(out)
+}
+
+fn auth(t: &mut Table<'_, '_>, errs: &mut Collector<'_>) -> Option<Auth> {
+    let Some(items) = t.strings("auth", errs) else {
+        let msg = "is required: name the methods, or write auth = \"none\" to run this route without authentication";
+        errs.push(&t.path_of("auth"), Some(t.at()), msg);
+        return None;
+    };
+    let mut result = None;
+    for item in items {
+        match item.value {
+            "none" => result = Some(Auth::None),
+            "jwt" | "basic" | "forward" | "mtls" | "ticket" => {
+                let msg = format!("auth method `{}` is not implemented in this version of wsgate", item.value);
+                errs.push(&item.path, Some(item.at), msg);
+            }
+            other => {
+                let msg = format!("`{other}` is not an auth method; write \"none\", or one of jwt, basic, forward, mtls, ticket");
+                errs.push(&item.path, Some(item.at), msg);
+            }
+        }
+    }
+    result
+}
+
+fn subprotocols(t: &mut Table<'_, '_>, errs: &mut Collector<'_>) -> Option<Vec<String>> {
+    let items = t.strings("subprotocols", errs).unwrap_or_default();
+    let mut out = Vec::new();
+    let mut ok = true;
+    for item in items {
+        if is_token(item.value) {
+            out.push(item.value.to_owned());
+        } else {
+            ok = false;
+            errs.push(&item.path, Some(item.at), format!("`{}` is not a valid subprotocol token (RFC 6455 §4.1)", item.value));
+        }
+    }
+    ok.then_some(out)
+}
+
+/// RFC 7230 `token`: what a subprotocol name must be.
+pub(crate) fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+        })
+}
+
+fn limits(mut t: Table<'_, '_>, errs: &mut Collector<'_>) -> Option<Limits> {
+    let mut l = Limits::default();
+    let max_message = t.size("max_message", errs);
+    let max_frame = t.size("max_frame", errs);
+    if let Some(m) = &max_message {
+        l.max_message = m.value;
+        l.max_frame = m.value;
+    }
+    if let Some(f) = &max_frame {
+        l.max_frame = f.value;
+    }
+    for (key, at) in [("max_message", &max_message), ("max_frame", &max_frame)] {
+        if let Some(v) = at.as_ref().filter(|v| v.value == 0) {
+            errs.push(&v.path, Some(v.at), format!("`{key}` must be at least 1 byte"));
+        }
+    }
+    if let Some(f) = max_frame.as_ref().filter(|f| f.value > l.max_message) {
+        let msg = format!("max_frame ({} bytes) is larger than max_message ({} bytes)", f.value, l.max_message);
+        errs.push(&f.path, Some(f.at), msg);
+    }
+    if let Some(d) = t.duration("idle_timeout", errs, true) {
+        l.idle_timeout = d.value;
+    }
+    if let Some(d) = t.duration("ping_interval", errs, true) {
+        l.ping_interval = d.value;
+    }
+    if let Some(d) = t.duration("max_lifetime", errs, true) {
+        l.max_lifetime = d.value;
+    }
+    if let Some(d) = t.duration("connect_timeout", errs, false).and_then(|d| d.value) {
+        l.connect_timeout = d;
+    }
+    if let Some(h) = t.get("handshake_timeout") {
+        let msg = "moved to [[listener]]: the route is only known once the request head is read, which is what this timeout bounds";
+        errs.push(&t.path_of("handshake_timeout"), Some(h.span().start), msg);
+    }
+    t.finish(errs, LATER_LIMITS);
+    Some(l)
+}
+
+fn log(mut t: Table<'_, '_>, base: &Path, errs: &mut Collector<'_>) -> Log {
+    let mut log = Log::default();
+    if let Some(f) = t.string("format", errs) {
+        match f.value {
+            "json" => log.format = LogFormat::Json,
+            "pretty" => log.format = LogFormat::Pretty,
+            other => errs.push(&f.path, Some(f.at), format!("`{other}` is not a log format; write \"json\" or \"pretty\"")),
+        }
+    }
+    if let Some(a) = t.string("audit", errs) {
+        log.audit = match a.value {
+            "stdout" => AuditTarget::Stdout,
+            file => AuditTarget::File(base.join(file)),
+        };
+    }
+    t.finish(errs, &[]);
+    log
+}
+
+fn shutdown(mut t: Table<'_, '_>, errs: &mut Collector<'_>) -> Shutdown {
+    let mut s = Shutdown::default();
+    if let Some(g) = t.duration("grace", errs, false).and_then(|g| g.value) {
+        s.grace = g;
+    }
+    t.finish(errs, &[]);
+    s
+}
+
+fn check_unique_paths(routes: &[Route], errs: &mut Collector<'_>) {
+    for (i, r) in routes.iter().enumerate() {
+        if routes[..i].iter().any(|o| o.path == r.path) {
+            errs.push(&format!("route[{i}].path"), None, format!("`{}` is already the path of an earlier route", r.path));
+        }
+    }
+}
+
+fn check_unique_binds(listeners: &[Listener], errs: &mut Collector<'_>) {
+    for (i, l) in listeners.iter().enumerate() {
+        if l.bind.port() != 0 && listeners[..i].iter().any(|o| o.bind == l.bind) {
+            errs.push(&format!("listener[{i}].bind"), None, format!("{} is already bound by an earlier listener", l.bind));
+        }
+    }
+}

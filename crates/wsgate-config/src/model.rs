@@ -1,0 +1,220 @@
+//! The validated configuration: what the gateway runs on.
+//!
+//! Every value here has been parsed and checked; nothing downstream parses
+//! strings again. Defaults are named constants with the reason for each.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::host::HostPattern;
+use crate::origin::OriginPattern;
+
+/// How long a client has to complete TLS and send its request head. Browsers
+/// send the whole handshake at once; 5 s leaves room for slow mobile links
+/// while bounding how long a slowloris client can hold a socket.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest request head accepted (431 above it). 16 KiB fits browsers' cookie
+/// headers (nginx's default is 4 × 8 KiB buffers) without inviting abuse.
+pub const DEFAULT_MAX_HEADER_BYTES: u64 = 16 * 1024;
+/// Smallest `max_header_bytes` accepted: hyper's read buffer cannot be smaller.
+pub const MIN_MAX_HEADER_BYTES: u64 = 8 * 1024;
+/// Largest `max_header_bytes` accepted.
+pub const MAX_MAX_HEADER_BYTES: u64 = 1024 * 1024;
+/// Largest message a client may send: OWASP's WebSocket cheat sheet suggests
+/// at most 64 KB for ordinary application messages.
+pub const DEFAULT_MAX_MESSAGE: u64 = 64 * 1024;
+/// A connection with no data frame either way for this long is closed (1001):
+/// the value DESIGN.md's example uses; ping/pong alone does not count as use.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// The gateway pings each client this often; a client that has not answered
+/// by the next ping is gone and is closed, freeing its slot.
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(30);
+/// Longest a connection may live, however busy: bounds how long a credential
+/// checked once at the handshake stays in use.
+pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// How long the gateway waits for the upstream's TCP (and TLS) connection.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long open connections get to close after SIGTERM before the process exits.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// A whole, validated config.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Sockets the gateway accepts clients on.
+    pub listeners: Vec<Listener>,
+    /// Routes, in file order; the longest matching path wins.
+    pub routes: Vec<Route>,
+    /// Where log and audit lines go.
+    pub log: Log,
+    /// Graceful shutdown.
+    pub shutdown: Shutdown,
+}
+
+/// One `[[listener]]`.
+#[derive(Debug, Clone)]
+pub struct Listener {
+    /// Address to bind; port 0 asks the OS for a free port.
+    pub bind: SocketAddr,
+    /// TLS, or `None` for cleartext ws.
+    pub tls: Option<Tls>,
+    /// `Host` values accepted on this listener (DNS rebinding defence).
+    pub hosts: Hosts,
+    /// Time allowed for TLS and the request head.
+    pub handshake_timeout: Duration,
+    /// Largest request head, in bytes.
+    pub max_header_bytes: u64,
+}
+
+/// Where a listener's certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tls {
+    /// PEM files, resolved relative to the config file.
+    Files {
+        /// Certificate chain.
+        cert: PathBuf,
+        /// Private key.
+        key: PathBuf,
+    },
+    /// A certificate generated at start, for development.
+    SelfSigned,
+}
+
+/// A `hosts` allow-list.
+#[derive(Debug, Clone, Default)]
+pub enum Hosts {
+    /// No list: any `Host` (only possible on non-loopback listeners).
+    #[default]
+    Any,
+    /// Only these.
+    Only(Vec<HostPattern>),
+}
+
+/// Whether a route enforces its decisions or only reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Refuse what the policy refuses.
+    #[default]
+    Enforce,
+    /// Decide and log as when enforcing, but admit.
+    Report,
+}
+
+/// How a route authenticates clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Auth {
+    /// Written out as `auth = "none"`: no authentication.
+    None,
+}
+
+/// One `[[route]]`.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Path prefix, matched on `/` boundaries.
+    pub path: String,
+    /// `Host` values accepted on this route, on top of the listener's.
+    pub hosts: Hosts,
+    /// Enforce or report.
+    pub mode: Mode,
+    /// Where admitted connections go.
+    pub upstream: Upstream,
+    /// Origins that may connect; empty refuses every handshake that has an Origin.
+    pub origins: Vec<OriginPattern>,
+    /// Whether a handshake without `Origin` (a non-browser client) is admitted.
+    pub allow_missing_origin: bool,
+    /// Authentication.
+    pub auth: Auth,
+    /// Subprotocols a client may negotiate; others it offers are not passed on.
+    pub subprotocols: Vec<String>,
+    /// Limits.
+    pub limits: Limits,
+}
+
+/// A WebSocket upstream.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// The URL as written.
+    pub url: url::Url,
+    /// `wss://`.
+    pub tls: bool,
+    /// Host name or IP to connect to.
+    pub host: String,
+    /// Port to connect to.
+    pub port: u16,
+    /// Extra CA certificates (PEM) trusted for this upstream, besides the system roots.
+    pub ca: Option<PathBuf>,
+}
+
+/// Per-route limits.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest single frame from the client.
+    pub max_frame: u64,
+    /// Largest message (all fragments) from the client.
+    pub max_message: u64,
+    /// Close after this long without data frames; `None` is off.
+    pub idle_timeout: Option<Duration>,
+    /// Ping the client this often; `None` is off.
+    pub ping_interval: Option<Duration>,
+    /// Close after this long whatever happens; `None` is off.
+    pub max_lifetime: Option<Duration>,
+    /// Time allowed to connect to the upstream.
+    pub connect_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame: DEFAULT_MAX_MESSAGE,
+            max_message: DEFAULT_MAX_MESSAGE,
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            ping_interval: Some(DEFAULT_PING_INTERVAL),
+            max_lifetime: Some(DEFAULT_MAX_LIFETIME),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Default)]
+pub struct Log {
+    /// Format of operational log lines.
+    pub format: LogFormat,
+    /// Where audit events (decisions and closes) are written.
+    pub audit: AuditTarget,
+}
+
+/// Format of log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    #[default]
+    Json,
+    /// Human-readable.
+    Pretty,
+}
+
+/// Destination of audit events.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum AuditTarget {
+    /// Standard output.
+    #[default]
+    Stdout,
+    /// Appended to a file.
+    File(PathBuf),
+}
+
+/// `[shutdown]`.
+#[derive(Debug, Clone)]
+pub struct Shutdown {
+    /// Time open connections get to finish their close handshake.
+    pub grace: Duration,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Shutdown {
+            grace: DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! Config validation: every error at once, each with its key path and line.
+
+use std::path::Path;
+
+use wsgate_config::{Auth, Hosts, Mode, Tls, parse};
+
+const GOOD: &str = r#"
+[[listener]]
+bind = "127.0.0.1:0"
+
+[[route]]
+path = "/chat"
+upstream = "ws://127.0.0.1:9001/chat"
+origins = ["https://app.example.com", "https://*.example.com"]
+auth = "none"
+mode = "report"
+subprotocols = ["chat.v1"]
+
+[route.limits]
+max_message = "1MiB"
+max_frame = "16KiB"
+idle_timeout = "off"
+"#;
+
+#[test]
+fn a_good_config_loads_with_its_values() {
+    let c = parse(GOOD, Path::new(".")).unwrap();
+    assert_eq!(c.listeners.len(), 1);
+    assert!(c.listeners[0].tls.is_none());
+    // A loopback listener without a hosts list only accepts loopback names.
+    assert!(matches!(c.listeners[0].hosts, Hosts::Only(ref h) if h.len() == 3));
+    let r = &c.routes[0];
+    assert_eq!(r.path, "/chat");
+    assert_eq!(r.mode, Mode::Report);
+    assert_eq!(r.auth, Auth::None);
+    assert_eq!(r.origins.len(), 2);
+    assert_eq!(r.limits.max_message, 1 << 20);
+    assert_eq!(r.limits.max_frame, 16 << 10);
+    assert_eq!(r.limits.idle_timeout, None);
+    assert_eq!(r.upstream.port, 9001);
+}
+
+#[test]
+fn every_error_is_reported_at_once_with_path_and_line() {
+    let src = r#"
+[[listener]]
+bind = "0.0.0.0:8080"
+tls = { self_signed = false }
+handshake_timeout = "soon"
+
+[[route]]
+path = "chat"
+upstream = "http://127.0.0.1:9001"
+origins = ["*", "https://app.example.com/"]
+mode = "loud"
+colour = "blue"
+
+[route.limits]
+max_frame = "12 parsecs"
+messages_per_sec = 20
+
+[[route]]
+path = "/b"
+upstream = "ws://127.0.0.1:9001"
+auth = "jwt"
+origins = ["https://a.example.com"]
+"#;
+    let errs = parse(src, Path::new(".")).unwrap_err().0;
+    let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    let expect = [
+        ("listener[0].tls", 4),
+        ("listener[0].handshake_timeout", 5),
+        ("route[0].path", 8),
+        ("route[0].upstream", 9),
+        ("route[0].origins[0]", 10),
+        ("route[0].origins[1]", 10),
+        ("route[0].mode", 11),
+        ("route[0].colour", 12),
+        ("route[0].limits.max_frame", 15),
+        ("route[0].limits.messages_per_sec", 16),
+        ("route[0].auth", 7),
+        ("route[1].auth", 21),
+    ];
+    for (path, line) in expect {
+        assert!(
+            errs.iter().any(|e| e.path == path && e.line == Some(line)),
+            "no error for {path} at line {line} in {text:#?}"
+        );
+    }
+    assert!(text.iter().any(|t| t.contains("not implemented in this version")));
+    assert!(text.iter().any(|t| t.contains("unknown key")));
+}
+
+#[test]
+fn cleartext_on_a_public_address_needs_consent() {
+    let src = GOOD.replace("127.0.0.1:0", "0.0.0.0:8080");
+    let errs = parse(&src, Path::new(".")).unwrap_err();
+    assert!(errs.to_string().contains("allow_cleartext"), "{errs}");
+    let src = src.replace("bind = \"0.0.0.0:8080\"", "bind = \"0.0.0.0:8080\"\nallow_cleartext = true");
+    let c = parse(&src, Path::new(".")).unwrap();
+    assert!(matches!(c.listeners[0].hosts, Hosts::Any));
+}
+
+#[test]
+fn tls_files_must_exist_and_self_signed_is_accepted() {
+    let src = GOOD.replace("bind = \"127.0.0.1:0\"", "bind = \"127.0.0.1:0\"\ntls = { cert = \"missing.pem\", key = \"missing.key\" }");
+    let errs = parse(&src, Path::new("/nonexistent")).unwrap_err().0;
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    assert!(errs[0].message.contains("no such file"));
+    let src = GOOD.replace("bind = \"127.0.0.1:0\"", "bind = \"127.0.0.1:0\"\ntls = { self_signed = true }");
+    assert_eq!(parse(&src, Path::new(".")).unwrap().listeners[0].tls, Some(Tls::SelfSigned));
+}
+
+#[test]
+fn a_route_without_origins_or_missing_origin_consent_admits_nobody() {
+    let src = GOOD.replace(
+        "origins = [\"https://app.example.com\", \"https://*.example.com\"]",
+        "",
+    );
+    let errs = parse(&src, Path::new(".")).unwrap_err();
+    assert!(errs.to_string().contains("admits nobody"), "{errs}");
+}
+
+#[test]
+fn syntax_errors_have_lines() {
+    let errs = parse("[[listener]]\nbind = \n", Path::new(".")).unwrap_err().0;
+    assert_eq!(errs[0].line, Some(2), "{errs:?}");
+}
+
+#[test]
+fn auth_must_be_written_out() {
+    let src = GOOD.replace("auth = \"none\"\n", "");
+    let errs = parse(&src, Path::new(".")).unwrap_err();
+    assert!(errs.to_string().contains("route[0].auth"), "{errs}");
+}
