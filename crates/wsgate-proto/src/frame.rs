@@ -1,0 +1,369 @@
+//! A streaming validator for the frames one peer sends.
+//!
+//! The relay hands [`Decoder::next`] the bytes it has read; the decoder says
+//! how many of them belong to data frames (validated, and for a client
+//! re-masked in place with the gateway's own key, ready to forward) or which
+//! whole control frame comes next. A payload is processed as it arrives, so
+//! a 16 MiB message is never held: the relay's buffer is the only copy.
+//!
+//! Limits are checked on the length in a frame's header, before any of its
+//! payload is read, so an oversized frame costs nothing to refuse.
+
+use std::io::Cursor;
+use std::ops::Range;
+
+use tungstenite::error::{Error as WsError, ProtocolError};
+use tungstenite::protocol::frame::FrameHeader;
+use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
+
+use crate::close::{self, Close};
+use crate::mask::{self, MaskSource};
+use crate::utf8::{InvalidUtf8, Utf8Stream};
+
+/// Largest control frame payload (RFC 6455 section 5.5).
+pub const MAX_CONTROL_PAYLOAD: u64 = 125;
+
+/// Who sends the frames being decoded; the masking rule depends on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sender {
+    /// A client: every frame must be masked; the gateway re-masks it.
+    Client,
+    /// An upstream server: no frame may be masked.
+    Upstream,
+}
+
+/// Size limits on data frames; `u64::MAX` for none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest data frame payload.
+    pub max_frame: u64,
+    /// Largest message, all fragments together.
+    pub max_message: u64,
+}
+
+impl Limits {
+    /// No limits (frames from a trusted upstream).
+    pub const NONE: Limits = Limits {
+        max_frame: u64::MAX,
+        max_message: u64::MAX,
+    };
+}
+
+/// One broken rule; each maps to one close code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// Section 5.1: a client must mask every frame.
+    #[error("client frame is not masked")]
+    Unmasked,
+    /// Section 5.1: a server must not mask.
+    #[error("server frame is masked")]
+    Masked,
+    /// Section 5.2: RSV1-3 without a negotiated extension.
+    #[error("reserved bits set without a negotiated extension")]
+    ReservedBits,
+    /// Section 5.2: opcodes 0x3-0x7 and 0xB-0xF.
+    #[error("reserved opcode {0:#x}")]
+    ReservedOpcode(u8),
+    /// Section 5.5: control payloads are at most 125 bytes.
+    #[error("control frame of {0} bytes, at most 125 allowed")]
+    ControlTooLong(u64),
+    /// Section 5.5: control frames are never fragmented.
+    #[error("fragmented control frame")]
+    ControlFragmented,
+    /// Section 5.4: a continuation needs a message in progress.
+    #[error("continuation frame with no message in progress")]
+    UnexpectedContinuation,
+    /// Section 5.4: a new message cannot start inside another.
+    #[error("new data frame inside a fragmented message")]
+    ExpectedContinuation,
+    /// Section 5.2: the most significant bit of a 64-bit length must be 0.
+    #[error("frame length {0} has its most significant bit set")]
+    LengthOverflow(u64),
+    /// The route's `max_frame`.
+    #[error("frame of {size} bytes exceeds max_frame of {max}")]
+    FrameTooBig {
+        /// Length the header announced.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// The route's `max_message`.
+    #[error("message of at least {size} bytes exceeds max_message of {max}")]
+    MessageTooBig {
+        /// Bytes of the message so far, this frame included.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// Section 8.1: text must be UTF-8.
+    #[error(transparent)]
+    InvalidUtf8(#[from] InvalidUtf8),
+    /// Section 5.5.1: a close payload is empty or at least two bytes.
+    #[error("close frame with a 1-byte payload")]
+    CloseTooShort,
+    /// Section 7.4: codes that may not be sent.
+    #[error("close code {0} may not be sent")]
+    CloseCodeNotAllowed(u16),
+    /// Section 5.5.1: the close reason is UTF-8.
+    #[error("close reason is not UTF-8")]
+    CloseReasonNotUtf8,
+}
+
+/// A whole control frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlFrame {
+    /// Ping, to be answered with a pong carrying the same payload.
+    Ping,
+    /// Pong.
+    Pong,
+    /// Close, already checked.
+    Close(Close),
+}
+
+/// What the next bytes of input are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// The first `len` bytes of the input belong to data frames and, as
+    /// transformed in place, go to the other peer. `message_end` is true when
+    /// they finish a message.
+    Data {
+        /// Bytes consumed.
+        len: usize,
+        /// Whether a message ended with them.
+        message_end: bool,
+    },
+    /// A whole control frame of `len` bytes; `payload` (unmasked in place) is
+    /// its payload's range within the input.
+    Control {
+        /// Which control frame.
+        frame: ControlFrame,
+        /// Bytes consumed.
+        len: usize,
+        /// Where the payload sits in the input.
+        payload: Range<usize>,
+    },
+    /// Nothing can be decided until more bytes arrive.
+    NeedMore,
+}
+
+#[derive(Debug)]
+struct FrameState {
+    remaining: u64,
+    offset: usize,
+    in_key: Option<[u8; 4]>,
+    out_key: Option<[u8; 4]>,
+    text: bool,
+    fin: bool,
+}
+
+#[derive(Debug)]
+struct MessageState {
+    text: bool,
+    len: u64,
+    utf8: Utf8Stream,
+}
+
+/// Decoder state for one direction of one connection.
+#[derive(Debug)]
+pub struct Decoder {
+    sender: Sender,
+    limits: Limits,
+    frame: Option<FrameState>,
+    message: Option<MessageState>,
+}
+
+impl Decoder {
+    /// A decoder for frames from `sender`, under `limits`.
+    pub fn new(sender: Sender, limits: Limits) -> Self {
+        Decoder {
+            sender,
+            limits,
+            frame: None,
+            message: None,
+        }
+    }
+
+    /// Whether the data forwarded so far ends inside a frame, so that nothing
+    /// else (a control frame of the gateway's own) may be written to the other
+    /// peer until the frame is complete.
+    pub fn mid_frame(&self) -> bool {
+        self.frame.is_some()
+    }
+
+    /// Decodes from the start of `input`, transforming data in place.
+    pub fn next(
+        &mut self,
+        input: &mut [u8],
+        masks: &mut dyn MaskSource,
+    ) -> Result<Step, FrameError> {
+        if self.frame.is_some() {
+            return self.payload(input);
+        }
+        let mut cursor = Cursor::new(&*input);
+        let (header, len) = match FrameHeader::parse(&mut cursor) {
+            Ok(Some(parsed)) => parsed,
+            Ok(None) => return Ok(Step::NeedMore),
+            Err(WsError::Protocol(ProtocolError::InvalidOpcode(op))) => {
+                return Err(FrameError::ReservedOpcode(op));
+            }
+            // Parsing from memory has no other failure; treat any as a bad opcode byte.
+            Err(_) => return Err(FrameError::ReservedOpcode(input[0] & 0x0F)),
+        };
+        // The cursor reads a slice that fits in memory.
+        let header_len = usize::try_from(cursor.position()).unwrap_or(usize::MAX);
+        self.check_header(&header, len)?;
+        match header.opcode {
+            OpCode::Control(c) => Ok(self.control(c, header_len, len, header.mask, input)?),
+            OpCode::Data(d) => self.data_header(d, &header, header_len, len, input, masks),
+        }
+    }
+
+    fn check_header(&self, header: &FrameHeader, len: u64) -> Result<(), FrameError> {
+        if header.rsv1 || header.rsv2 || header.rsv3 {
+            return Err(FrameError::ReservedBits);
+        }
+        match (self.sender, header.mask.is_some()) {
+            (Sender::Client, false) => return Err(FrameError::Unmasked),
+            (Sender::Upstream, true) => return Err(FrameError::Masked),
+            _ => {}
+        }
+        if len > i64::MAX as u64 {
+            return Err(FrameError::LengthOverflow(len));
+        }
+        if let OpCode::Control(_) = header.opcode {
+            if !header.is_final {
+                return Err(FrameError::ControlFragmented);
+            }
+            if len > MAX_CONTROL_PAYLOAD {
+                return Err(FrameError::ControlTooLong(len));
+            }
+        }
+        Ok(())
+    }
+
+    fn control(
+        &mut self,
+        c: Control,
+        header_len: usize,
+        len: u64,
+        key: Option<[u8; 4]>,
+        input: &mut [u8],
+    ) -> Result<Step, FrameError> {
+        // len <= 125 was checked.
+        let total = header_len + len as usize;
+        if input.len() < total {
+            return Ok(Step::NeedMore);
+        }
+        let payload = header_len..total;
+        if let Some(k) = key {
+            mask::apply(&mut input[payload.clone()], k, 0);
+        }
+        let frame = match c {
+            Control::Ping => ControlFrame::Ping,
+            Control::Pong => ControlFrame::Pong,
+            Control::Close => ControlFrame::Close(close::parse(&input[payload.clone()])?),
+            Control::Reserved(op) => return Err(FrameError::ReservedOpcode(op)),
+        };
+        Ok(Step::Control {
+            frame,
+            len: total,
+            payload,
+        })
+    }
+
+    fn data_header(
+        &mut self,
+        d: Data,
+        header: &FrameHeader,
+        header_len: usize,
+        len: u64,
+        input: &mut [u8],
+        masks: &mut dyn MaskSource,
+    ) -> Result<Step, FrameError> {
+        let text = match (d, &self.message) {
+            (Data::Continue, Some(m)) => m.text,
+            (Data::Continue, None) => return Err(FrameError::UnexpectedContinuation),
+            (Data::Text | Data::Binary, Some(_)) => return Err(FrameError::ExpectedContinuation),
+            (Data::Text, None) => true,
+            (Data::Binary, None) => false,
+            (Data::Reserved(op), _) => return Err(FrameError::ReservedOpcode(op)),
+        };
+        if len > self.limits.max_frame {
+            let max = self.limits.max_frame;
+            return Err(FrameError::FrameTooBig { size: len, max });
+        }
+        let so_far = self.message.as_ref().map_or(0, |m| m.len);
+        let size = so_far.saturating_add(len);
+        if size > self.limits.max_message {
+            let max = self.limits.max_message;
+            return Err(FrameError::MessageTooBig { size, max });
+        }
+        let message = self.message.get_or_insert_with(|| MessageState {
+            text,
+            len: 0,
+            utf8: Utf8Stream::default(),
+        });
+        message.len = size;
+        let out_key = match self.sender {
+            Sender::Client => {
+                let k = masks.next_mask();
+                input[header_len - 4..header_len].copy_from_slice(&k);
+                Some(k)
+            }
+            Sender::Upstream => None,
+        };
+        self.frame = Some(FrameState {
+            remaining: len,
+            offset: 0,
+            in_key: header.mask,
+            out_key,
+            text,
+            fin: header.is_final,
+        });
+        let message_end = if len == 0 { self.end_frame()? } else { false };
+        Ok(Step::Data {
+            len: header_len,
+            message_end,
+        })
+    }
+
+    fn payload(&mut self, input: &mut [u8]) -> Result<Step, FrameError> {
+        let Some(f) = self.frame.as_mut() else {
+            return Ok(Step::NeedMore);
+        };
+        let n = usize::try_from(f.remaining).map_or(input.len(), |r| r.min(input.len()));
+        if n == 0 {
+            return Ok(Step::NeedMore);
+        }
+        let chunk = &mut input[..n];
+        if let Some(k) = f.in_key {
+            mask::apply(chunk, k, f.offset);
+        }
+        if f.text
+            && let Some(m) = self.message.as_mut()
+        {
+            m.utf8.feed(chunk)?;
+        }
+        if let Some(k) = f.out_key {
+            mask::apply(chunk, k, f.offset);
+        }
+        f.offset += n;
+        f.remaining -= n as u64;
+        let message_end = if f.remaining == 0 { self.end_frame()? } else { false };
+        Ok(Step::Data { len: n, message_end })
+    }
+
+    /// Closes the current frame; returns whether it ended its message.
+    fn end_frame(&mut self) -> Result<bool, FrameError> {
+        let fin = self.frame.take().is_some_and(|f| f.fin);
+        if !fin {
+            return Ok(false);
+        }
+        if let Some(mut m) = self.message.take()
+            && m.text
+        {
+            m.utf8.finish()?;
+        }
+        Ok(true)
+    }
+}

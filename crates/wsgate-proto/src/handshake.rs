@@ -1,0 +1,325 @@
+//! The opening handshake (RFC 6455 section 4), both legs.
+//!
+//! [`check_request`] applies section 4.2.1 to a client's request before any
+//! admission decision; [`check_response`] applies section 4.2.2 to the
+//! upstream's answer. The gateway relays nothing until the upstream has
+//! answered 101 with the right `Sec-WebSocket-Accept`: otherwise a client
+//! could smuggle raw HTTP through a "WebSocket" into the upstream's server.
+
+use base64::Engine as _;
+use http::{HeaderMap, Method, StatusCode, Version, header};
+
+/// The one WebSocket version there is.
+pub const VERSION: &str = "13";
+
+/// What a valid client handshake carries that later stages need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientHandshake {
+    /// `Sec-WebSocket-Key`, as sent.
+    pub key: String,
+    /// `Host`, as sent.
+    pub host: String,
+    /// `Origin`, as sent, when present.
+    pub origin: Option<String>,
+    /// Subprotocols offered, in order.
+    pub protocols: Vec<String>,
+}
+
+/// One broken handshake rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandshakeError {
+    /// Section 4.2.1 item 1.
+    #[error("method {0} is not GET")]
+    NotGet(String),
+    /// Section 4.2.1 item 1.
+    #[error("{0:?} is not HTTP/1.1")]
+    NotHttp11(Version),
+    /// Section 4.2.1 item 2.
+    #[error("no Host header")]
+    MissingHost,
+    /// A header that must appear once appeared more than once: which copy a
+    /// later hop would read is anyone's guess, so neither is trusted.
+    #[error("{0} appears more than once")]
+    Duplicate(&'static str),
+    /// Section 4.2.1 item 3.
+    #[error("Upgrade does not name websocket")]
+    NotUpgrade,
+    /// Section 4.2.1 item 4.
+    #[error("Connection does not name upgrade")]
+    NoConnectionUpgrade,
+    /// Section 4.2.1 item 5.
+    #[error("Sec-WebSocket-Key missing or not 16 bytes in base64")]
+    BadKey,
+    /// Section 4.2.1 item 6: answered 426 with the version spoken.
+    #[error("Sec-WebSocket-Version {0:?} is not 13")]
+    UnsupportedVersion(String),
+    /// Section 4.1: subprotocols are tokens.
+    #[error("Sec-WebSocket-Protocol has an entry that is not a token")]
+    BadProtocol,
+    /// A header value that is not visible ASCII.
+    #[error("{0} is not visible ASCII")]
+    NotAscii(&'static str),
+}
+
+impl HandshakeError {
+    /// Whether the fix is another protocol version (426) rather than a well-formed request (400).
+    pub fn is_version(&self) -> bool {
+        matches!(self, HandshakeError::UnsupportedVersion(_))
+    }
+}
+
+/// Whether the request asks for a WebSocket at all (`Upgrade: websocket`),
+/// so that a plain HTTP request can be told apart from a broken handshake.
+pub fn wants_websocket(headers: &HeaderMap) -> bool {
+    has_token(headers, header::UPGRADE, "websocket")
+}
+
+/// Checks a client's opening handshake.
+pub fn check_request(
+    method: &Method,
+    version: Version,
+    headers: &HeaderMap,
+) -> Result<ClientHandshake, HandshakeError> {
+    if method != Method::GET {
+        return Err(HandshakeError::NotGet(method.to_string()));
+    }
+    if version != Version::HTTP_11 {
+        return Err(HandshakeError::NotHttp11(version));
+    }
+    let host = single(headers, header::HOST, "Host")?
+        .filter(|h| !h.is_empty())
+        .ok_or(HandshakeError::MissingHost)?;
+    if !wants_websocket(headers) {
+        return Err(HandshakeError::NotUpgrade);
+    }
+    if !has_token(headers, header::CONNECTION, "upgrade") {
+        return Err(HandshakeError::NoConnectionUpgrade);
+    }
+    let version = single(headers, header::SEC_WEBSOCKET_VERSION, "Sec-WebSocket-Version")?;
+    match version.map(str::trim) {
+        Some(VERSION) => {}
+        other => return Err(HandshakeError::UnsupportedVersion(other.unwrap_or("").to_owned())),
+    }
+    let key = single(headers, header::SEC_WEBSOCKET_KEY, "Sec-WebSocket-Key")?
+        .map(str::trim)
+        .filter(|k| is_valid_key(k))
+        .ok_or(HandshakeError::BadKey)?;
+    let origin = single(headers, header::ORIGIN, "Origin")?;
+    let protocols = protocols(headers)?;
+    Ok(ClientHandshake {
+        key: key.to_owned(),
+        host: host.to_owned(),
+        origin: origin.map(str::to_owned),
+        protocols,
+    })
+}
+
+fn is_valid_key(key: &str) -> bool {
+    key.len() == 24
+        && base64::engine::general_purpose::STANDARD
+            .decode(key)
+            .is_ok_and(|raw| raw.len() == 16)
+}
+
+/// The value of a header that may appear at most once.
+fn single<'h>(
+    headers: &'h HeaderMap,
+    name: header::HeaderName,
+    label: &'static str,
+) -> Result<Option<&'h str>, HandshakeError> {
+    let mut values = headers.get_all(name).iter();
+    let Some(first) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(HandshakeError::Duplicate(label));
+    }
+    first
+        .to_str()
+        .map(Some)
+        .map_err(|_| HandshakeError::NotAscii(label))
+}
+
+/// Whether any comma-separated token of any copy of `name` equals `token`, ignoring case.
+fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    })
+}
+
+fn protocols(headers: &HeaderMap) -> Result<Vec<String>, HandshakeError> {
+    let mut out = Vec::new();
+    for value in headers.get_all(header::SEC_WEBSOCKET_PROTOCOL) {
+        let text = value
+            .to_str()
+            .map_err(|_| HandshakeError::NotAscii("Sec-WebSocket-Protocol"))?;
+        for p in text.split(',').map(str::trim) {
+            if !is_token(p) {
+                return Err(HandshakeError::BadProtocol);
+            }
+            out.push(p.to_owned());
+        }
+    }
+    Ok(out)
+}
+
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// `Sec-WebSocket-Accept` for a key (section 4.2.2 item 5.4).
+pub fn accept_key(key: &str) -> String {
+    tungstenite::handshake::derive_accept_key(key.as_bytes())
+}
+
+/// A fresh `Sec-WebSocket-Key` from 16 random bytes.
+pub fn new_key(random: [u8; 16]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(random)
+}
+
+/// Why an upstream's answer is not a WebSocket handshake the gateway can relay.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamHandshakeError {
+    /// Anything but 101.
+    #[error("upstream answered {0} instead of 101")]
+    Status(StatusCode),
+    /// Missing `Upgrade: websocket` or `Connection: upgrade`.
+    #[error("upstream's 101 does not upgrade to websocket")]
+    NotUpgrade,
+    /// Missing or wrong `Sec-WebSocket-Accept`.
+    #[error("upstream's Sec-WebSocket-Accept does not match the key sent")]
+    BadAccept,
+    /// A subprotocol that was not offered, or more than one.
+    #[error("upstream chose a subprotocol that was not offered")]
+    BadProtocol,
+    /// Any extension: the gateway offers none.
+    #[error("upstream negotiated an extension that was not offered")]
+    Extension,
+}
+
+/// Checks the upstream's answer to a handshake sent with `key` and `offered`
+/// subprotocols; returns the chosen subprotocol.
+pub fn check_response(
+    status: StatusCode,
+    headers: &HeaderMap,
+    key: &str,
+    offered: &[String],
+) -> Result<Option<String>, UpstreamHandshakeError> {
+    if status != StatusCode::SWITCHING_PROTOCOLS {
+        return Err(UpstreamHandshakeError::Status(status));
+    }
+    if !wants_websocket(headers) || !has_token(headers, header::CONNECTION, "upgrade") {
+        return Err(UpstreamHandshakeError::NotUpgrade);
+    }
+    let accept = single(headers, header::SEC_WEBSOCKET_ACCEPT, "Sec-WebSocket-Accept")
+        .map_err(|_| UpstreamHandshakeError::BadAccept)?;
+    if accept.map(str::trim) != Some(accept_key(key).as_str()) {
+        return Err(UpstreamHandshakeError::BadAccept);
+    }
+    if headers.contains_key(header::SEC_WEBSOCKET_EXTENSIONS) {
+        return Err(UpstreamHandshakeError::Extension);
+    }
+    let chosen = single(headers, header::SEC_WEBSOCKET_PROTOCOL, "Sec-WebSocket-Protocol")
+        .map_err(|_| UpstreamHandshakeError::BadProtocol)?;
+    match chosen.map(str::trim) {
+        None => Ok(None),
+        Some(p) if offered.iter().any(|o| o == p) => Ok(Some(p.to_owned())),
+        Some(_) => Err(UpstreamHandshakeError::BadProtocol),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn request(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+    fn good() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("host", "gw.example"),
+            ("upgrade", "WebSocket"),
+            ("connection", "keep-alive, Upgrade"),
+            ("sec-websocket-version", "13"),
+            ("sec-websocket-key", KEY),
+            ("origin", "https://app.example"),
+        ]
+    }
+
+    fn check(pairs: &[(&str, &str)]) -> Result<ClientHandshake, HandshakeError> {
+        check_request(&Method::GET, Version::HTTP_11, &request(pairs))
+    }
+
+    #[test]
+    fn the_rfc_example_passes() {
+        let hs = check(&good()).unwrap();
+        assert_eq!(hs.origin.as_deref(), Some("https://app.example"));
+        assert_eq!(accept_key(&hs.key), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    }
+
+    #[test]
+    fn each_rule_has_its_error() {
+        let without = |name: &str| -> Vec<_> { good().into_iter().filter(|(k, _)| *k != name).collect() };
+        let with = |extra: (&'static str, &'static str)| -> Vec<_> {
+            let mut v = good();
+            v.push(extra);
+            v
+        };
+        let replaced = |name: &'static str, value: &'static str| -> Vec<_> {
+            let mut v = without(name);
+            v.push((name, value));
+            v
+        };
+        assert_eq!(check(&without("host")), Err(HandshakeError::MissingHost));
+        assert_eq!(check(&without("upgrade")), Err(HandshakeError::NotUpgrade));
+        assert_eq!(check(&without("connection")), Err(HandshakeError::NoConnectionUpgrade));
+        assert_eq!(check(&without("sec-websocket-key")), Err(HandshakeError::BadKey));
+        assert_eq!(check(&replaced("sec-websocket-key", "c2hvcnQ=")), Err(HandshakeError::BadKey));
+        assert!(check(&replaced("sec-websocket-version", "8")).unwrap_err().is_version());
+        assert!(check(&without("sec-websocket-version")).unwrap_err().is_version());
+        assert_eq!(check(&with(("origin", "https://evil.example"))), Err(HandshakeError::Duplicate("Origin")));
+        assert_eq!(check(&with(("host", "other"))), Err(HandshakeError::Duplicate("Host")));
+        assert_eq!(check(&with(("sec-websocket-key", KEY))), Err(HandshakeError::Duplicate("Sec-WebSocket-Key")));
+        assert_eq!(check(&with(("sec-websocket-protocol", "a b"))), Err(HandshakeError::BadProtocol));
+        let hs = check(&with(("sec-websocket-protocol", "chat.v1, chat.v2"))).unwrap();
+        assert_eq!(hs.protocols, ["chat.v1", "chat.v2"]);
+        let post = check_request(&Method::POST, Version::HTTP_11, &request(&good()));
+        assert!(matches!(post, Err(HandshakeError::NotGet(_))));
+        let old = check_request(&Method::GET, Version::HTTP_10, &request(&good()));
+        assert!(matches!(old, Err(HandshakeError::NotHttp11(_))));
+    }
+
+    #[test]
+    fn upstream_answers() {
+        let ok = request(&[
+            ("upgrade", "websocket"),
+            ("connection", "Upgrade"),
+            ("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+        ]);
+        let sw = StatusCode::SWITCHING_PROTOCOLS;
+        assert_eq!(check_response(sw, &ok, KEY, &[]), Ok(None));
+        assert_eq!(check_response(StatusCode::OK, &ok, KEY, &[]), Err(UpstreamHandshakeError::Status(StatusCode::OK)));
+        assert_eq!(check_response(sw, &ok, "AAAAAAAAAAAAAAAAAAAAAA==", &[]), Err(UpstreamHandshakeError::BadAccept));
+        let mut chose = ok.clone();
+        chose.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("admin"));
+        assert_eq!(check_response(sw, &chose, KEY, &["chat".into()]), Err(UpstreamHandshakeError::BadProtocol));
+        assert_eq!(check_response(sw, &chose, KEY, &["admin".into()]), Ok(Some("admin".into())));
+        let mut ext = ok.clone();
+        ext.insert(header::SEC_WEBSOCKET_EXTENSIONS, HeaderValue::from_static("permessage-deflate"));
+        assert_eq!(check_response(sw, &ext, KEY, &[]), Err(UpstreamHandshakeError::Extension));
+    }
+}
