@@ -1,0 +1,157 @@
+//! Why a handshake was refused or a connection closed, and what the client
+//! is told: the single table of DESIGN.md. Logs, metrics, response bodies
+//! and close frames all use [`Reason::code`].
+
+use wsgate_proto::frame::FrameError;
+use wsgate_proto::handshake::HandshakeError;
+
+/// Every reason wsgate refuses or closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    // Handshake refusals.
+    /// The request breaks RFC 6455's handshake rules.
+    BadHandshake,
+    /// `Sec-WebSocket-Version` is not 13.
+    VersionUnsupported,
+    /// The request head is larger than the listener's `max_header_bytes`.
+    HeadersTooLarge,
+    /// No route for the path.
+    RouteNotFound,
+    /// No `Origin`, and the route does not allow that.
+    OriginMissing,
+    /// `Origin` is not on the route's allow-list.
+    OriginNotAllowed,
+    /// `Host` is not on the listener's or route's allow-list.
+    HostNotAllowed,
+    /// The upstream could not be reached or did not answer a correct 101.
+    UpstreamUnavailable,
+    /// The client did not finish TLS and its request head in time.
+    HandshakeTimeout,
+    // Closes after the upgrade.
+    /// The client broke the framing rules.
+    ProtocolError,
+    /// A text message that is not UTF-8.
+    InvalidUtf8,
+    /// A frame or message over the route's limit.
+    MessageTooBig,
+    /// No data either way for the route's `idle_timeout`.
+    IdleTimeout,
+    /// The client did not answer the gateway's ping before the next one was due.
+    PongTimeout,
+    /// The connection reached the route's `max_lifetime`.
+    LifetimeExceeded,
+    /// The gateway is stopping.
+    ShuttingDown,
+    /// The upstream broke the framing rules.
+    UpstreamError,
+    /// The upstream closed its connection without a close frame.
+    UpstreamGone,
+}
+
+/// What the client is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Response {
+    /// An HTTP response with this status and the reason code as its body.
+    Http(u16),
+    /// A close frame with this code and the reason code as its reason.
+    Close(u16),
+    /// The connection is dropped without a word (the client never finished its request).
+    Drop,
+}
+
+impl Reason {
+    /// The stable snake_case name used in logs, metrics, bodies and close reasons.
+    pub fn code(self) -> &'static str {
+        self.row().0
+    }
+
+    /// What the client is told.
+    pub fn response(self) -> Response {
+        self.row().1
+    }
+
+    /// The table. One row per reason; nothing else decides a status or close code.
+    fn row(self) -> (&'static str, Response) {
+        use Reason::*;
+        use Response::{Close, Drop, Http};
+        match self {
+            BadHandshake => ("bad_handshake", Http(400)),
+            VersionUnsupported => ("version_unsupported", Http(426)),
+            HeadersTooLarge => ("headers_too_large", Http(431)),
+            RouteNotFound => ("route_not_found", Http(404)),
+            OriginMissing => ("origin_missing", Http(403)),
+            OriginNotAllowed => ("origin_not_allowed", Http(403)),
+            HostNotAllowed => ("host_not_allowed", Http(421)),
+            UpstreamUnavailable => ("upstream_unavailable", Http(502)),
+            HandshakeTimeout => ("handshake_timeout", Drop),
+            ProtocolError => ("protocol_error", Close(1002)),
+            InvalidUtf8 => ("invalid_utf8", Close(1007)),
+            MessageTooBig => ("message_too_big", Close(1009)),
+            IdleTimeout => ("idle_timeout", Close(1001)),
+            PongTimeout => ("pong_timeout", Close(1001)),
+            LifetimeExceeded => ("lifetime_exceeded", Close(1001)),
+            ShuttingDown => ("shutting_down", Close(1001)),
+            // 1014 ("bad gateway") is not accepted by every client library
+            // (tungstenite refuses it), so upstream failures close with 1011.
+            UpstreamError => ("upstream_error", Close(1011)),
+            UpstreamGone => ("upstream_gone", Close(1011)),
+        }
+    }
+
+    /// The close code, for reasons answered after the upgrade.
+    pub fn close_code(self) -> Option<u16> {
+        match self.response() {
+            Response::Close(code) => Some(code),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+impl From<&HandshakeError> for Reason {
+    fn from(e: &HandshakeError) -> Self {
+        if e.is_version() {
+            Reason::VersionUnsupported
+        } else {
+            Reason::BadHandshake
+        }
+    }
+}
+
+impl From<&FrameError> for Reason {
+    fn from(e: &FrameError) -> Self {
+        match e {
+            FrameError::InvalidUtf8(_) | FrameError::CloseReasonNotUtf8 => Reason::InvalidUtf8,
+            FrameError::FrameTooBig { .. } | FrameError::MessageTooBig { .. } => {
+                Reason::MessageTooBig
+            }
+            _ => Reason::ProtocolError,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_snake_case() {
+        use Reason::*;
+        let all = [
+            BadHandshake, VersionUnsupported, HeadersTooLarge, RouteNotFound, OriginMissing,
+            OriginNotAllowed, HostNotAllowed, UpstreamUnavailable, HandshakeTimeout, ProtocolError,
+            InvalidUtf8, MessageTooBig, IdleTimeout, PongTimeout, LifetimeExceeded, ShuttingDown,
+            UpstreamError, UpstreamGone,
+        ];
+        let mut codes: Vec<_> = all.iter().map(|r| r.code()).collect();
+        assert!(codes.iter().all(|c| c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')));
+        codes.sort();
+        codes.dedup();
+        assert_eq!(codes.len(), all.len());
+    }
+}
