@@ -1,1 +1,117 @@
-//! stub
+//! wsgate's runtime: a WebSocket reverse proxy that enforces its policy.
+//!
+//! A connection flows through one module per stage, in call order:
+//!
+//! ```text
+//! listen     TCP accept, TLS, request head (timeouts, size limits)
+//! handshake  RFC 6455 checks -> admission (wsgate-policy) -> upstream -> 101
+//! upstream   connect, handshake, verify the upstream's 101
+//! relay      both directions, frame by frame (pump, sink), timers, closing
+//! ```
+//!
+//! [`respond`] applies the refusal table of `wsgate_policy::Reason` to HTTP;
+//! [`audit`] writes the one log line per decision and per close. The
+//! invariant the stages keep: no byte reaches an upstream before admission
+//! has decided, and no byte reaches the client before the upstream has
+//! answered a correct 101.
+
+pub mod audit;
+mod handshake;
+mod listen;
+mod pump;
+pub mod relay;
+mod respond;
+mod sink;
+mod state;
+mod tls;
+mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use wsgate_config::Config;
+
+pub use audit::{AuditEvent, AuditLog};
+
+use crate::state::State;
+
+/// A gateway whose certificates are loaded and whose config is accepted,
+/// not yet listening.
+pub struct Prepared {
+    state: State,
+    /// Things the operator should know (self-signed fingerprints).
+    pub notes: Vec<String>,
+}
+
+/// Loads what a config refers to (certificates, keys, CA files) and reports
+/// every problem at once. `wsgate check` runs this too, without binding.
+pub fn prepare(config: Config, audit: AuditLog) -> Result<Prepared, Vec<String>> {
+    let p = State::prepare(config, audit)?;
+    Ok(Prepared {
+        state: p.state,
+        notes: p.notes,
+    })
+}
+
+/// A running gateway.
+pub struct Gateway {
+    state: Arc<State>,
+    addrs: Vec<SocketAddr>,
+}
+
+impl Prepared {
+    /// Binds every listener and starts accepting.
+    pub async fn start(self) -> std::io::Result<Gateway> {
+        let state = Arc::new(self.state);
+        let mut sockets = Vec::new();
+        for l in &state.listeners {
+            let socket = TcpListener::bind(l.config.bind).await.map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot bind {}: {e}", l.config.bind))
+            })?;
+            sockets.push(socket);
+        }
+        let mut addrs = Vec::new();
+        for (i, socket) in sockets.into_iter().enumerate() {
+            addrs.push(socket.local_addr()?);
+            state
+                .tasks
+                .spawn(listen::accept_loop(Arc::clone(&state), i, socket));
+        }
+        Ok(Gateway { state, addrs })
+    }
+}
+
+impl Gateway {
+    /// The bound address of each listener, in config order.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// The audit log, to subscribe to.
+    pub fn audit(&self) -> &AuditLog {
+        &self.state.audit
+    }
+
+    /// A token that stops the gateway when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.state.shutdown.clone()
+    }
+
+    /// Stops accepting, sends every client a 1001 close, and waits up to the
+    /// configured grace for connections to finish. Returns whether all did.
+    pub async fn shutdown(self) -> bool {
+        self.state.shutdown.cancel();
+        self.wait().await
+    }
+
+    /// Waits until the shutdown token is cancelled and connections have drained
+    /// (up to the grace period). Returns whether all connections finished.
+    pub async fn wait(self) -> bool {
+        self.state.shutdown.cancelled().await;
+        self.state.tasks.close();
+        let grace = self.state.grace;
+        tokio::time::timeout(grace, self.state.tasks.wait()).await.is_ok()
+    }
+}

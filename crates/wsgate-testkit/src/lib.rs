@@ -1,1 +1,20 @@
-//! stub
+//! Test support for wsgate: real components on ephemeral loopback ports.
+//!
+//! - [`upstream`]: a real WebSocket echo server (tokio-tungstenite, an
+//!   implementation independent of wsgate's), and upstreams that misbehave
+//!   in the ways a gateway must catch.
+//! - [`client`]: a raw client that writes any bytes, including frames no
+//!   library would send, and reads what comes back.
+//! - [`pki`]: a CA and certificates made in the test.
+//! - [`gateway`]: wsgate in-process on 127.0.0.1:0, with its audit events.
+//!
+//! Nothing here mocks the network: every test talks over real sockets.
+
+pub mod client;
+pub mod gateway;
+pub mod pki;
+pub mod upstream;
+
+/// How long a test waits for something that should happen at once before it
+/// fails. A deadline for failing, never a sleep for synchronising.
+pub const WAIT: std::time::Duration = std::time::Duration::from_secs(10);

@@ -1,1 +1,174 @@
-fn main() {}
+//! The `wsgate` command: argument parsing, wiring, exit codes.
+//!
+//! Exit codes: 0 success; 2 the config (or the command line) is wrong;
+//! 1 the gateway failed while running (a port could not be bound).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use wsgate_config::{AuditTarget, Config, LogFormat};
+use wsgate_gateway::AuditLog;
+
+/// A WebSocket security gateway.
+#[derive(Parser)]
+#[command(name = "wsgate", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// The config file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a config and print every error with its key path; exit 0 valid, 2 invalid.
+    Check {
+        /// The config file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Serve { config } => serve(&config),
+    }
+}
+
+/// Loads a config and everything it refers to, printing every error.
+fn load(path: &Path) -> Result<(Config, wsgate_gateway::Prepared), ExitCode> {
+    let config = wsgate_config::load(path).map_err(|errors| {
+        eprint!("{}: {errors}", path.display());
+        ExitCode::from(2)
+    })?;
+    let audit = audit_log(&config).map_err(|e| {
+        eprintln!("{}: log.audit: {e}", path.display());
+        ExitCode::from(2)
+    })?;
+    let prepared = wsgate_gateway::prepare(config.clone(), audit).map_err(|errors| {
+        let n = errors.len();
+        eprintln!("{}: {n} error{} in config:", path.display(), if n == 1 { "" } else { "s" });
+        for e in errors {
+            eprintln!("  {e}");
+        }
+        ExitCode::from(2)
+    })?;
+    Ok((config, prepared))
+}
+
+fn check(path: &Path) -> ExitCode {
+    match load(path) {
+        Ok((config, prepared)) => {
+            for note in &prepared.notes {
+                println!("note: {note}");
+            }
+            println!(
+                "{}: ok ({} listener{}, {} route{})",
+                path.display(),
+                config.listeners.len(),
+                plural(config.listeners.len()),
+                config.routes.len(),
+                plural(config.routes.len()),
+            );
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+fn audit_log(config: &Config) -> std::io::Result<AuditLog> {
+    let out: Box<dyn std::io::Write + Send> = match &config.log.audit {
+        AuditTarget::Stdout => Box::new(std::io::stdout()),
+        AuditTarget::File(path) => Box::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?,
+        ),
+    };
+    Ok(AuditLog::new(out))
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WSGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Pretty => builder.init(),
+    }
+}
+
+fn serve(path: &Path) -> ExitCode {
+    let (config, prepared) = match load(path) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    init_tracing(config.log.format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(prepared)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wsgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(prepared: wsgate_gateway::Prepared) -> anyhow::Result<()> {
+    for note in &prepared.notes {
+        tracing::warn!("{note}");
+    }
+    let gateway = prepared.start().await?;
+    for addr in gateway.local_addrs() {
+        tracing::info!(%addr, "listening");
+        // A plain line for scripts and tests that start wsgate on port 0.
+        eprintln!("wsgate: listening on {addr}");
+    }
+    let token = gateway.shutdown_token();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: closing connections with 1001");
+        token.cancel();
+    });
+    let drained = gateway.wait().await;
+    if drained {
+        tracing::info!("all connections closed");
+    } else {
+        tracing::warn!("grace period over with connections still open; exiting");
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        // Without signal handlers the gateway can still be stopped by SIGKILL.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

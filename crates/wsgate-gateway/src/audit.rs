@@ -1,0 +1,147 @@
+//! The audit log: one JSON line for every handshake decision and every close.
+//!
+//! Lines go to the configured target (stdout or a file) and to in-process
+//! subscribers (tests wait on them instead of sleeping; the demo's live panel
+//! will show them). Field names are a stable contract, documented in
+//! docs/audit-log.md. Query strings, tokens and cookies never appear: the
+//! path is logged without its query.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+/// How many events a slow subscriber may fall behind before it misses some.
+const SUBSCRIBER_BACKLOG: usize = 4096;
+
+/// One audit event.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct AuditEvent {
+    /// RFC 3339 time with milliseconds, UTC.
+    pub time: String,
+    /// `handshake` or `close`.
+    pub event: &'static str,
+    /// Connection id, unique within the process.
+    pub conn: u64,
+    /// Client address.
+    pub client: String,
+    /// Listener address.
+    pub listener: String,
+    /// Route path, when one matched.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    /// Request path, without the query string.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// `Host`, as sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// `Origin`, as sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    /// Handshakes: `admitted` or `refused`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision: Option<&'static str>,
+    /// A reason code from DESIGN.md's table, or how a connection ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+    /// False when a route in report mode admitted what enforcing would refuse.
+    pub enforced: bool,
+    /// HTTP status sent (handshakes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Close code the client sent or was sent (closes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub close_code: Option<u16>,
+    /// Who started the close: client, upstream or gateway.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub initiator: Option<&'static str>,
+    /// Bytes read from the client.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_in: Option<u64>,
+    /// Bytes read from the upstream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_out: Option<u64>,
+    /// Messages from the client.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub messages_in: Option<u64>,
+    /// Messages from the upstream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub messages_out: Option<u64>,
+    /// Milliseconds: the handshake's decision time, or the connection's life.
+    pub duration_ms: u64,
+    /// A sentence for the operator.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl AuditEvent {
+    /// An event of `kind` for connection `conn`, other fields empty.
+    pub fn new(event: &'static str, conn: u64, client: String, listener: String) -> Self {
+        AuditEvent {
+            time: now(),
+            event,
+            conn,
+            client,
+            listener,
+            route: None,
+            path: None,
+            host: None,
+            origin: None,
+            decision: None,
+            reason: None,
+            enforced: true,
+            status: None,
+            close_code: None,
+            initiator: None,
+            bytes_in: None,
+            bytes_out: None,
+            messages_in: None,
+            messages_out: None,
+            duration_ms: 0,
+            detail: None,
+        }
+    }
+}
+
+/// The current time as audit lines write it.
+pub fn now() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+/// Where audit events go.
+#[derive(Clone)]
+pub struct AuditLog {
+    out: Arc<Mutex<Box<dyn Write + Send>>>,
+    subscribers: broadcast::Sender<Arc<AuditEvent>>,
+}
+
+impl AuditLog {
+    /// An audit log writing JSON lines to `out`.
+    pub fn new(out: Box<dyn Write + Send>) -> Self {
+        AuditLog {
+            out: Arc::new(Mutex::new(out)),
+            subscribers: broadcast::channel(SUBSCRIBER_BACKLOG).0,
+        }
+    }
+
+    /// Receives every event written from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<AuditEvent>> {
+        self.subscribers.subscribe()
+    }
+
+    /// Writes one event.
+    pub fn write(&self, event: AuditEvent) {
+        if let Ok(mut line) = serde_json::to_vec(&event) {
+            line.push(b'\n');
+            let mut out = self.out.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            // An audit line that cannot be written is reported on stderr; the
+            // connection it describes is not made to fail for it.
+            if let Err(e) = out.write_all(&line).and_then(|()| out.flush()) {
+                tracing::error!(error = %e, "cannot write audit log");
+            }
+        }
+        let _ = self.subscribers.send(Arc::new(event));
+    }
+}

@@ -1,0 +1,192 @@
+//! The handshake stage: one HTTP request in, a refusal or a 101 out.
+//!
+//! In order: RFC 6455 checks, admission (route, host, origin, credentials,
+//! limits), the upstream's own 101, and only then the client's 101. Every
+//! outcome is one audit line. The relay starts once hyper hands over the
+//! upgraded connection.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::time::Instant;
+use wsgate_policy::{Admitted, Reason, admit};
+use wsgate_proto::handshake::{self, HandshakeError};
+
+use crate::audit::AuditEvent;
+use crate::relay;
+use crate::state::State;
+use crate::upstream::{self, ClientSide, Connected};
+
+/// Who is on the other end of one accepted connection.
+pub(crate) struct Conn {
+    pub(crate) state: Arc<State>,
+    pub(crate) listener: usize,
+    pub(crate) id: u64,
+    pub(crate) client: SocketAddr,
+    pub(crate) tls: bool,
+}
+
+impl Conn {
+    pub(crate) fn event(&self, kind: &'static str) -> AuditEvent {
+        let listener = self.state.listeners[self.listener].config.bind.to_string();
+        AuditEvent::new(kind, self.id, self.client.to_string(), listener)
+    }
+}
+
+/// Answers one request on a client connection.
+pub(crate) async fn handle(
+    mut req: Request<Incoming>,
+    conn: Arc<Conn>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let started = Instant::now();
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let (parts, _body) = req.into_parts();
+    let mut ev = conn.event("handshake");
+    ev.path = Some(parts.uri.path().to_owned());
+    ev.host = header_text(&parts.headers, header::HOST);
+    ev.origin = header_text(&parts.headers, header::ORIGIN);
+    let state = &conn.state;
+    let response = match decide(&conn, &parts).await {
+        Err((reason, route, detail)) => {
+            ev.route = route.map(|i| state.router.routes()[i].path.clone());
+            finish(&mut ev, started, "refused", reason, true, detail);
+            crate::respond::refusal(reason)
+        }
+        Ok((admitted, hs_key, connected)) => {
+            ev.route = Some(admitted.route().path.clone());
+            let (reason, detail) = match admitted.report() {
+                Some(r) => (Some(r.reason), Some(r.detail.clone())),
+                None => (None, None),
+            };
+            ev.decision = Some("admitted");
+            ev.reason = reason.map(Reason::code);
+            ev.enforced = reason.is_none();
+            ev.status = Some(101);
+            ev.detail = detail;
+            ev.duration_ms = elapsed_ms(started);
+            let accept = handshake::accept_key(&hs_key);
+            let response = crate::respond::switching(&accept, connected.protocol.as_deref());
+            let close_ev = ev.clone();
+            state.audit.write(std::mem::replace(&mut ev, conn.event("handshake")));
+            spawn_relay(&conn, admitted, connected, on_upgrade, close_ev);
+            return Ok(response);
+        }
+    };
+    state.audit.write(ev);
+    Ok(response)
+}
+
+type Refusal = (Reason, Option<usize>, Option<String>);
+
+async fn decide(
+    conn: &Conn,
+    parts: &http::request::Parts,
+) -> Result<(Admitted, String, Connected), Refusal> {
+    let state = &conn.state;
+    let path = parts.uri.path();
+    let hs = handshake::check_request(&parts.method, parts.version, &parts.headers).map_err(|e| {
+        let reason = match e {
+            HandshakeError::NotUpgrade if state.router.find(path).is_none() => Reason::RouteNotFound,
+            ref e => Reason::from(e),
+        };
+        (reason, None, Some(e.to_string()))
+    })?;
+    let request = wsgate_policy::Request {
+        path,
+        host: &hs.host,
+        origin: hs.origin.as_deref(),
+        protocols: &hs.protocols,
+    };
+    let hosts = &state.listeners[conn.listener].config.hosts;
+    let admitted = admit(hosts, &state.router, &request)
+        .map_err(|r| (r.reason, r.route, Some(r.detail)))?;
+    let client = ClientSide {
+        path_and_query: parts.uri.path_and_query().map_or(path, |p| p.as_str()),
+        headers: &parts.headers,
+        addr: conn.client,
+        tls: conn.tls,
+    };
+    let tls = state.upstream_tls[admitted.route_index()].as_ref();
+    match upstream::connect(&admitted, &client, tls).await {
+        Ok(connected) => Ok((admitted, hs.key, connected)),
+        Err(e) => Err((Reason::UpstreamUnavailable, Some(admitted.route_index()), Some(e.to_string()))),
+    }
+}
+
+fn spawn_relay(
+    conn: &Arc<Conn>,
+    admitted: Admitted,
+    connected: Connected,
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    mut ev: AuditEvent,
+) {
+    let state = Arc::clone(&conn.state);
+    conn.state.tasks.spawn(async move {
+        let started = Instant::now();
+        ev.event = "close";
+        ev.decision = None;
+        ev.status = None;
+        ev.detail = None;
+        let summary = match on_upgrade.await {
+            Ok(upgraded) => {
+                let limits = &admitted.route().limits;
+                relay::relay(TokioIo::new(upgraded), connected.io, limits, &state.shutdown).await
+            }
+            Err(_) => relay::Summary {
+                outcome: relay::Outcome::ClientGone,
+                bytes_from_client: 0,
+                bytes_from_upstream: 0,
+                messages_from_client: 0,
+                messages_from_upstream: 0,
+                detail: Some("client left before the upgrade completed".into()),
+            },
+        };
+        ev.time = crate::audit::now();
+        ev.reason = Some(summary.outcome.code());
+        ev.close_code = Some(summary.outcome.close_code());
+        ev.initiator = Some(summary.outcome.initiator());
+        ev.bytes_in = Some(summary.bytes_from_client);
+        ev.bytes_out = Some(summary.bytes_from_upstream);
+        ev.messages_in = Some(summary.messages_from_client);
+        ev.messages_out = Some(summary.messages_from_upstream);
+        ev.duration_ms = elapsed_ms(started);
+        ev.detail = summary.detail;
+        state.audit.write(ev);
+    });
+}
+
+fn finish(
+    ev: &mut AuditEvent,
+    started: Instant,
+    decision: &'static str,
+    reason: Reason,
+    enforced: bool,
+    detail: Option<String>,
+) {
+    ev.decision = Some(decision);
+    ev.reason = Some(reason.code());
+    ev.enforced = enforced;
+    if let wsgate_policy::Response::Http(status) = reason.response() {
+        ev.status = Some(status);
+    }
+    ev.detail = detail;
+    ev.duration_ms = elapsed_ms(started);
+}
+
+pub(crate) fn elapsed_ms(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A header for the log: the first copy, non-ASCII bytes replaced, capped in length.
+fn header_text(headers: &http::HeaderMap, name: header::HeaderName) -> Option<String> {
+    const MAX: usize = 256;
+    let v = headers.get(name)?;
+    let text = String::from_utf8_lossy(v.as_bytes());
+    Some(text.chars().take(MAX).collect())
+}

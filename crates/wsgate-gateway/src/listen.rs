@@ -1,0 +1,116 @@
+//! The listen stage: accept TCP, finish TLS, read the request head, all
+//! within the listener's `handshake_timeout`, then hand the request to the
+//! handshake stage.
+//!
+//! hyper reads the request head with a bounded buffer (`max_header_bytes`,
+//! answered 431 above it) and a header-read timer (slowloris). Failures it
+//! answers itself are still logged here, with their reason.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use wsgate_policy::Reason;
+
+use crate::handshake::{Conn, elapsed_ms, handle};
+use crate::state::State;
+
+/// Accepts on one listener until shutdown.
+pub(crate) async fn accept_loop(state: Arc<State>, index: usize, listener: TcpListener) {
+    loop {
+        let accepted = tokio::select! {
+            () = state.shutdown.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((tcp, client)) => {
+                let s = Arc::clone(&state);
+                state.tasks.spawn(serve(s, index, tcp, client));
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn serve(state: Arc<State>, index: usize, tcp: TcpStream, client: SocketAddr) {
+    let _ = tcp.set_nodelay(true);
+    let listener = &state.listeners[index];
+    let conn = Arc::new(Conn {
+        state: Arc::clone(&state),
+        listener: index,
+        id: state.next_conn_id(),
+        client,
+        tls: listener.tls.is_some(),
+    });
+    let started = tokio::time::Instant::now();
+    match &listener.tls {
+        None => serve_http(conn, tcp, started).await,
+        Some(acceptor) => {
+            let timeout = listener.config.handshake_timeout;
+            match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => serve_http(conn, tls, started).await,
+                Ok(Err(e)) => tracing::debug!(client = %client, error = %e, "TLS handshake failed"),
+                Err(_) => log_failure(&conn, Reason::HandshakeTimeout, started, "TLS handshake not finished in time"),
+            }
+        }
+    }
+}
+
+async fn serve_http<I>(conn: Arc<Conn>, io: I, started: tokio::time::Instant)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let config = &conn.state.listeners[conn.listener].config;
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.handshake_timeout)
+        // Bounded by config validation to 8 KiB..=1 MiB.
+        .max_buf_size(usize::try_from(config.max_header_bytes).unwrap_or(usize::MAX));
+    // Not `keep_alive(false)`: hyper would then overwrite the 101's
+    // `Connection: Upgrade` with `close`. Every refusal carries
+    // `Connection: close` instead, which ends the connection after it.
+    let service_conn = Arc::clone(&conn);
+    let service = service_fn(move |req| handle(req, Arc::clone(&service_conn)));
+    let connection = builder.serve_connection(TokioIo::new(io), service).with_upgrades();
+    tokio::pin!(connection);
+    let shutdown = conn.state.shutdown.clone();
+    let result = tokio::select! {
+        r = connection.as_mut() => r,
+        () = shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    let Err(e) = result else { return };
+    if e.is_timeout() {
+        log_failure(&conn, Reason::HandshakeTimeout, started, "request head not received in time");
+    } else if e.is_parse_too_large() {
+        log_failure(&conn, Reason::HeadersTooLarge, started, "request head larger than max_header_bytes");
+    } else if e.is_parse() {
+        log_failure(&conn, Reason::BadHandshake, started, &format!("malformed HTTP: {e}"));
+    } else {
+        tracing::debug!(client = %conn.client, error = %e, "connection ended with an error");
+    }
+}
+
+fn log_failure(conn: &Conn, reason: Reason, started: tokio::time::Instant, detail: &str) {
+    let mut ev = conn.event("handshake");
+    ev.decision = Some("refused");
+    ev.reason = Some(reason.code());
+    if let wsgate_policy::Response::Http(status) = reason.response() {
+        ev.status = Some(status);
+    }
+    ev.duration_ms = elapsed_ms(started);
+    ev.detail = Some(detail.to_owned());
+    conn.state.audit.write(ev);
+}

@@ -1,0 +1,251 @@
+//! One direction of the relay: read from a peer, validate, forward.
+//!
+//! Every byte read goes through the peer's [`Decoder`] before any of it is
+//! written to the other side. Data frames are forwarded as they arrive
+//! (transformed in place: client frames re-masked with the gateway's keys);
+//! control frames are the gateway's business: pings are answered on the same
+//! side, pongs are noted, a close is reported to the supervisor, which runs
+//! the closing handshake. After a close or a violation the pump stops
+//! forwarding and only drains what the peer still sends, so that closing the
+//! socket later does not turn into a reset that destroys the close frame.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::sync::{Mutex, mpsc};
+use tokio::time::Instant;
+use wsgate_proto::close::Close;
+use wsgate_proto::frame::{ControlFrame, Decoder, FrameError, Step};
+use wsgate_proto::mask::MaskSource;
+
+use crate::sink::Sink;
+
+/// Bytes read at a time. Large enough to move a 16 KiB frame in one read;
+/// small enough that a crowd of connections costs little.
+const READ_BUF: usize = 16 * 1024;
+/// Spare room below which the buffer is grown again before a read.
+const MIN_SPARE: usize = 1024;
+
+/// Which peer a pump reads from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    Client,
+    Upstream,
+}
+
+/// What a pump tells the supervisor.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// The peer sent a valid close frame.
+    Closed(Side, Close),
+    /// The peer broke a rule; `other_mid_frame` says the other side holds part of a frame.
+    Violation(Side, FrameError, bool),
+    /// The peer's stream ended or failed.
+    Gone(Side),
+}
+
+/// Counters both pumps and the supervisor share.
+#[derive(Debug)]
+pub(crate) struct Activity {
+    start: Instant,
+    last_data_ms: AtomicU64,
+    last_pong_ms: AtomicU64,
+    pub(crate) bytes_from_client: AtomicU64,
+    pub(crate) bytes_from_upstream: AtomicU64,
+    pub(crate) messages_from_client: AtomicU64,
+    pub(crate) messages_from_upstream: AtomicU64,
+}
+
+impl Activity {
+    pub(crate) fn new() -> Self {
+        Activity {
+            start: Instant::now(),
+            last_data_ms: AtomicU64::new(0),
+            last_pong_ms: AtomicU64::new(0),
+            bytes_from_client: AtomicU64::new(0),
+            bytes_from_upstream: AtomicU64::new(0),
+            messages_from_client: AtomicU64::new(0),
+            messages_from_upstream: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn start(&self) -> Instant {
+        self.start
+    }
+
+    /// Milliseconds since the relay started: the clock pongs are stamped with.
+    pub(crate) fn now_ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// When data last moved either way.
+    pub(crate) fn last_data(&self) -> Instant {
+        self.start + std::time::Duration::from_millis(self.last_data_ms.load(Ordering::Relaxed))
+    }
+
+    /// When the client last answered a ping, on the [`Activity::now_ms`] clock.
+    pub(crate) fn last_pong_ms(&self) -> u64 {
+        self.last_pong_ms.load(Ordering::Relaxed)
+    }
+}
+
+/// Fresh masking keys from the thread's CSPRNG.
+struct GatewayMasks;
+
+impl MaskSource for GatewayMasks {
+    fn next_mask(&mut self) -> [u8; 4] {
+        rand::random()
+    }
+}
+
+/// Reads from one peer until its stream ends.
+pub(crate) struct Pump {
+    side: Side,
+    decoder: Decoder,
+}
+
+impl Pump {
+    pub(crate) fn new(side: Side, decoder: Decoder) -> Self {
+        Pump { side, decoder }
+    }
+
+    /// Relays until the peer's stream ends; reports closes, violations and the end.
+    pub(crate) async fn run<R, A, B>(
+        mut self,
+        mut reader: R,
+        to: &Mutex<Sink<A>>,
+        back: &Mutex<Sink<B>>,
+        events: &mpsc::Sender<Event>,
+        activity: &Activity,
+    ) where
+        R: AsyncRead + Unpin,
+        A: AsyncWrite + Unpin,
+        B: AsyncWrite + Unpin,
+    {
+        let mut buf = BytesMut::with_capacity(READ_BUF);
+        let mut draining = false;
+        loop {
+            if buf.capacity() - buf.len() < MIN_SPARE {
+                buf.reserve(READ_BUF);
+            }
+            let n = match reader.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            self.count_bytes(activity, n);
+            if draining {
+                buf.clear();
+                continue;
+            }
+            let (used, stop) = self.process(&mut buf, to, back, activity).await;
+            if let Some(event) = stop {
+                draining = true;
+                buf.clear();
+                let _ = events.send(event).await;
+            } else {
+                buf.advance(used);
+            }
+        }
+        let _ = events.send(Event::Gone(self.side)).await;
+    }
+
+    /// Decodes what is buffered; returns the bytes used and, when the pump
+    /// must stop forwarding, the event that says why.
+    async fn process<A, B>(
+        &mut self,
+        buf: &mut BytesMut,
+        to: &Mutex<Sink<A>>,
+        back: &Mutex<Sink<B>>,
+        activity: &Activity,
+    ) -> (usize, Option<Event>)
+    where
+        A: AsyncWrite + Unpin,
+        B: AsyncWrite + Unpin,
+    {
+        let (mut pos, mut forward_from) = (0, 0);
+        let mut moved = false;
+        let mut stop = None;
+        while pos < buf.len() {
+            match self.decoder.next(&mut buf[pos..], &mut GatewayMasks) {
+                Ok(Step::NeedMore) => break,
+                Ok(Step::Data { len, message_end }) => {
+                    pos += len;
+                    moved = true;
+                    if message_end {
+                        self.count_message(activity);
+                    }
+                }
+                Ok(Step::Control { frame, len, payload }) => {
+                    self.forward(to, &buf[forward_from..pos]).await;
+                    let payload = &buf[pos + payload.start..pos + payload.end];
+                    stop = self.on_control(frame, payload, back, activity).await;
+                    pos += len;
+                    forward_from = pos;
+                    if stop.is_some() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    self.forward(to, &buf[forward_from..pos]).await;
+                    forward_from = pos;
+                    let other_mid_frame = to.lock().await.mid_frame();
+                    stop = Some(Event::Violation(self.side, e, other_mid_frame));
+                    break;
+                }
+            }
+        }
+        self.forward(to, &buf[forward_from..pos]).await;
+        if moved {
+            activity.last_data_ms.store(activity.now_ms(), Ordering::Relaxed);
+        }
+        (pos, stop)
+    }
+
+    async fn forward<A: AsyncWrite + Unpin>(&self, to: &Mutex<Sink<A>>, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        // A failed write marks the sink dead; the other pump then sees its
+        // peer's stream end and the supervisor closes the connection.
+        let _ = to.lock().await.data(bytes, self.decoder.mid_frame()).await;
+    }
+
+    async fn on_control<B: AsyncWrite + Unpin>(
+        &self,
+        frame: ControlFrame,
+        payload: &[u8],
+        back: &Mutex<Sink<B>>,
+        activity: &Activity,
+    ) -> Option<Event> {
+        match frame {
+            ControlFrame::Ping => {
+                let _ = back.lock().await.control(0xA, payload).await;
+                None
+            }
+            ControlFrame::Pong => {
+                if self.side == Side::Client {
+                    activity.last_pong_ms.store(activity.now_ms(), Ordering::Relaxed);
+                }
+                None
+            }
+            ControlFrame::Close(close) => Some(Event::Closed(self.side, close)),
+        }
+    }
+
+    fn count_bytes(&self, activity: &Activity, n: usize) {
+        let counter = match self.side {
+            Side::Client => &activity.bytes_from_client,
+            Side::Upstream => &activity.bytes_from_upstream,
+        };
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    fn count_message(&self, activity: &Activity) {
+        let counter = match self.side {
+            Side::Client => &activity.messages_from_client,
+            Side::Upstream => &activity.messages_from_upstream,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}

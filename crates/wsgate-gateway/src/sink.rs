@@ -1,0 +1,139 @@
+//! The writing half of one peer, aware of frame boundaries.
+//!
+//! Two writers share each peer: the pump relaying data from the other peer,
+//! and the gateway itself (pongs, pings, close frames). A frame being relayed
+//! may span many writes; the gateway's own frames wait in a small queue until
+//! it is complete, so they never land inside it. After a close frame nothing
+//! more is written, as RFC 6455 section 5.5.1 requires.
+
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use wsgate_proto::close;
+
+/// Largest queue of the gateway's own control frames waiting for a frame to
+/// finish; beyond it further pongs are dropped (a client flooding pings is
+/// owed only the latest pong, RFC 6455 section 5.5.3).
+const MAX_QUEUED: usize = 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CloseState {
+    Open,
+    /// A close frame waits for the current frame to finish.
+    Queued,
+    Sent,
+}
+
+/// A peer's writer.
+pub(crate) struct Sink<W> {
+    w: W,
+    /// Frames to this peer are masked (the peer is the upstream).
+    masked: bool,
+    mid_frame: bool,
+    queued: Vec<u8>,
+    close: CloseState,
+    /// A write failed or the peer was abandoned: nothing more is written.
+    dead: bool,
+}
+
+impl<W: AsyncWrite + Unpin> Sink<W> {
+    pub(crate) fn new(w: W, masked: bool) -> Self {
+        Sink {
+            w,
+            masked,
+            mid_frame: false,
+            queued: Vec::new(),
+            close: CloseState::Open,
+            dead: false,
+        }
+    }
+
+    /// Whether the last relayed bytes ended inside a frame.
+    pub(crate) fn mid_frame(&self) -> bool {
+        self.mid_frame
+    }
+
+    /// Relays validated frame bytes; `mid_frame` says whether they end inside a frame.
+    pub(crate) async fn data(&mut self, bytes: &[u8], mid_frame: bool) -> std::io::Result<()> {
+        if self.dead || self.close == CloseState::Sent || bytes.is_empty() {
+            return Ok(());
+        }
+        if self.close == CloseState::Queued && !self.mid_frame {
+            // A new frame after a queued close: not allowed on the wire.
+            return Ok(());
+        }
+        let result = self.write_data(bytes, mid_frame).await;
+        self.note(result)
+    }
+
+    async fn write_data(&mut self, bytes: &[u8], mid_frame: bool) -> std::io::Result<()> {
+        self.w.write_all(bytes).await?;
+        self.mid_frame = mid_frame;
+        if !self.mid_frame && !self.queued.is_empty() {
+            self.w.write_all(&self.queued).await?;
+            self.queued.clear();
+            if self.close == CloseState::Queued {
+                self.close = CloseState::Sent;
+            }
+        }
+        self.w.flush().await
+    }
+
+    /// Sends a ping or pong of the gateway's own.
+    pub(crate) async fn control(&mut self, opcode: u8, payload: &[u8]) -> std::io::Result<()> {
+        if self.dead || self.close != CloseState::Open {
+            return Ok(());
+        }
+        let frame = close::control_frame(opcode, payload, self.key());
+        if self.mid_frame {
+            if self.queued.len() + frame.len() <= MAX_QUEUED {
+                self.queued.extend_from_slice(&frame);
+            }
+            return Ok(());
+        }
+        let result = self.write_now(&frame).await;
+        self.note(result)
+    }
+
+    /// Sends (or queues behind the current frame) a close frame; at most once.
+    pub(crate) async fn close(&mut self, code: Option<u16>, reason: &str) -> std::io::Result<()> {
+        if self.dead || self.close != CloseState::Open {
+            return Ok(());
+        }
+        let frame = close::encode(code, reason, self.key());
+        if self.mid_frame {
+            self.queued.extend_from_slice(&frame);
+            self.close = CloseState::Queued;
+            return Ok(());
+        }
+        self.close = CloseState::Sent;
+        let result = self.write_now(&frame).await;
+        self.note(result)
+    }
+
+    /// Stops all writes to this peer (it broke protocol or went away).
+    pub(crate) fn abandon(&mut self) {
+        self.dead = true;
+    }
+
+    /// Flushes and shuts down the write side (TLS close_notify, TCP FIN).
+    pub(crate) async fn shutdown(&mut self) {
+        if !self.dead {
+            let _ = self.w.shutdown().await;
+        }
+    }
+
+    async fn write_now(&mut self, frame: &[u8]) -> std::io::Result<()> {
+        self.w.write_all(frame).await?;
+        self.w.flush().await
+    }
+
+    fn key(&self) -> Option<[u8; 4]> {
+        self.masked.then(rand::random)
+    }
+
+    fn note(&mut self, result: std::io::Result<()>) -> std::io::Result<()> {
+        if result.is_err() {
+            self.dead = true;
+        }
+        result
+    }
+}

@@ -1,0 +1,100 @@
+//! What every connection shares: the routes, the listeners' TLS, the
+//! upstreams' TLS, the audit log, and the shutdown signal. Built once at
+//! start from a validated config; nothing in it is a global.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rustls::ClientConfig;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use wsgate_config::{Config, Listener};
+use wsgate_policy::Router;
+
+use crate::audit::AuditLog;
+use crate::tls;
+
+/// One listener's settings and TLS.
+pub(crate) struct ListenerState {
+    pub(crate) config: Listener,
+    pub(crate) tls: Option<TlsAcceptor>,
+}
+
+/// Shared by all connections.
+pub(crate) struct State {
+    pub(crate) router: Router,
+    pub(crate) listeners: Vec<ListenerState>,
+    /// Per route, in config order: the TLS client config of a wss:// upstream.
+    pub(crate) upstream_tls: Vec<Option<Arc<ClientConfig>>>,
+    pub(crate) audit: AuditLog,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) tasks: TaskTracker,
+    pub(crate) grace: std::time::Duration,
+    next_conn: AtomicU64,
+}
+
+/// What `prepare` found: notes for the operator, or every error.
+pub(crate) struct Prepared {
+    pub(crate) state: State,
+    pub(crate) notes: Vec<String>,
+}
+
+impl State {
+    /// Loads certificates and keys; collects every problem instead of stopping at the first.
+    pub(crate) fn prepare(config: Config, audit: AuditLog) -> Result<Prepared, Vec<String>> {
+        let mut errors = Vec::new();
+        let mut notes = Vec::new();
+        let mut listeners = Vec::new();
+        for (i, l) in config.listeners.into_iter().enumerate() {
+            let tls = match &l.tls {
+                None => None,
+                Some(t) => match tls::server(t, l.bind) {
+                    Ok(server) => {
+                        if let Some(fp) = server.self_signed_fingerprint {
+                            notes.push(format!("listener[{i}] ({}) uses a self-signed certificate, SHA-256 {fp}", l.bind));
+                        }
+                        Some(TlsAcceptor::from(server.config))
+                    }
+                    Err(e) => {
+                        errors.push(format!("listener[{i}].tls: {e}"));
+                        None
+                    }
+                },
+            };
+            listeners.push(ListenerState { config: l, tls });
+        }
+        let mut upstream_tls = Vec::new();
+        for (i, r) in config.routes.iter().enumerate() {
+            if !r.upstream.tls {
+                upstream_tls.push(None);
+                continue;
+            }
+            match tls::upstream(r.upstream.ca.as_deref()) {
+                Ok(c) => upstream_tls.push(Some(c)),
+                Err(e) => {
+                    errors.push(format!("route[{i}].upstream: {e}"));
+                    upstream_tls.push(None);
+                }
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let state = State {
+            router: Router::new(config.routes),
+            listeners,
+            upstream_tls,
+            audit,
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            grace: config.shutdown.grace,
+            next_conn: AtomicU64::new(1),
+        };
+        Ok(Prepared { state, notes })
+    }
+
+    pub(crate) fn next_conn_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+}

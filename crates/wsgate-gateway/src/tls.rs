@@ -1,0 +1,104 @@
+//! TLS on both legs: the listeners' server configs and the upstreams' roots.
+//!
+//! TLS 1.2 and 1.3 only, with aws-lc-rs as the one crypto provider (two
+//! providers in one process make rustls refuse to pick, see crates.md).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use sha2::{Digest, Sha256};
+use wsgate_config::Tls;
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+const VERSIONS: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
+
+/// A listener's TLS setup and, for a generated certificate, its fingerprint.
+pub(crate) struct ServerTls {
+    pub(crate) config: Arc<ServerConfig>,
+    pub(crate) self_signed_fingerprint: Option<String>,
+}
+
+/// Builds a listener's server config from PEM files or a fresh self-signed certificate.
+pub(crate) fn server(tls: &Tls, bind: std::net::SocketAddr) -> Result<ServerTls, String> {
+    let (chain, key, fingerprint) = match tls {
+        Tls::Files { cert, key } => (load_certs(cert)?, load_key(key)?, None),
+        Tls::SelfSigned => {
+            let (cert, key) = self_signed(bind)?;
+            let fp = fingerprint(&cert);
+            (vec![cert], key, Some(fp))
+        }
+    };
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(VERSIONS)
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("certificate and key do not fit together: {e}"))?;
+    // WebSockets here are HTTP/1.1 upgrades (RFC 6455), not RFC 8441 over h2.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(ServerTls {
+        config: Arc::new(config),
+        self_signed_fingerprint: fingerprint,
+    })
+}
+
+fn self_signed(bind: std::net::SocketAddr) -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>), String> {
+    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    if !bind.ip().is_unspecified() {
+        names.push(bind.ip().to_string());
+    }
+    let certified = rcgen::generate_simple_self_signed(names).map_err(|e| e.to_string())?;
+    let key = PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der());
+    Ok((certified.cert.der().clone(), key.into()))
+}
+
+/// SHA-256 of a certificate, as browsers and `openssl x509 -fingerprint -sha256` show it.
+pub(crate) fn fingerprint(cert: &CertificateDer<'_>) -> String {
+    let digest = Sha256::digest(cert.as_ref());
+    digest.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
+}
+
+fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("cannot read certificates from {}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{} holds no PEM certificate", path.display()));
+    }
+    Ok(certs)
+}
+
+fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    PrivateKeyDer::from_pem_file(path)
+        .map_err(|e| format!("cannot read a private key from {}: {e}", path.display()))
+}
+
+/// The client config for an upstream: the system's roots plus the route's CA.
+pub(crate) fn upstream(ca: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
+    let mut roots = RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
+    if let Some(ca) = ca {
+        for cert in load_certs(ca)? {
+            roots
+                .add(cert)
+                .map_err(|e| format!("{}: not a usable CA certificate: {e}", ca.display()))?;
+        }
+    }
+    if roots.is_empty() {
+        return Err("no trusted root certificates for a wss:// upstream: install ca-certificates or set upstream_ca".into());
+    }
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(VERSIONS)
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+

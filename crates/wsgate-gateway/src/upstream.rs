@@ -1,0 +1,235 @@
+//! The upstream stage: connect, send the handshake, check the 101.
+//!
+//! It takes an [`Admitted`], which only admission can make, so nothing
+//! reaches an upstream undecided. The client's request is rebuilt, not
+//! forwarded: hop-by-hop headers, the WebSocket headers and any client-sent
+//! `X-Forwarded-*`/`Forwarded` are dropped, a fresh key is used, and only the
+//! subprotocols the route allows are offered. The answer must be a correct
+//! 101 for that key; anything else is `upstream_unavailable`, and the
+//! upstream socket is closed without relaying a byte.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, header};
+use http_body_util::Empty;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_util::either::Either;
+use wsgate_config::Upstream;
+use wsgate_policy::Admitted;
+use wsgate_proto::handshake::{self, UpstreamHandshakeError};
+
+/// An upstream that answered a correct 101.
+pub(crate) struct Connected {
+    pub(crate) io: TokioIo<Upgraded>,
+    pub(crate) protocol: Option<String>,
+}
+
+/// Why the upstream could not be used.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum UpstreamError {
+    #[error("connecting to {0} timed out")]
+    Timeout(String),
+    #[error("cannot connect to {0}: {1}")]
+    Connect(String, std::io::Error),
+    #[error("TLS with {0} failed: {1}")]
+    Tls(String, std::io::Error),
+    #[error("HTTP exchange with the upstream failed: {0}")]
+    Http(#[from] hyper::Error),
+    #[error("{0}")]
+    Handshake(#[from] UpstreamHandshakeError),
+    #[error("invalid upstream request: {0}")]
+    Request(#[from] http::Error),
+}
+
+/// What the client's side contributes to the upstream request.
+pub(crate) struct ClientSide<'a> {
+    pub(crate) path_and_query: &'a str,
+    pub(crate) headers: &'a HeaderMap,
+    pub(crate) addr: SocketAddr,
+    pub(crate) tls: bool,
+}
+
+/// Opens the upstream connection for an admitted handshake.
+pub(crate) async fn connect(
+    admitted: &Admitted,
+    client: &ClientSide<'_>,
+    tls: Option<&Arc<ClientConfig>>,
+) -> Result<Connected, UpstreamError> {
+    let route = admitted.route();
+    let up = &route.upstream;
+    let timeout = route.limits.connect_timeout;
+    let target = format!("{}:{}", up.host, up.port);
+    let exchange = async {
+        let stream = open(up, tls).await?;
+        let key = handshake::new_key(rand::random());
+        let request = build_request(up, &route.path, client, &key, admitted.protocols())?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            // Ends once the connection is upgraded (or fails, which the
+            // request below reports).
+            let _ = conn.with_upgrades().await;
+        });
+        let response = sender.send_request(request).await?;
+        let protocol =
+            handshake::check_response(response.status(), response.headers(), &key, admitted.protocols())?;
+        let upgraded = hyper::upgrade::on(response).await?;
+        Ok(Connected {
+            io: TokioIo::new(upgraded),
+            protocol,
+        })
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| UpstreamError::Timeout(target))?
+}
+
+type Stream = Either<TcpStream, tokio_rustls::client::TlsStream<TcpStream>>;
+
+async fn open(up: &Upstream, tls: Option<&Arc<ClientConfig>>) -> Result<Stream, UpstreamError> {
+    let target = format!("{}:{}", up.host, up.port);
+    let tcp = TcpStream::connect((up.host.as_str(), up.port))
+        .await
+        .map_err(|e| UpstreamError::Connect(target.clone(), e))?;
+    let _ = tcp.set_nodelay(true);
+    let Some(config) = tls.filter(|_| up.tls) else {
+        return Ok(Either::Left(tcp));
+    };
+    let name = ServerName::try_from(up.host.clone())
+        .map_err(|e| UpstreamError::Tls(target.clone(), std::io::Error::other(e)))?;
+    let stream = tokio_rustls::TlsConnector::from(Arc::clone(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| UpstreamError::Tls(target, e))?;
+    Ok(Either::Right(stream))
+}
+
+/// Headers that describe one hop and never cross the gateway.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "host",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-protocol",
+    "sec-websocket-extensions",
+    "sec-websocket-accept",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-real-ip",
+];
+
+fn build_request(
+    up: &Upstream,
+    route_path: &str,
+    client: &ClientSide<'_>,
+    key: &str,
+    protocols: &[String],
+) -> Result<Request<Empty<Bytes>>, UpstreamError> {
+    let uri = upstream_path(up, route_path, client.path_and_query);
+    let mut req = Request::get(uri).body(Empty::new())?;
+    let headers = req.headers_mut();
+    // Headers named in Connection are hop-by-hop too (RFC 9110 section 7.6.1).
+    let named: Vec<String> = client
+        .headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|t| t.trim().to_ascii_lowercase()))
+        .collect();
+    for (name, value) in client.headers {
+        let n = name.as_str();
+        if !HOP_BY_HOP.contains(&n) && !named.iter().any(|t| t == n) {
+            headers.append(name, value.clone());
+        }
+    }
+    let host = if up.port == default_port(up.tls) {
+        up.host.clone()
+    } else {
+        format!("{}:{}", bracket(&up.host), up.port)
+    };
+    headers.insert(header::HOST, HeaderValue::from_str(&host).map_err(http::Error::from)?);
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static(handshake::VERSION));
+    headers.insert(header::SEC_WEBSOCKET_KEY, HeaderValue::from_str(key).map_err(http::Error::from)?);
+    if !protocols.is_empty() {
+        let joined = HeaderValue::from_str(&protocols.join(", ")).map_err(http::Error::from)?;
+        headers.insert(header::SEC_WEBSOCKET_PROTOCOL, joined);
+    }
+    let ip = HeaderValue::from_str(&client.addr.ip().to_string()).map_err(http::Error::from)?;
+    headers.insert("x-forwarded-for", ip);
+    let proto = if client.tls { "https" } else { "http" };
+    headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+    if let Some(h) = client.headers.get(header::HOST) {
+        headers.insert("x-forwarded-host", h.clone());
+    }
+    Ok(req)
+}
+
+fn default_port(tls: bool) -> u16 {
+    if tls { 443 } else { 80 }
+}
+
+fn bracket(host: &str) -> String {
+    if host.contains(':') { format!("[{host}]") } else { host.to_owned() }
+}
+
+/// The upstream's path for a request: the upstream URL's path, then what the
+/// request path has beyond the route's prefix, then the request's query.
+fn upstream_path(up: &Upstream, route_path: &str, path_and_query: &str) -> String {
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path_and_query, None),
+    };
+    let rest = if route_path == "/" { path } else { path.strip_prefix(route_path).unwrap_or("") };
+    let base = up.url.path().trim_end_matches('/');
+    let mut out = format!("{base}{rest}");
+    if out.is_empty() {
+        out.push('/');
+    }
+    if let Some(q) = query.or(up.url.query()) {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn up(url: &str) -> Upstream {
+        let url = url::Url::parse(url).unwrap();
+        Upstream {
+            tls: false,
+            host: url.host_str().unwrap().to_owned(),
+            port: url.port_or_known_default().unwrap(),
+            url,
+            ca: None,
+        }
+    }
+
+    #[test]
+    fn paths_join_on_the_route_prefix() {
+        assert_eq!(upstream_path(&up("ws://h/chat"), "/chat", "/chat"), "/chat");
+        assert_eq!(upstream_path(&up("ws://h/chat"), "/chat", "/chat/room?x=1"), "/chat/room?x=1");
+        assert_eq!(upstream_path(&up("ws://h/"), "/", "/a/b"), "/a/b");
+        assert_eq!(upstream_path(&up("ws://h"), "/ws", "/ws"), "/");
+        assert_eq!(upstream_path(&up("ws://h/base/"), "/ws", "/ws/x"), "/base/x");
+    }
+}

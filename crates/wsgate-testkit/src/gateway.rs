@@ -1,0 +1,120 @@
+//! wsgate in-process on 127.0.0.1:0, with its audit events to wait on.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::broadcast;
+use wsgate_gateway::{AuditEvent, AuditLog, Gateway};
+
+use crate::WAIT;
+
+/// A running gateway.
+pub struct TestGateway {
+    /// The first listener's address.
+    pub addr: SocketAddr,
+    gateway: Option<Gateway>,
+    events: broadcast::Receiver<Arc<AuditEvent>>,
+    lines: Arc<Mutex<Vec<u8>>>,
+    _dir: tempfile::TempDir,
+}
+
+/// Collects what the audit log writes, so tests can read the JSON lines.
+#[derive(Clone)]
+struct Lines(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Lines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lines").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl TestGateway {
+    /// Starts a gateway on a config given as TOML; relative paths resolve
+    /// against `base` (or a fresh temporary directory).
+    pub async fn start(toml: &str) -> TestGateway {
+        Self::start_in(toml, None).await
+    }
+
+    /// Like [`TestGateway::start`], resolving relative paths against `base`.
+    pub async fn start_in(toml: &str, base: Option<&std::path::Path>) -> TestGateway {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let base = base.unwrap_or(dir.path());
+        let config = wsgate_config::parse(toml, base).unwrap_or_else(|e| panic!("test config: {e}"));
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let audit = AuditLog::new(Box::new(Lines(Arc::clone(&lines))));
+        let events = audit.subscribe();
+        let prepared = wsgate_gateway::prepare(config, audit).unwrap_or_else(|e| panic!("prepare: {e:?}"));
+        let gateway = prepared.start().await.expect("start gateway");
+        TestGateway {
+            addr: gateway.local_addrs()[0],
+            gateway: Some(gateway),
+            events,
+            lines,
+            _dir: dir,
+        }
+    }
+
+    /// The next audit event matching `want`, waiting up to [`WAIT`].
+    pub async fn event(&mut self, want: impl Fn(&AuditEvent) -> bool) -> Arc<AuditEvent> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Ok(e)) if want(&e) => return e,
+                Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
+                Ok(Err(broadcast::error::RecvError::Closed)) => panic!("audit log closed"),
+                Err(_) => panic!("no matching audit event within {WAIT:?}; log so far:\n{}", self.audit_text()),
+            }
+        }
+    }
+
+    /// The next `handshake` event.
+    pub async fn handshake_event(&mut self) -> Arc<AuditEvent> {
+        self.event(|e| e.event == "handshake").await
+    }
+
+    /// The next `close` event.
+    pub async fn close_event(&mut self) -> Arc<AuditEvent> {
+        self.event(|e| e.event == "close").await
+    }
+
+    /// Everything the audit log wrote, as text.
+    pub fn audit_text(&self) -> String {
+        String::from_utf8_lossy(&self.lines.lock().expect("lines")).into_owned()
+    }
+
+    /// Stops the gateway: 1001 to every client, then waits for the grace period.
+    pub async fn shutdown(mut self) -> bool {
+        let gateway = self.gateway.take().expect("running");
+        gateway.shutdown().await
+    }
+
+    /// A token that stops the gateway.
+    pub fn shutdown_token(&self) -> tokio_util_token::Token {
+        tokio_util_token::Token(self.gateway.as_ref().expect("running").shutdown_token())
+    }
+}
+
+/// A re-export wrapper so tests need not depend on tokio-util.
+pub mod tokio_util_token {
+    /// Cancels the gateway when [`Token::cancel`] is called.
+    pub struct Token(pub(crate) tokio_util::sync::CancellationToken);
+    impl Token {
+        /// Starts the gateway's shutdown.
+        pub fn cancel(&self) {
+            self.0.cancel();
+        }
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        if let Some(g) = &self.gateway {
+            g.shutdown_token().cancel();
+        }
+    }
+}

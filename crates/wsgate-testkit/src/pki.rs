@@ -1,0 +1,100 @@
+//! Certificates made in the test: a CA, and leaf certificates it signs.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rcgen::{CertificateParams, Issuer, KeyPair};
+use rustls::pki_types::CertificateDer;
+
+/// A throwaway CA whose files live in a temporary directory.
+pub struct Pki {
+    dir: tempfile::TempDir,
+    ca_cert: rcgen::Certificate,
+    ca_issuer: Issuer<'static, KeyPair>,
+}
+
+/// A leaf certificate and key on disk.
+pub struct Leaf {
+    /// PEM certificate.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+impl Pki {
+    /// A new CA.
+    pub fn new() -> Pki {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, "wsgate test CA");
+        let key = KeyPair::generate().expect("key");
+        let ca_cert = params.self_signed(&key).expect("CA");
+        let ca_issuer = Issuer::new(params, key);
+        Pki { dir, ca_cert, ca_issuer }
+    }
+
+    /// The directory certificates are written to.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Writes the CA certificate and returns its path.
+    pub fn ca_path(&self) -> PathBuf {
+        let path = self.dir.path().join("ca.pem");
+        std::fs::write(&path, self.ca_cert.pem()).expect("write CA");
+        path
+    }
+
+    /// A server certificate for `names` (DNS names or IP addresses).
+    pub fn server(&self, file_stem: &str, names: &[&str]) -> Leaf {
+        let params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .expect("params");
+        let key = KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &self.ca_issuer).expect("sign");
+        let leaf = Leaf {
+            cert: self.dir.path().join(format!("{file_stem}.pem")),
+            key: self.dir.path().join(format!("{file_stem}.key")),
+        };
+        std::fs::write(&leaf.cert, cert.pem()).expect("write cert");
+        std::fs::write(&leaf.key, key.serialize_pem()).expect("write key");
+        leaf
+    }
+
+    /// A TLS client config that trusts only this CA.
+    pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from(self.ca_cert.der().to_vec())).expect("add CA");
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Arc::new(config)
+    }
+
+    /// A TLS server config for a leaf (for upstreams under test).
+    pub fn server_config(&self, leaf: &Leaf) -> Arc<rustls::ServerConfig> {
+        use rustls::pki_types::pem::PemObject;
+        let certs = CertificateDer::pem_file_iter(&leaf.cert)
+            .expect("read")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("certs");
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&leaf.key).expect("key");
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .expect("server config");
+        Arc::new(config)
+    }
+}
+
+impl Default for Pki {
+    fn default() -> Self {
+        Pki::new()
+    }
+}
