@@ -164,20 +164,31 @@ impl Pump {
         B: AsyncWrite + Unpin,
     {
         let (mut pos, mut forward_from) = (0, 0);
+        // Where the frame being decoded began, if it began in this buffer:
+        // on a violation nothing of it is forwarded, so the other side stays
+        // on a frame boundary and can still be closed cleanly.
+        let mut frame_start = None;
         let mut moved = false;
         let mut stop = None;
         while pos < buf.len() {
+            let was_mid_frame = self.decoder.mid_frame();
             match self.decoder.next(&mut buf[pos..], &mut GatewayMasks) {
                 Ok(Step::NeedMore) => break,
                 Ok(Step::Data { len, message_end }) => {
+                    if !was_mid_frame {
+                        frame_start = Some(pos);
+                    }
                     pos += len;
                     moved = true;
+                    if !self.decoder.mid_frame() {
+                        frame_start = None;
+                    }
                     if message_end {
                         self.count_message(activity);
                     }
                 }
                 Ok(Step::Control { frame, len, payload }) => {
-                    self.forward(to, &buf[forward_from..pos]).await;
+                    Self::forward(to, &buf[forward_from..pos], false).await;
                     let payload = &buf[pos + payload.start..pos + payload.end];
                     stop = self.on_control(frame, payload, back, activity).await;
                     pos += len;
@@ -187,7 +198,11 @@ impl Pump {
                     }
                 }
                 Err(e) => {
-                    self.forward(to, &buf[forward_from..pos]).await;
+                    let (end, mid) = match frame_start {
+                        Some(start) => (start, false),
+                        None => (pos, self.decoder.mid_frame()),
+                    };
+                    Self::forward(to, &buf[forward_from..end], mid).await;
                     forward_from = pos;
                     let other_mid_frame = to.lock().await.mid_frame();
                     stop = Some(Event::Violation(self.side, e, other_mid_frame));
@@ -195,20 +210,23 @@ impl Pump {
                 }
             }
         }
-        self.forward(to, &buf[forward_from..pos]).await;
+        if stop.is_none() {
+            Self::forward(to, &buf[forward_from..pos], self.decoder.mid_frame()).await;
+        }
         if moved {
             activity.last_data_ms.store(activity.now_ms(), Ordering::Relaxed);
         }
         (pos, stop)
     }
 
-    async fn forward<A: AsyncWrite + Unpin>(&self, to: &Mutex<Sink<A>>, bytes: &[u8]) {
+    /// Writes validated bytes to the other peer; `mid_frame` says whether they end inside a frame.
+    async fn forward<A: AsyncWrite + Unpin>(to: &Mutex<Sink<A>>, bytes: &[u8], mid_frame: bool) {
         if bytes.is_empty() {
             return;
         }
         // A failed write marks the sink dead; the other pump then sees its
         // peer's stream end and the supervisor closes the connection.
-        let _ = to.lock().await.data(bytes, self.decoder.mid_frame()).await;
+        let _ = to.lock().await.data(bytes, mid_frame).await;
     }
 
     async fn on_control<B: AsyncWrite + Unpin>(

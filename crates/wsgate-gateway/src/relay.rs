@@ -299,6 +299,10 @@ impl Closing {
     {
         self.begin(Outcome::Gateway(reason));
         self.send_client(Some(reason), None, legs).await;
+        if reason == Reason::PongTimeout {
+            // It stopped answering pings; it will not answer a close either.
+            self.client_received = true;
+        }
         self.send_upstream(Some(1001), &format!("wsgate: {reason}"), legs).await;
     }
 }

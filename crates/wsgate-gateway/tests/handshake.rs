@@ -1,0 +1,174 @@
+//! Every handshake refusal this stage owns, over real sockets: the status,
+//! the body, the headers, and the audit line.
+
+mod common;
+
+use common::ORIGIN;
+use wsgate_testkit::client::RawClient;
+use wsgate_testkit::gateway::TestGateway;
+use wsgate_testkit::upstream::{Echo, Raw};
+
+async fn refused(gw: &mut TestGateway, path: &str, extra: &[(&str, &str)], status: u16, reason: &str) {
+    let mut c = RawClient::connect(gw.addr).await;
+    let reply = c.handshake(path, extra).await;
+    assert_eq!(reply.status, status, "{path} {extra:?}: {reply:?}");
+    assert_eq!(reply.body, format!("{reason}\n"));
+    assert_eq!(reply.header("connection"), Some("close"));
+    assert!(c.ends().await, "the connection stays open after a refusal");
+    let ev = gw.handshake_event().await;
+    assert_eq!((ev.decision, ev.reason, ev.status), (Some("refused"), Some(reason), Some(status)));
+}
+
+async fn gateway() -> (Echo, TestGateway) {
+    let echo = Echo::start().await;
+    let gw = TestGateway::start(&common::config(echo.addr, "", "")).await;
+    (echo, gw)
+}
+
+#[tokio::test]
+async fn rfc_6455_rules_are_checked_before_anything_else() {
+    let (_echo, mut gw) = gateway().await;
+    refused(&mut gw, "/chat", &[ORIGIN, ("Upgrade", "")], 400, "bad_handshake").await;
+    refused(&mut gw, "/chat", &[ORIGIN, ("Connection", "keep-alive")], 400, "bad_handshake").await;
+    refused(&mut gw, "/chat", &[ORIGIN, ("Sec-WebSocket-Key", "")], 400, "bad_handshake").await;
+    refused(&mut gw, "/chat", &[ORIGIN, ("Sec-WebSocket-Key", "c2hvcnQ=")], 400, "bad_handshake").await;
+    refused(&mut gw, "/chat", &[ORIGIN, ("Sec-WebSocket-Protocol", "a b")], 400, "bad_handshake").await;
+    // Unknown paths that are not WebSocket requests at all are a missing route.
+    refused(&mut gw, "/nowhere", &[ORIGIN, ("Upgrade", "")], 404, "route_not_found").await;
+}
+
+#[tokio::test]
+async fn an_unsupported_version_gets_426_naming_13() {
+    let (_echo, mut gw) = gateway().await;
+    for version in ["8", "", "13, 8", "14"] {
+        let mut c = RawClient::connect(gw.addr).await;
+        let reply = c.handshake("/chat", &[ORIGIN, ("Sec-WebSocket-Version", version)]).await;
+        assert_eq!(reply.status, 426, "version {version:?}");
+        assert_eq!(reply.header("sec-websocket-version"), Some("13"));
+        assert_eq!(reply.body, "version_unsupported\n");
+        assert_eq!(gw.handshake_event().await.reason, Some("version_unsupported"));
+    }
+}
+
+#[tokio::test]
+async fn duplicate_security_headers_are_a_bad_handshake_not_first_wins() {
+    let (_echo, mut gw) = gateway().await;
+    let base = [
+        ("Host", "127.0.0.1"),
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Key", wsgate_testkit::client::KEY),
+        ("Sec-WebSocket-Version", "13"),
+        ORIGIN,
+    ];
+    for dup in [("Origin", "https://evil.example"), ("Host", "evil.example"), ("Sec-WebSocket-Key", "AAAAAAAAAAAAAAAAAAAAAA==")] {
+        let mut headers = base.to_vec();
+        headers.push(dup);
+        let mut c = RawClient::connect(gw.addr).await;
+        let reply = c.handshake_exact("/chat", &headers).await;
+        assert_eq!(reply.status, 400, "duplicate {}", dup.0);
+        let ev = gw.handshake_event().await;
+        assert_eq!(ev.reason, Some("bad_handshake"));
+        assert!(ev.detail.as_deref().unwrap().contains("more than once"), "{ev:?}");
+    }
+}
+
+#[tokio::test]
+async fn admission_refusals_and_their_statuses() {
+    let (_echo, mut gw) = gateway().await;
+    refused(&mut gw, "/other", &[ORIGIN], 404, "route_not_found").await;
+    refused(&mut gw, "/chatroom", &[ORIGIN], 404, "route_not_found").await;
+    refused(&mut gw, "/chat", &[], 403, "origin_missing").await;
+    refused(&mut gw, "/chat", &[("Origin", "https://evil.example")], 403, "origin_not_allowed").await;
+    // DNS rebinding: the attacker's name in Host, its own page as Origin.
+    refused(&mut gw, "/chat", &[("Host", "evil.example"), ("Origin", "http://evil.example")], 421, "host_not_allowed").await;
+}
+
+#[tokio::test]
+async fn a_head_larger_than_the_limit_gets_431() {
+    let (_echo, mut gw) = gateway().await;
+    let big = "a".repeat(40 * 1024);
+    let mut c = RawClient::connect(gw.addr).await;
+    let reply = c.handshake("/chat", &[ORIGIN, ("Cookie", &big)]).await;
+    assert_eq!(reply.status, 431);
+    let ev = gw.handshake_event().await;
+    assert_eq!((ev.reason, ev.status), (Some("headers_too_large"), Some(431)));
+}
+
+#[tokio::test]
+async fn an_upstream_that_is_down_is_502() {
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let mut gw = TestGateway::start(&common::config(closed, "", "")).await;
+    refused(&mut gw, "/chat", &[ORIGIN], 502, "upstream_unavailable").await;
+}
+
+/// WebSocket smuggling: an upstream that answers anything but a correct 101
+/// must not become a raw tunnel into its HTTP server.
+#[tokio::test]
+async fn only_a_correct_101_from_the_upstream_opens_the_relay() {
+    let mut raw = Raw::start().await;
+    let mut gw = TestGateway::start(&common::config(raw.addr, "", "")).await;
+    let answers: [fn(&wsgate_testkit::upstream::RawConn) -> String; 4] = [
+        |_| "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello".into(),
+        |_| "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n\r\n".into(),
+        |c| c.switching_protocols().replace("\r\n\r\n", "\r\nSec-WebSocket-Protocol: admin\r\n\r\n"),
+        |c| c.switching_protocols().replace("\r\n\r\n", "\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n"),
+    ];
+    for answer in answers {
+        let mut c = RawClient::connect(gw.addr).await;
+        let client = tokio::spawn(async move {
+            let reply = c.handshake("/chat", &[ORIGIN]).await;
+            (reply, c)
+        });
+        let mut up = raw.accept().await;
+        use tokio::io::AsyncWriteExt;
+        up.stream.write_all(answer(&up).as_bytes()).await.unwrap();
+        let (reply, mut c) = client.await.unwrap();
+        assert_eq!(reply.status, 502);
+        assert_eq!(reply.body, "upstream_unavailable\n");
+        assert!(c.ends().await);
+        let ev = gw.handshake_event().await;
+        assert_eq!(ev.reason, Some("upstream_unavailable"));
+        // The upstream socket is closed, not relayed into.
+        use tokio::io::AsyncReadExt;
+        let mut rest = Vec::new();
+        let n = tokio::time::timeout(wsgate_testkit::WAIT, up.stream.read_to_end(&mut rest)).await.unwrap();
+        assert!(n.is_err() || rest.is_empty(), "upstream received {rest:?}");
+    }
+}
+
+#[tokio::test]
+async fn subprotocols_are_filtered_and_the_upstreams_choice_returned() {
+    use wsgate_testkit::upstream::EchoOptions;
+    let mut echo = Echo::start_with(EchoOptions { protocol: Some("chat.v1".into()), ..Default::default() }).await;
+    let mut gw = TestGateway::start(&common::config(echo.addr, r#"subprotocols = ["chat.v1"]"#, "")).await;
+    let mut c = RawClient::connect(gw.addr).await;
+    let reply = c.handshake("/chat", &[ORIGIN, ("Sec-WebSocket-Protocol", "admin, chat.v1")]).await;
+    assert_eq!(reply.status, 101);
+    assert_eq!(reply.header("sec-websocket-protocol"), Some("chat.v1"));
+    assert_eq!(reply.header("sec-websocket-accept"), Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
+    assert_eq!(reply.header("sec-websocket-extensions"), None);
+    let seen = echo.requests.recv().await.unwrap();
+    assert_eq!(seen["sec-websocket-protocol"], "chat.v1");
+    assert_eq!(gw.handshake_event().await.decision, Some("admitted"));
+}
+
+#[tokio::test]
+async fn report_mode_admits_and_logs_what_it_would_refuse() {
+    let echo = Echo::start().await;
+    let mut gw = TestGateway::start(&common::config(echo.addr, r#"mode = "report""#, "")).await;
+    let mut c = RawClient::connect(gw.addr).await;
+    let reply = c.handshake("/chat", &[("Origin", "https://evil.example")]).await;
+    assert_eq!(reply.status, 101);
+    c.send_text("still works").await;
+    assert_eq!(c.read_data().await.payload, b"still works");
+    let ev = gw.handshake_event().await;
+    assert_eq!((ev.decision, ev.reason, ev.enforced), (Some("admitted"), Some("origin_not_allowed"), false));
+    assert!(gw.audit_text().contains(r#""enforced":false"#));
+    // Route and RFC failures are not policy: report mode does not admit them.
+    let mut c = RawClient::connect(gw.addr).await;
+    assert_eq!(c.handshake("/chat", &[("Sec-WebSocket-Version", "8")]).await.status, 426);
+}

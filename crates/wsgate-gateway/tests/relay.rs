@@ -1,0 +1,242 @@
+//! After the upgrade: every client frame is validated, and each broken rule
+//! ends in its close code, the right reason in the log, and no crash.
+
+mod common;
+
+use common::ORIGIN;
+use wsgate_testkit::client::{RawClient, encode};
+use wsgate_testkit::gateway::TestGateway;
+use wsgate_testkit::upstream::{Echo, Raw};
+
+async fn open(gw: &TestGateway) -> RawClient {
+    let mut c = RawClient::connect(gw.addr).await;
+    let reply = c.handshake("/chat", &[ORIGIN]).await;
+    assert_eq!(reply.status, 101);
+    c
+}
+
+async fn gateway(limits: &str) -> (Echo, TestGateway) {
+    let echo = Echo::start().await;
+    let gw = TestGateway::start(&common::config(echo.addr, "", limits)).await;
+    (echo, gw)
+}
+
+/// Sends `bytes` after a valid message and expects the echo, then `code`.
+async fn violation(gw: &mut TestGateway, bytes: &[u8], code: u16, reason: &str) {
+    let mut c = open(gw).await;
+    c.send_text("before").await;
+    c.send_raw(bytes).await;
+    // What the client sent before breaking the rule still gets its answer, in order.
+    assert_eq!(c.read_data().await.payload, b"before", "for {reason}");
+    let close = c.read_close().await;
+    assert_eq!(close.close_code(), Some(code), "for {reason}: {close:?}");
+    assert_eq!(close.close_reason(), reason);
+    let ev = gw.close_event().await;
+    assert_eq!((ev.reason, ev.close_code, ev.initiator), (Some(reason), Some(code), Some("gateway")), "{ev:?}");
+}
+
+#[tokio::test]
+async fn framing_violations_close_with_1002() {
+    let (_echo, mut gw) = gateway("").await;
+    let cases: Vec<Vec<u8>> = vec![
+        encode(0x81, b"unmasked", false),
+        encode(0xC1, b"rsv1", true),
+        encode(0xA1, b"rsv2", true),
+        encode(0x91, b"rsv3", true),
+        encode(0x83, b"reserved opcode", true),
+        encode(0x8B, b"", true),
+        encode(0x89, &[0u8; 126], true),
+        encode(0x09, b"fragmented ping", true),
+        encode(0x80, b"continuation first", true),
+        [encode(0x01, b"a", true), encode(0x81, b"b", true)].concat(),
+        // 2^63: the length's top bit.
+        vec![0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4],
+        encode(0x88, &[0x03], true),
+        encode(0x88, &1004u16.to_be_bytes(), true),
+    ];
+    for bytes in cases {
+        violation(&mut gw, &bytes, 1002, "protocol_error").await;
+    }
+}
+
+#[tokio::test]
+async fn invalid_utf8_closes_with_1007() {
+    let (_echo, mut gw) = gateway("").await;
+    violation(&mut gw, &encode(0x81, b"\xC0\xAF", true), 1007, "invalid_utf8").await;
+    let split = [encode(0x01, "κό".as_bytes(), true), encode(0x80, b"\xF4\x90\x80\x80", true)].concat();
+    violation(&mut gw, &split, 1007, "invalid_utf8").await;
+    violation(&mut gw, &encode(0x88, &[0x03, 0xE8, 0xFF], true), 1007, "invalid_utf8").await;
+}
+
+#[tokio::test]
+async fn oversized_frames_and_messages_close_with_1009_before_the_payload_arrives() {
+    let (_echo, mut gw) = gateway(r#"max_frame = "1KiB""#).await;
+    // Only the header of a 1 GiB frame: refused without waiting for its payload.
+    let mut header = vec![0x82, 0xFF];
+    header.extend_from_slice(&(1u64 << 30).to_be_bytes());
+    header.extend_from_slice(&[1, 2, 3, 4]);
+    violation(&mut gw, &header, 1009, "message_too_big").await;
+    // A message of fragments under max_frame each, over max_message in all.
+    let mut msg = encode(0x02, &[0u8; 1000], true);
+    for _ in 0..1100 {
+        msg.extend(encode(0x00, &[0u8; 1000], true));
+    }
+    violation(&mut gw, &msg, 1009, "message_too_big").await;
+}
+
+#[tokio::test]
+async fn pings_are_answered_and_closes_relayed_with_codes_intact() {
+    let (_echo, mut gw) = gateway("").await;
+    let mut c = open(&gw).await;
+    c.send_frame(0x89, b"are you there", true).await;
+    let pong = c.read_frame().await.unwrap();
+    assert_eq!((pong.opcode(), pong.payload.as_slice(), pong.masked), (0xA, &b"are you there"[..], false));
+    // Control frames between fragments are allowed.
+    c.send_frame(0x01, b"frag", true).await;
+    c.send_frame(0x89, b"", true).await;
+    c.send_frame(0x80, b"mented", true).await;
+    assert_eq!(c.read_frame().await.unwrap().opcode(), 0xA);
+    assert_eq!(c.read_data().await.payload, b"fragmented");
+    c.send_frame(0x88, &[&4321u16.to_be_bytes()[..], b"bye now"].concat(), true).await;
+    let close = c.read_close().await;
+    assert_eq!((close.close_code(), close.close_reason().as_str()), (Some(4321), "bye now"));
+    assert!(c.ends().await);
+    let ev = gw.close_event().await;
+    assert_eq!((ev.reason, ev.close_code, ev.initiator), (Some("client_closed"), Some(4321), Some("client")));
+}
+
+#[tokio::test]
+async fn an_upstream_close_reaches_the_client_and_the_answer_goes_back() {
+    let (_echo, mut gw) = gateway("").await;
+    let mut c = open(&gw).await;
+    c.send_text("close:4001").await;
+    let close = c.read_close().await;
+    assert_eq!(close.close_code(), Some(4001));
+    c.send_frame(0x88, &4001u16.to_be_bytes(), true).await;
+    assert!(c.ends().await);
+    let ev = gw.close_event().await;
+    assert_eq!((ev.reason, ev.close_code, ev.initiator), (Some("upstream_closed"), Some(4001), Some("upstream")));
+}
+
+#[tokio::test]
+async fn a_large_message_streams_through() {
+    let (_echo, gw) = gateway("").await;
+    let mut c = open(&gw).await;
+    let text = "w".repeat(1 << 20);
+    c.send_text(&text).await;
+    let frame = c.read_data().await;
+    assert_eq!(frame.payload.len(), 1 << 20);
+    assert!(frame.payload.iter().all(|&b| b == b'w'));
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_with_1001() {
+    let (_echo, mut gw) = gateway(r#"idle_timeout = "300ms""#).await;
+    let mut c = open(&gw).await;
+    let close = c.read_close().await;
+    assert_eq!((close.close_code(), close.close_reason().as_str()), (Some(1001), "idle_timeout"));
+    c.send_frame(0x88, &1001u16.to_be_bytes(), true).await;
+    assert!(c.ends().await);
+    assert_eq!(gw.close_event().await.reason, Some("idle_timeout"));
+}
+
+#[tokio::test]
+async fn a_client_that_never_answers_pings_is_closed() {
+    let (_echo, mut gw) = gateway(r#"ping_interval = "200ms""#).await;
+    let mut c = open(&gw).await;
+    let ping = c.read_frame().await.unwrap();
+    assert_eq!(ping.opcode(), 0x9);
+    // No pong: by the next ping the client counts as gone.
+    let close = c.read_close().await;
+    assert_eq!(close.close_reason(), "pong_timeout");
+    // A peer that stopped answering is not waited on for its close frame.
+    assert!(c.ends().await);
+    assert_eq!(gw.close_event().await.reason, Some("pong_timeout"));
+}
+
+#[tokio::test]
+async fn a_client_that_answers_pings_stays() {
+    let (_echo, mut gw) = gateway(r#"ping_interval = "100ms""#).await;
+    let mut c = open(&gw).await;
+    for _ in 0..4 {
+        let ping = c.read_frame().await.unwrap();
+        assert_eq!(ping.opcode(), 0x9);
+        c.send_frame(0x8A, &ping.payload, true).await;
+    }
+    c.send_text("alive").await;
+    assert_eq!(c.read_data().await.payload, b"alive");
+    c.send_frame(0x88, &1000u16.to_be_bytes(), true).await;
+    assert_eq!(c.read_close().await.close_code(), Some(1000));
+    assert_eq!(gw.close_event().await.reason, Some("client_closed"));
+}
+
+#[tokio::test]
+async fn connections_end_at_their_max_lifetime() {
+    let (_echo, mut gw) = gateway(r#"max_lifetime = "300ms""#).await;
+    let mut c = open(&gw).await;
+    assert_eq!(c.read_close().await.close_reason(), "lifetime_exceeded");
+    c.send_frame(0x88, &1001u16.to_be_bytes(), true).await;
+    assert!(c.ends().await);
+    assert_eq!(gw.close_event().await.close_code, Some(1001));
+}
+
+#[tokio::test]
+async fn an_upstream_that_breaks_framing_is_cut_off_with_1011() {
+    let mut raw = Raw::start().await;
+    let mut gw = TestGateway::start(&common::config(raw.addr, "", "")).await;
+    let client = tokio::spawn({
+        let addr = gw.addr;
+        async move {
+            let mut c = RawClient::connect(addr).await;
+            assert_eq!(c.handshake("/chat", &[ORIGIN]).await.status, 101);
+            c
+        }
+    });
+    let mut up = raw.accept().await;
+    use tokio::io::AsyncWriteExt;
+    up.stream.write_all(up.switching_protocols().as_bytes()).await.unwrap();
+    let mut c = client.await.unwrap();
+    // A server must not mask its frames.
+    up.stream.write_all(&encode(0x81, b"masked by a server", true)).await.unwrap();
+    let close = c.read_close().await;
+    assert_eq!((close.close_code(), close.close_reason().as_str()), (Some(1011), "upstream_error"));
+    c.send_frame(0x88, &1011u16.to_be_bytes(), true).await;
+    assert!(c.ends().await);
+    let ev = gw.close_event().await;
+    assert_eq!((ev.reason, ev.initiator), (Some("upstream_error"), Some("upstream")));
+}
+
+#[tokio::test]
+async fn an_upstream_that_vanishes_gets_the_client_a_1011() {
+    let mut raw = Raw::start().await;
+    let mut gw = TestGateway::start(&common::config(raw.addr, "", "")).await;
+    let client = tokio::spawn({
+        let addr = gw.addr;
+        async move {
+            let mut c = RawClient::connect(addr).await;
+            assert_eq!(c.handshake("/chat", &[ORIGIN]).await.status, 101);
+            c
+        }
+    });
+    let mut up = raw.accept().await;
+    use tokio::io::AsyncWriteExt;
+    up.stream.write_all(up.switching_protocols().as_bytes()).await.unwrap();
+    let mut c = client.await.unwrap();
+    drop(up);
+    assert_eq!(c.read_close().await.close_reason(), "upstream_gone");
+    c.send_frame(0x88, &1011u16.to_be_bytes(), true).await;
+    assert!(c.ends().await);
+    assert_eq!(gw.close_event().await.reason, Some("upstream_gone"));
+}
+
+#[tokio::test]
+async fn one_bad_client_does_not_disturb_another() {
+    let (_echo, mut gw) = gateway("").await;
+    let mut good = open(&gw).await;
+    let mut bad = open(&gw).await;
+    bad.send_raw(&encode(0x83, b"x", true)).await;
+    assert_eq!(bad.read_close().await.close_code(), Some(1002));
+    good.send_text("unaffected").await;
+    assert_eq!(good.read_data().await.payload, b"unaffected");
+    assert_eq!(gw.close_event().await.reason, Some("protocol_error"));
+}
