@@ -104,8 +104,11 @@ fn audit_log(config: &Config) -> std::io::Result<AuditLog> {
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WSGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // A log pipe that closes must not take the gateway down: by default the
+    // subscriber reports its own write errors with eprintln!, which panics.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .log_internal_errors(false)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
@@ -129,7 +132,7 @@ fn serve(path: &Path) -> ExitCode {
     match runtime.block_on(run(prepared)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("wsgate: {e:#}");
+            say(&format!("wsgate: {e:#}"));
             ExitCode::FAILURE
         }
     }
@@ -143,13 +146,13 @@ async fn run(prepared: wsgate_gateway::Prepared) -> anyhow::Result<()> {
     for addr in gateway.local_addrs() {
         tracing::info!(%addr, "listening");
         // A plain line for scripts and tests that start wsgate on port 0.
-        eprintln!("wsgate: listening on {addr}");
+        say(&format!("wsgate: listening on {addr}"));
     }
     let token = gateway.shutdown_token();
     tokio::spawn(async move {
         wait_for_signal().await;
-        tracing::info!("shutting down: closing connections with 1001");
         token.cancel();
+        tracing::info!("shutting down: closing connections with 1001");
     });
     let drained = gateway.wait().await;
     if drained {
@@ -158,6 +161,12 @@ async fn run(prepared: wsgate_gateway::Prepared) -> anyhow::Result<()> {
         tracing::warn!("grace period over with connections still open; exiting");
     }
     Ok(())
+}
+
+/// A line on stderr that is skipped, not a panic, when stderr is gone.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 async fn wait_for_signal() {

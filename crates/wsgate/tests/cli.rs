@@ -1,0 +1,171 @@
+//! The real `wsgate` binary: exit codes, error output, serving and stopping.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use wsgate_testkit::client::RawClient;
+use wsgate_testkit::upstream::Echo;
+
+fn wsgate() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_wsgate"))
+}
+
+fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> std::path::PathBuf {
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn check_reports_every_error_with_its_key_path_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, "bad.toml", r#"
+[[listener]]
+bind = "0.0.0.0:80"
+tls = { cert = "missing.pem", key = "missing.key" }
+
+[[route]]
+path = "/chat"
+upstream = "ftp://example.com"
+origins = ["https://*"]
+auth = "maybe"
+
+[route.limits]
+max_message = "lots"
+"#);
+    let out = wsgate().args(["check", "--config"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "listener[0] (line 2): plain ws on non-loopback",
+        "listener[0].tls.cert (line 4): no such file",
+        "listener[0].tls.key (line 4): no such file",
+        "route[0].upstream (line 8)",
+        "route[0].origins[0] (line 9)",
+        "route[0].auth (line 10)",
+        "route[0].limits.max_message (line 13)",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+    assert!(err.contains("7 errors"), "{err}");
+}
+
+#[test]
+fn check_accepts_the_shipped_example_config() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/gateway.toml");
+    let out = wsgate().args(["check", "--config", example]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("ok (1 listener, 1 route)"), "{stdout}");
+    assert!(stdout.contains("SHA-256"), "{stdout}");
+}
+
+#[test]
+fn a_missing_config_file_is_exit_2_with_the_path() {
+    let out = wsgate().args(["check", "--config", "/nonexistent/wsgate.toml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/wsgate.toml"));
+}
+
+#[tokio::test]
+async fn serve_then_sigterm_closes_clients_with_1001_and_exits_0() {
+    let echo = Echo::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, "gw.toml", &format!(r#"
+[[listener]]
+bind = "127.0.0.1:0"
+
+[[route]]
+path = "/chat"
+upstream = "ws://{}/chat"
+origins = ["https://app.example.com"]
+auth = "none"
+"#, echo.addr));
+    let mut child = wsgate()
+        .args(["serve", "--config"])
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Readiness: the line the binary prints once it listens.
+    let stderr = child.stderr.take().unwrap();
+    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+    // Keep reading stderr to the end, so the gateway never writes into a closed pipe.
+    let log = std::thread::spawn(move || {
+        let mut addr_tx = Some(addr_tx);
+        let mut all = String::new();
+        for line in BufReader::new(stderr).lines() {
+            let line = line.unwrap();
+            if let Some(addr) = line.strip_prefix("wsgate: listening on ") {
+                let _ = addr_tx.take().map(|tx| tx.send(addr.parse::<std::net::SocketAddr>().unwrap()));
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let addr = addr_rx.await.expect("wsgate exited before listening");
+    let mut c = RawClient::connect(addr).await;
+    assert_eq!(c.handshake("/chat", &[("Origin", "https://app.example.com")]).await.status, 101);
+    c.send_text("hi").await;
+    assert_eq!(c.read_data().await.payload, b"hi");
+
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let close = c.read_close().await;
+    assert_eq!((close.close_code(), close.close_reason().as_str()), (Some(1001), "shutting_down"));
+    c.send_frame(0x88, &1001u16.to_be_bytes(), true).await;
+    let status = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+    let log = log.join().unwrap();
+    assert_eq!(status.status.code(), Some(0), "{log}");
+    // The audit log went to stdout: the admission and the shutdown close.
+    let stdout = String::from_utf8_lossy(&status.stdout);
+    assert!(stdout.contains(r#""decision":"admitted""#), "{stdout}");
+    assert!(stdout.contains(r#""reason":"shutting_down""#), "{stdout}");
+}
+
+#[test]
+fn version_prints_the_version() {
+    let out = wsgate().arg("--version").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("wsgate "));
+}
+
+/// Regression: with its stderr pipe closed, the gateway hung on SIGTERM
+/// (the log subscriber's own error report panicked the signal task).
+#[test]
+fn sigterm_still_stops_the_gateway_after_its_log_pipe_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, "gw.toml", r#"
+[[listener]]
+bind = "127.0.0.1:0"
+
+[[route]]
+path = "/chat"
+upstream = "ws://127.0.0.1:9/chat"
+origins = ["https://app.example.com"]
+auth = "none"
+"#);
+    let mut child = wsgate()
+        .args(["serve", "--config"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stderr.take().unwrap()).read_line(&mut first).unwrap();
+    // The reader is dropped here: the pipe is closed.
+    assert!(first.contains("listening"), "{first}");
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let deadline = std::time::Instant::now() + wsgate_testkit::WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "wsgate did not exit after SIGTERM");
+        std::thread::yield_now();
+    };
+    assert_eq!(status.code(), Some(0));
+}
