@@ -159,13 +159,8 @@ auth = "none"
     assert!(first.contains("listening"), "{first}");
     let pid = child.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let deadline = std::time::Instant::now() + wsgate_testkit::WAIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(std::time::Instant::now() < deadline, "wsgate did not exit after SIGTERM");
-        std::thread::yield_now();
-    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait().unwrap()));
+    let status = rx.recv_timeout(wsgate_testkit::WAIT).expect("wsgate did not exit after SIGTERM");
     assert_eq!(status.code(), Some(0));
 }
