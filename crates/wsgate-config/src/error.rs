@@ -31,7 +31,11 @@ pub struct ConfigErrors(pub Vec<ConfigError>);
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let count = self.0.len();
-        writeln!(f, "{count} error{} in config:", if count == 1 { "" } else { "s" })?;
+        writeln!(
+            f,
+            "{count} error{} in config:",
+            if count == 1 { "" } else { "s" }
+        )?;
         for e in &self.0 {
             writeln!(f, "  {e}")?;
         }
@@ -57,7 +61,11 @@ impl<'s> Collector<'s> {
     pub(crate) fn push(&mut self, path: &str, at: Option<usize>, message: impl Into<String>) {
         let line = at.map(|offset| {
             let end = offset.min(self.src.len());
-            self.src.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+            self.src.as_bytes()[..end]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count()
+                + 1
         });
         self.errors.push((
             at.unwrap_or(usize::MAX),

@@ -74,7 +74,11 @@ impl HostPattern {
 
 fn split_port(text: &str) -> Result<(&str, Option<u16>), String> {
     let bad = || format!("`{text}` is not a host name with an optional port");
-    if text.is_empty() || text.chars().any(|c| c.is_whitespace() || c == '/' || c == '@') {
+    if text.is_empty()
+        || text
+            .chars()
+            .any(|c| c.is_whitespace() || c == '/' || c == '@')
+    {
         return Err(bad());
     }
     let (host, port) = if text.starts_with('[') {

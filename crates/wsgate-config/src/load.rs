@@ -44,7 +44,9 @@ pub(crate) fn parse(src: &str, base: &Path) -> Result<Config, ConfigErrors> {
         .into_iter()
         .filter_map(|t| route(t, base, &mut errs))
         .collect();
-    let log = root.table("log", &mut errs).map(|t| log(t, base, &mut errs));
+    let log = root
+        .table("log", &mut errs)
+        .map(|t| log(t, base, &mut errs));
     let shutdown = root
         .table("shutdown", &mut errs)
         .map(|t| shutdown(t, &mut errs));
@@ -75,7 +77,10 @@ fn listener(mut t: Table<'_, '_>, base: &Path, errs: &mut Collector<'_>) -> Opti
         Some(b) => match b.value.parse::<SocketAddr>() {
             Ok(addr) => Some(addr),
             Err(_) => {
-                let msg = format!("`{}` is not an address; write e.g. \"127.0.0.1:8443\" or \"[::]:443\"", b.value);
+                let msg = format!(
+                    "`{}` is not an address; write e.g. \"127.0.0.1:8443\" or \"[::]:443\"",
+                    b.value
+                );
                 errs.push(&b.path, Some(b.at), msg);
                 None
             }
@@ -85,8 +90,13 @@ fn listener(mut t: Table<'_, '_>, base: &Path, errs: &mut Collector<'_>) -> Opti
             None
         }
     };
-    let tls = t.table("tls", errs).and_then(|tls| tls_source(tls, base, errs));
-    let allow_cleartext = t.bool("allow_cleartext", errs).map(|b| b.value).unwrap_or(false);
+    let tls = t
+        .table("tls", errs)
+        .and_then(|tls| tls_source(tls, base, errs));
+    let allow_cleartext = t
+        .bool("allow_cleartext", errs)
+        .map(|b| b.value)
+        .unwrap_or(false);
     let hosts = hosts(&mut t, errs);
     let handshake_timeout = t
         .duration("handshake_timeout", errs, false)
@@ -136,7 +146,12 @@ fn t_has_no_tls_exposed(tls: &Option<Tls>, bind: SocketAddr, allow_cleartext: bo
 /// DNS rebinding is exactly how hostile pages reach services on 127.0.0.1.
 fn loopback_hosts() -> Hosts {
     let names = ["localhost", "127.0.0.1", "[::1]"];
-    Hosts::Only(names.iter().filter_map(|n| HostPattern::parse(n).ok()).collect())
+    Hosts::Only(
+        names
+            .iter()
+            .filter_map(|n| HostPattern::parse(n).ok())
+            .collect(),
+    )
 }
 
 fn tls_source(mut t: Table<'_, '_>, base: &Path, errs: &mut Collector<'_>) -> Option<Tls> {
@@ -192,7 +207,11 @@ fn hosts(t: &mut Table<'_, '_>, errs: &mut Collector<'_>) -> Hosts {
         }
     }
     if out.is_empty() {
-        errs.push(&t.path_of("hosts"), Some(t.at()), "an empty list would refuse every request; remove the key or list the host names");
+        errs.push(
+            &t.path_of("hosts"),
+            Some(t.at()),
+            "an empty list would refuse every request; remove the key or list the host names",
+        );
     }
     Hosts::Only(out)
 }
@@ -206,7 +225,11 @@ fn route(mut t: Table<'_, '_>, base: &Path, errs: &mut Collector<'_>) -> Option<
             "enforce" => Some(Mode::Enforce),
             "report" => Some(Mode::Report),
             other => {
-                errs.push(&m.path, Some(m.at), format!("`{other}` is not a mode; write \"enforce\" or \"report\""));
+                errs.push(
+                    &m.path,
+                    Some(m.at),
+                    format!("`{other}` is not a mode; write \"enforce\" or \"report\""),
+                );
                 None
             }
         },
@@ -250,7 +273,10 @@ fn route_path(t: &mut Table<'_, '_>, errs: &mut Collector<'_>) -> Option<String>
         && !p.value.contains(['?', '#', ' '])
         && (p.value == "/" || !p.value.ends_with('/'));
     if !ok {
-        let msg = format!("`{}` is not a route path; write an absolute path without query or trailing slash, e.g. \"/chat\"", p.value);
+        let msg = format!(
+            "`{}` is not a route path; write an absolute path without query or trailing slash, e.g. \"/chat\"",
+            p.value
+        );
         errs.push(&p.path, Some(p.at), msg);
         return None;
     }
@@ -262,13 +288,21 @@ fn upstream(t: &mut Table<'_, '_>, base: &Path, errs: &mut Collector<'_>) -> Opt
         .string("upstream_ca", errs)
         .and_then(|c| existing_file(c.value, base, &c.path, c.at, errs));
     let Some(u) = t.string("upstream", errs) else {
-        errs.push(&t.path_of("upstream"), Some(t.at()), "is required, e.g. \"ws://127.0.0.1:9001/chat\"");
+        errs.push(
+            &t.path_of("upstream"),
+            Some(t.at()),
+            "is required, e.g. \"ws://127.0.0.1:9001/chat\"",
+        );
         return None;
     };
     let url = match url::Url::parse(u.value) {
         Ok(url) => url,
         Err(e) => {
-            errs.push(&u.path, Some(u.at), format!("`{}` is not a URL ({e})", u.value));
+            errs.push(
+                &u.path,
+                Some(u.at),
+                format!("`{}` is not a URL ({e})", u.value),
+            );
             return None;
         }
     };
@@ -276,7 +310,8 @@ fn upstream(t: &mut Table<'_, '_>, base: &Path, errs: &mut Collector<'_>) -> Opt
         "ws" => false,
         "wss" => true,
         other => {
-            let msg = format!("scheme `{other}` is not a WebSocket upstream; write ws:// or wss://");
+            let msg =
+                format!("scheme `{other}` is not a WebSocket upstream; write ws:// or wss://");
             errs.push(&u.path, Some(u.at), msg);
             return None;
         }
@@ -286,11 +321,24 @@ fn upstream(t: &mut Table<'_, '_>, base: &Path, errs: &mut Collector<'_>) -> Opt
         return None;
     };
     if !url.username().is_empty() || url.password().is_some() || url.fragment().is_some() {
-        errs.push(&u.path, Some(u.at), "the upstream URL may not carry user info or a fragment");
+        errs.push(
+            &u.path,
+            Some(u.at),
+            "the upstream URL may not carry user info or a fragment",
+        );
         return None;
     }
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
-    Some(Upstream { url, tls, host, port, ca })
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    Some(Upstream {
+        url,
+        tls,
+        host,
+        port,
+        ca,
+    })
 }
 
 fn origins(t: &mut Table<'_, '_>, errs: &mut Collector<'_>) -> Option<Vec<OriginPattern>> {
@@ -322,11 +370,16 @@ fn auth(t: &mut Table<'_, '_>, errs: &mut Collector<'_>) -> Option<Auth> {
         match item.value {
             "none" => result = Some(Auth::None),
             "jwt" | "basic" | "forward" | "mtls" | "ticket" => {
-                let msg = format!("auth method `{}` is not implemented in this version of wsgate", item.value);
+                let msg = format!(
+                    "auth method `{}` is not implemented in this version of wsgate",
+                    item.value
+                );
                 errs.push(&item.path, Some(item.at), msg);
             }
             other => {
-                let msg = format!("`{other}` is not an auth method; write \"none\", or one of jwt, basic, forward, mtls, ticket");
+                let msg = format!(
+                    "`{other}` is not an auth method; write \"none\", or one of jwt, basic, forward, mtls, ticket"
+                );
                 errs.push(&item.path, Some(item.at), msg);
             }
         }
@@ -343,7 +396,14 @@ fn subprotocols(t: &mut Table<'_, '_>, errs: &mut Collector<'_>) -> Option<Vec<S
             out.push(item.value.to_owned());
         } else {
             ok = false;
-            errs.push(&item.path, Some(item.at), format!("`{}` is not a valid subprotocol token (RFC 6455 §4.1)", item.value));
+            errs.push(
+                &item.path,
+                Some(item.at),
+                format!(
+                    "`{}` is not a valid subprotocol token (RFC 6455 §4.1)",
+                    item.value
+                ),
+            );
         }
     }
     ok.then_some(out)
@@ -352,9 +412,8 @@ fn subprotocols(t: &mut Table<'_, '_>, errs: &mut Collector<'_>) -> Option<Vec<S
 /// RFC 7230 `token`: what a subprotocol name must be.
 pub(crate) fn is_token(s: &str) -> bool {
     !s.is_empty()
-        && s.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-        })
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 fn limits(mut t: Table<'_, '_>, errs: &mut Collector<'_>) -> Option<Limits> {
@@ -370,11 +429,18 @@ fn limits(mut t: Table<'_, '_>, errs: &mut Collector<'_>) -> Option<Limits> {
     }
     for (key, at) in [("max_message", &max_message), ("max_frame", &max_frame)] {
         if let Some(v) = at.as_ref().filter(|v| v.value == 0) {
-            errs.push(&v.path, Some(v.at), format!("`{key}` must be at least 1 byte"));
+            errs.push(
+                &v.path,
+                Some(v.at),
+                format!("`{key}` must be at least 1 byte"),
+            );
         }
     }
     if let Some(f) = max_frame.as_ref().filter(|f| f.value > l.max_message) {
-        let msg = format!("max_frame ({} bytes) is larger than max_message ({} bytes)", f.value, l.max_message);
+        let msg = format!(
+            "max_frame ({} bytes) is larger than max_message ({} bytes)",
+            f.value, l.max_message
+        );
         errs.push(&f.path, Some(f.at), msg);
     }
     if let Some(d) = t.duration("idle_timeout", errs, true) {
@@ -386,7 +452,10 @@ fn limits(mut t: Table<'_, '_>, errs: &mut Collector<'_>) -> Option<Limits> {
     if let Some(d) = t.duration("max_lifetime", errs, true) {
         l.max_lifetime = d.value;
     }
-    if let Some(d) = t.duration("connect_timeout", errs, false).and_then(|d| d.value) {
+    if let Some(d) = t
+        .duration("connect_timeout", errs, false)
+        .and_then(|d| d.value)
+    {
         l.connect_timeout = d;
     }
     if let Some(h) = t.get("handshake_timeout") {
@@ -403,7 +472,11 @@ fn log(mut t: Table<'_, '_>, base: &Path, errs: &mut Collector<'_>) -> Log {
         match f.value {
             "json" => log.format = LogFormat::Json,
             "pretty" => log.format = LogFormat::Pretty,
-            other => errs.push(&f.path, Some(f.at), format!("`{other}` is not a log format; write \"json\" or \"pretty\"")),
+            other => errs.push(
+                &f.path,
+                Some(f.at),
+                format!("`{other}` is not a log format; write \"json\" or \"pretty\""),
+            ),
         }
     }
     if let Some(a) = t.string("audit", errs) {
@@ -428,7 +501,11 @@ fn shutdown(mut t: Table<'_, '_>, errs: &mut Collector<'_>) -> Shutdown {
 fn check_unique_paths(routes: &[Route], errs: &mut Collector<'_>) {
     for (i, r) in routes.iter().enumerate() {
         if routes[..i].iter().any(|o| o.path == r.path) {
-            errs.push(&format!("route[{i}].path"), None, format!("`{}` is already the path of an earlier route", r.path));
+            errs.push(
+                &format!("route[{i}].path"),
+                None,
+                format!("`{}` is already the path of an earlier route", r.path),
+            );
         }
     }
 }
@@ -436,7 +513,11 @@ fn check_unique_paths(routes: &[Route], errs: &mut Collector<'_>) {
 fn check_unique_binds(listeners: &[Listener], errs: &mut Collector<'_>) {
     for (i, l) in listeners.iter().enumerate() {
         if l.bind.port() != 0 && listeners[..i].iter().any(|o| o.bind == l.bind) {
-            errs.push(&format!("listener[{i}].bind"), None, format!("{} is already bound by an earlier listener", l.bind));
+            errs.push(
+                &format!("listener[{i}].bind"),
+                None,
+                format!("{} is already bound by an earlier listener", l.bind),
+            );
         }
     }
 }

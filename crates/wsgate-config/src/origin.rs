@@ -53,7 +53,9 @@ pub enum OriginError {
     #[error("`{0}` is not an origin; an origin is scheme://host[:port] with nothing after it")]
     Malformed(String),
     /// Has a path, query, fragment or user info, which no origin has.
-    #[error("`{0}` has a path, query, fragment or user name; an origin is only scheme://host[:port]")]
+    #[error(
+        "`{0}` has a path, query, fragment or user name; an origin is only scheme://host[:port]"
+    )]
     HasExtra(String),
 }
 
@@ -128,11 +130,13 @@ impl OriginPattern {
         if let Some((scheme, rest)) = text.split_once("://*.") {
             let base = format!("{scheme}://{rest}");
             return match Origin::parse(&base).map_err(|e| e.to_string())? {
-                Origin::Tuple(t) if !t.ip && t.host.contains('.') => Ok(OriginPattern::Subdomains {
-                    scheme: t.scheme,
-                    suffix: format!(".{}", t.host),
-                    port: t.port,
-                }),
+                Origin::Tuple(t) if !t.ip && t.host.contains('.') => {
+                    Ok(OriginPattern::Subdomains {
+                        scheme: t.scheme,
+                        suffix: format!(".{}", t.host),
+                        port: t.port,
+                    })
+                }
                 _ => Err(format!(
                     "`{text}`: a subdomain pattern needs a registered domain of at least two labels after `*.`"
                 )),
@@ -184,21 +188,51 @@ mod tests {
 
     #[test]
     fn exact_origins_compare_as_tuples() {
-        assert!(allowed("https://app.example.com", "https://app.example.com"));
-        assert!(allowed("https://app.example.com", "https://app.example.com:443"));
-        assert!(allowed("https://app.example.com", "HTTPS://APP.EXAMPLE.COM"));
-        assert!(!allowed("https://app.example.com", "http://app.example.com"));
-        assert!(!allowed("https://app.example.com", "https://app.example.com:8443"));
-        assert!(!allowed("https://app.example.com", "https://app.example.com."));
-        assert!(!allowed("https://app.example.com", "https://app.example.com.evil.test"));
-        assert!(!allowed("https://app.example.com", "https://evilapp.example.com"));
-        assert!(!allowed("https://app.example.com", "https://app-example.com"));
+        assert!(allowed(
+            "https://app.example.com",
+            "https://app.example.com"
+        ));
+        assert!(allowed(
+            "https://app.example.com",
+            "https://app.example.com:443"
+        ));
+        assert!(allowed(
+            "https://app.example.com",
+            "HTTPS://APP.EXAMPLE.COM"
+        ));
+        assert!(!allowed(
+            "https://app.example.com",
+            "http://app.example.com"
+        ));
+        assert!(!allowed(
+            "https://app.example.com",
+            "https://app.example.com:8443"
+        ));
+        assert!(!allowed(
+            "https://app.example.com",
+            "https://app.example.com."
+        ));
+        assert!(!allowed(
+            "https://app.example.com",
+            "https://app.example.com.evil.test"
+        ));
+        assert!(!allowed(
+            "https://app.example.com",
+            "https://evilapp.example.com"
+        ));
+        assert!(!allowed(
+            "https://app.example.com",
+            "https://app-example.com"
+        ));
         assert!(!allowed("https://app.example.com", "null"));
     }
 
     #[test]
     fn idna_hosts_are_compared_in_punycode() {
-        assert!(allowed("https://bücher.example", "https://xn--bcher-kva.example"));
+        assert!(allowed(
+            "https://bücher.example",
+            "https://xn--bcher-kva.example"
+        ));
     }
 
     #[test]
@@ -244,7 +278,10 @@ mod tests {
     fn ip_literals_are_origins_but_never_subdomains() {
         assert!(allowed("http://127.0.0.1:8080", "http://127.0.0.1:8080"));
         assert!(allowed("http://[::1]:8080", "http://[0:0::1]:8080"));
-        assert!(OriginPattern::parse("https://*.1.2.3").is_err() || !allowed("https://*.2.3", "https://1.2.3.4"));
+        assert!(
+            OriginPattern::parse("https://*.1.2.3").is_err()
+                || !allowed("https://*.2.3", "https://1.2.3.4")
+        );
     }
 
     #[test]

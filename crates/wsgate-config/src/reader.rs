@@ -120,7 +120,11 @@ impl<'a, 'i> Table<'a, 'i> {
                 }),
                 None => {
                     let got = item.get_ref().type_str();
-                    errs.push(&item_path, Some(item.span().start), format!("expected a string, found {got}"));
+                    errs.push(
+                        &item_path,
+                        Some(item.span().start),
+                        format!("expected a string, found {got}"),
+                    );
                 }
             }
         }
@@ -137,7 +141,10 @@ impl<'a, 'i> Table<'a, 'i> {
                 .as_str()
                 .parse::<u64>()
                 .map_err(|_| format!("`{}` is not a byte count", i.as_str())),
-            other => Err(format!("expected a size such as \"64KiB\", found {}", other.type_str())),
+            other => Err(format!(
+                "expected a size such as \"64KiB\", found {}",
+                other.type_str()
+            )),
         };
         match parsed {
             Ok(value) => Some(At { value, path, at }),
@@ -171,7 +178,11 @@ impl<'a, 'i> Table<'a, 'i> {
             }),
         };
         match parsed {
-            Ok(value) => Some(At { value, path: text.path, at: text.at }),
+            Ok(value) => Some(At {
+                value,
+                path: text.path,
+                at: text.at,
+            }),
             Err(msg) => {
                 errs.push(&text.path, Some(text.at), msg);
                 None
@@ -206,7 +217,11 @@ impl<'a, 'i> Table<'a, 'i> {
                 }),
                 None => {
                     let got = item.get_ref().type_str();
-                    errs.push(&path, Some(item.span().start), format!("expected a table, found {got}"));
+                    errs.push(
+                        &path,
+                        Some(item.span().start),
+                        format!("expected a table, found {got}"),
+                    );
                 }
             }
         }

@@ -59,9 +59,17 @@ mod tests {
         assert_eq!(parse_size("512"), Ok(512));
         assert_eq!(parse_size("2KB"), Ok(2_000));
         assert!(parse_size("KiB").is_err());
-        assert!(parse_size("12 parsecs").unwrap_err().contains("unknown size unit"));
+        assert!(
+            parse_size("12 parsecs")
+                .unwrap_err()
+                .contains("unknown size unit")
+        );
         assert!(parse_size("99999999999999999999GiB").is_err());
-        assert!(parse_size("18446744073709551615GiB").unwrap_err().contains("too large"));
+        assert!(
+            parse_size("18446744073709551615GiB")
+                .unwrap_err()
+                .contains("too large")
+        );
     }
 
     #[test]

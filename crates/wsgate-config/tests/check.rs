@@ -87,7 +87,10 @@ origins = ["https://a.example.com"]
             "no error for {path} at line {line} in {text:#?}"
         );
     }
-    assert!(text.iter().any(|t| t.contains("not implemented in this version")));
+    assert!(
+        text.iter()
+            .any(|t| t.contains("not implemented in this version"))
+    );
     assert!(text.iter().any(|t| t.contains("unknown key")));
 }
 
@@ -96,19 +99,31 @@ fn cleartext_on_a_public_address_needs_consent() {
     let src = GOOD.replace("127.0.0.1:0", "0.0.0.0:8080");
     let errs = parse(&src, Path::new(".")).unwrap_err();
     assert!(errs.to_string().contains("allow_cleartext"), "{errs}");
-    let src = src.replace("bind = \"0.0.0.0:8080\"", "bind = \"0.0.0.0:8080\"\nallow_cleartext = true");
+    let src = src.replace(
+        "bind = \"0.0.0.0:8080\"",
+        "bind = \"0.0.0.0:8080\"\nallow_cleartext = true",
+    );
     let c = parse(&src, Path::new(".")).unwrap();
     assert!(matches!(c.listeners[0].hosts, Hosts::Any));
 }
 
 #[test]
 fn tls_files_must_exist_and_self_signed_is_accepted() {
-    let src = GOOD.replace("bind = \"127.0.0.1:0\"", "bind = \"127.0.0.1:0\"\ntls = { cert = \"missing.pem\", key = \"missing.key\" }");
+    let src = GOOD.replace(
+        "bind = \"127.0.0.1:0\"",
+        "bind = \"127.0.0.1:0\"\ntls = { cert = \"missing.pem\", key = \"missing.key\" }",
+    );
     let errs = parse(&src, Path::new("/nonexistent")).unwrap_err().0;
     assert_eq!(errs.len(), 2, "{errs:?}");
     assert!(errs[0].message.contains("no such file"));
-    let src = GOOD.replace("bind = \"127.0.0.1:0\"", "bind = \"127.0.0.1:0\"\ntls = { self_signed = true }");
-    assert_eq!(parse(&src, Path::new(".")).unwrap().listeners[0].tls, Some(Tls::SelfSigned));
+    let src = GOOD.replace(
+        "bind = \"127.0.0.1:0\"",
+        "bind = \"127.0.0.1:0\"\ntls = { self_signed = true }",
+    );
+    assert_eq!(
+        parse(&src, Path::new(".")).unwrap().listeners[0].tls,
+        Some(Tls::SelfSigned)
+    );
 }
 
 #[test]
@@ -123,7 +138,9 @@ fn a_route_without_origins_or_missing_origin_consent_admits_nobody() {
 
 #[test]
 fn syntax_errors_have_lines() {
-    let errs = parse("[[listener]]\nbind = \n", Path::new(".")).unwrap_err().0;
+    let errs = parse("[[listener]]\nbind = \n", Path::new("."))
+        .unwrap_err()
+        .0;
     assert_eq!(errs[0].line, Some(2), "{errs:?}");
 }
 

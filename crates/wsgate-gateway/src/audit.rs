@@ -135,7 +135,10 @@ impl AuditLog {
     pub fn write(&self, event: AuditEvent) {
         if let Ok(mut line) = serde_json::to_vec(&event) {
             line.push(b'\n');
-            let mut out = self.out.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut out = self
+                .out
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             // An audit line that cannot be written is reported on stderr; the
             // connection it describes is not made to fail for it.
             if let Err(e) = out.write_all(&line).and_then(|()| out.flush()) {

@@ -73,7 +73,9 @@ pub(crate) async fn handle(
             let accept = handshake::accept_key(&hs_key);
             let response = crate::respond::switching(&accept, connected.protocol.as_deref());
             let close_ev = ev.clone();
-            state.audit.write(std::mem::replace(&mut ev, conn.event("handshake")));
+            state
+                .audit
+                .write(std::mem::replace(&mut ev, conn.event("handshake")));
             spawn_relay(&conn, admitted, connected, on_upgrade, close_ev);
             return Ok(response);
         }
@@ -90,13 +92,16 @@ async fn decide(
 ) -> Result<(Admitted, String, Connected), Refusal> {
     let state = &conn.state;
     let path = parts.uri.path();
-    let hs = handshake::check_request(&parts.method, parts.version, &parts.headers).map_err(|e| {
-        let reason = match e {
-            HandshakeError::NotUpgrade if state.router.find(path).is_none() => Reason::RouteNotFound,
-            ref e => Reason::from(e),
-        };
-        (reason, None, Some(e.to_string()))
-    })?;
+    let hs =
+        handshake::check_request(&parts.method, parts.version, &parts.headers).map_err(|e| {
+            let reason = match e {
+                HandshakeError::NotUpgrade if state.router.find(path).is_none() => {
+                    Reason::RouteNotFound
+                }
+                ref e => Reason::from(e),
+            };
+            (reason, None, Some(e.to_string()))
+        })?;
     let request = wsgate_policy::Request {
         path,
         host: &hs.host,
@@ -104,8 +109,8 @@ async fn decide(
         protocols: &hs.protocols,
     };
     let hosts = &state.listeners[conn.listener].config.hosts;
-    let admitted = admit(hosts, &state.router, &request)
-        .map_err(|r| (r.reason, r.route, Some(r.detail)))?;
+    let admitted =
+        admit(hosts, &state.router, &request).map_err(|r| (r.reason, r.route, Some(r.detail)))?;
     let client = ClientSide {
         path_and_query: parts.uri.path_and_query().map_or(path, |p| p.as_str()),
         headers: &parts.headers,
@@ -115,7 +120,11 @@ async fn decide(
     let tls = state.upstream_tls[admitted.route_index()].as_ref();
     match upstream::connect(&admitted, &client, tls).await {
         Ok(connected) => Ok((admitted, hs.key, connected)),
-        Err(e) => Err((Reason::UpstreamUnavailable, Some(admitted.route_index()), Some(e.to_string()))),
+        Err(e) => Err((
+            Reason::UpstreamUnavailable,
+            Some(admitted.route_index()),
+            Some(e.to_string()),
+        )),
     }
 }
 
@@ -136,7 +145,13 @@ fn spawn_relay(
         let summary = match on_upgrade.await {
             Ok(upgraded) => {
                 let limits = &admitted.route().limits;
-                relay::relay(TokioIo::new(upgraded), connected.io, limits, &state.shutdown).await
+                relay::relay(
+                    TokioIo::new(upgraded),
+                    connected.io,
+                    limits,
+                    &state.shutdown,
+                )
+                .await
             }
             Err(_) => relay::Summary {
                 outcome: relay::Outcome::ClientGone,

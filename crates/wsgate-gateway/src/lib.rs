@@ -112,6 +112,8 @@ impl Gateway {
         self.state.shutdown.cancelled().await;
         self.state.tasks.close();
         let grace = self.state.grace;
-        tokio::time::timeout(grace, self.state.tasks.wait()).await.is_ok()
+        tokio::time::timeout(grace, self.state.tasks.wait())
+            .await
+            .is_ok()
     }
 }

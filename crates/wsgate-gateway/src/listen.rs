@@ -59,7 +59,12 @@ async fn serve(state: Arc<State>, index: usize, tcp: TcpStream, client: SocketAd
             match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => serve_http(conn, tls, started).await,
                 Ok(Err(e)) => tracing::debug!(client = %client, error = %e, "TLS handshake failed"),
-                Err(_) => log_failure(&conn, Reason::HandshakeTimeout, started, "TLS handshake not finished in time"),
+                Err(_) => log_failure(
+                    &conn,
+                    Reason::HandshakeTimeout,
+                    started,
+                    "TLS handshake not finished in time",
+                ),
             }
         }
     }
@@ -81,7 +86,9 @@ where
     // `Connection: close` instead, which ends the connection after it.
     let service_conn = Arc::clone(&conn);
     let service = service_fn(move |req| handle(req, Arc::clone(&service_conn)));
-    let connection = builder.serve_connection(TokioIo::new(io), service).with_upgrades();
+    let connection = builder
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
     tokio::pin!(connection);
     let shutdown = conn.state.shutdown.clone();
     let result = tokio::select! {
@@ -93,11 +100,26 @@ where
     };
     let Err(e) = result else { return };
     if e.is_timeout() {
-        log_failure(&conn, Reason::HandshakeTimeout, started, "request head not received in time");
+        log_failure(
+            &conn,
+            Reason::HandshakeTimeout,
+            started,
+            "request head not received in time",
+        );
     } else if e.is_parse_too_large() {
-        log_failure(&conn, Reason::HeadersTooLarge, started, "request head larger than max_header_bytes");
+        log_failure(
+            &conn,
+            Reason::HeadersTooLarge,
+            started,
+            "request head larger than max_header_bytes",
+        );
     } else if e.is_parse() {
-        log_failure(&conn, Reason::BadHandshake, started, &format!("malformed HTTP: {e}"));
+        log_failure(
+            &conn,
+            Reason::BadHandshake,
+            started,
+            &format!("malformed HTTP: {e}"),
+        );
     } else {
         tracing::debug!(client = %conn.client, error = %e, "connection ended with an error");
     }

@@ -187,7 +187,11 @@ impl Pump {
                         self.count_message(activity);
                     }
                 }
-                Ok(Step::Control { frame, len, payload }) => {
+                Ok(Step::Control {
+                    frame,
+                    len,
+                    payload,
+                }) => {
                     Self::forward(to, &buf[forward_from..pos], false).await;
                     let payload = &buf[pos + payload.start..pos + payload.end];
                     stop = self.on_control(frame, payload, back, activity).await;
@@ -214,7 +218,9 @@ impl Pump {
             Self::forward(to, &buf[forward_from..pos], self.decoder.mid_frame()).await;
         }
         if moved {
-            activity.last_data_ms.store(activity.now_ms(), Ordering::Relaxed);
+            activity
+                .last_data_ms
+                .store(activity.now_ms(), Ordering::Relaxed);
         }
         (pos, stop)
     }
@@ -243,7 +249,9 @@ impl Pump {
             }
             ControlFrame::Pong => {
                 if self.side == Side::Client {
-                    activity.last_pong_ms.store(activity.now_ms(), Ordering::Relaxed);
+                    activity
+                        .last_pong_ms
+                        .store(activity.now_ms(), Ordering::Relaxed);
                 }
                 None
             }

@@ -112,12 +112,23 @@ where
         max_frame: limits.max_frame,
         max_message: limits.max_message,
     };
-    let c2u = Pump::new(Side::Client, Decoder::new(Sender::Client, client_limits))
-        .run(client_read, &upstream_sink, &client_sink, &tx, &activity);
-    let u2c = Pump::new(Side::Upstream, Decoder::new(Sender::Upstream, frame::Limits::NONE))
-        .run(upstream_read, &client_sink, &upstream_sink, &tx, &activity);
+    let c2u = Pump::new(Side::Client, Decoder::new(Sender::Client, client_limits)).run(
+        client_read,
+        &upstream_sink,
+        &client_sink,
+        &tx,
+        &activity,
+    );
+    let u2c = Pump::new(
+        Side::Upstream,
+        Decoder::new(Sender::Upstream, frame::Limits::NONE),
+    )
+    .run(upstream_read, &client_sink, &upstream_sink, &tx, &activity);
     tokio::pin!(c2u, u2c);
-    let legs = Legs { client: &client_sink, upstream: &upstream_sink };
+    let legs = Legs {
+        client: &client_sink,
+        upstream: &upstream_sink,
+    };
     let mut st = Closing::default();
     let mut timers = Timers::new(limits, activity.start());
     while !st.done() {
@@ -182,7 +193,8 @@ impl Closing {
 
     fn begin(&mut self, outcome: Outcome) {
         self.outcome.get_or_insert(outcome);
-        self.deadline.get_or_insert_with(|| Instant::now() + CLOSE_TIMEOUT);
+        self.deadline
+            .get_or_insert_with(|| Instant::now() + CLOSE_TIMEOUT);
     }
 
     async fn on_event<C, U>(&mut self, event: Event, legs: &Legs<'_, C, U>)
@@ -204,26 +216,30 @@ impl Closing {
                     self.send_client(Some(reason), None, legs).await;
                 } else {
                     self.pending_client = Some(reason);
-                    self.send_upstream(Some(1001), &format!("wsgate: {reason}"), legs).await;
+                    self.send_upstream(Some(1001), &format!("wsgate: {reason}"), legs)
+                        .await;
                 }
             }
             Event::Violation(Side::Upstream, error, _) => {
                 self.detail = Some(error.to_string());
                 self.begin(Outcome::Gateway(Reason::UpstreamError));
                 self.abort_upstream(legs).await;
-                self.send_client(Some(Reason::UpstreamError), None, legs).await;
+                self.send_client(Some(Reason::UpstreamError), None, legs)
+                    .await;
             }
             Event::Gone(Side::Client) => {
                 self.begin(Outcome::ClientGone);
                 self.client_received = true;
                 self.client_sent = true;
                 legs.client.lock().await.abandon();
-                self.send_upstream(Some(1001), "wsgate: client went away", legs).await;
+                self.send_upstream(Some(1001), "wsgate: client went away", legs)
+                    .await;
             }
             Event::Gone(Side::Upstream) => {
                 if !self.upstream_received {
                     self.begin(Outcome::Gateway(Reason::UpstreamGone));
-                    self.send_client(Some(Reason::UpstreamGone), None, legs).await;
+                    self.send_client(Some(Reason::UpstreamGone), None, legs)
+                        .await;
                 }
                 self.abort_upstream(legs).await;
             }
@@ -256,8 +272,12 @@ impl Closing {
     }
 
     /// Closes the client leg, with a reason of the gateway's or relaying `close`.
-    async fn send_client<C, U>(&mut self, reason: Option<Reason>, close: Option<&Close>, legs: &Legs<'_, C, U>)
-    where
+    async fn send_client<C, U>(
+        &mut self,
+        reason: Option<Reason>,
+        close: Option<&Close>,
+        legs: &Legs<'_, C, U>,
+    ) where
         C: AsyncWrite + Unpin,
     {
         if self.client_sent {
@@ -303,7 +323,8 @@ impl Closing {
             // It stopped answering pings; it will not answer a close either.
             self.client_received = true;
         }
-        self.send_upstream(Some(1001), &format!("wsgate: {reason}"), legs).await;
+        self.send_upstream(Some(1001), &format!("wsgate: {reason}"), legs)
+            .await;
     }
 }
 
@@ -353,7 +374,10 @@ impl Timers {
         if let (Some(interval), Some(due)) = (self.ping, self.next_ping)
             && now >= due
         {
-            if self.ping_sent_ms.is_some_and(|sent| activity.last_pong_ms() < sent) {
+            if self
+                .ping_sent_ms
+                .is_some_and(|sent| activity.last_pong_ms() < sent)
+            {
                 return Some(Reason::PongTimeout);
             }
             let _ = legs.client.lock().await.control(0x9, b"wsgate").await;

@@ -21,11 +21,17 @@ pub(crate) fn refusal(reason: Reason) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(format!("{}\n", reason.code()))));
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if reason == Reason::VersionUnsupported {
-        headers.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static(VERSION));
+        headers.insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static(VERSION),
+        );
     }
     response
 }

@@ -49,18 +49,20 @@ impl State {
         for (i, l) in config.listeners.into_iter().enumerate() {
             let tls = match &l.tls {
                 None => None,
-                Some(t) => match tls::server(t, l.bind) {
-                    Ok(server) => {
-                        if let Some(fp) = server.self_signed_fingerprint {
-                            notes.push(format!("listener[{i}] ({}) uses a self-signed certificate, SHA-256 {fp}", l.bind));
+                Some(t) => {
+                    match tls::server(t, l.bind) {
+                        Ok(server) => {
+                            if let Some(fp) = server.self_signed_fingerprint {
+                                notes.push(format!("listener[{i}] ({}) uses a self-signed certificate, SHA-256 {fp}", l.bind));
+                            }
+                            Some(TlsAcceptor::from(server.config))
                         }
-                        Some(TlsAcceptor::from(server.config))
+                        Err(e) => {
+                            errors.push(format!("listener[{i}].tls: {e}"));
+                            None
+                        }
                     }
-                    Err(e) => {
-                        errors.push(format!("listener[{i}].tls: {e}"));
-                        None
-                    }
-                },
+                }
             };
             listeners.push(ListenerState { config: l, tls });
         }

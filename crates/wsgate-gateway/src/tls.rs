@@ -16,7 +16,8 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-const VERSIONS: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
+const VERSIONS: &[&rustls::SupportedProtocolVersion] =
+    &[&rustls::version::TLS13, &rustls::version::TLS12];
 
 /// A listener's TLS setup and, for a generated certificate, its fingerprint.
 pub(crate) struct ServerTls {
@@ -48,8 +49,14 @@ pub(crate) fn server(tls: &Tls, bind: std::net::SocketAddr) -> Result<ServerTls,
     })
 }
 
-fn self_signed(bind: std::net::SocketAddr) -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>), String> {
-    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+fn self_signed(
+    bind: std::net::SocketAddr,
+) -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>), String> {
+    let mut names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
     if !bind.ip().is_unspecified() {
         names.push(bind.ip().to_string());
     }
@@ -61,7 +68,11 @@ fn self_signed(bind: std::net::SocketAddr) -> Result<(CertificateDer<'static>, P
 /// SHA-256 of a certificate, as browsers and `openssl x509 -fingerprint -sha256` show it.
 pub(crate) fn fingerprint(cert: &CertificateDer<'_>) -> String {
     let digest = Sha256::digest(cert.as_ref());
-    digest.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
+    digest
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
@@ -101,4 +112,3 @@ pub(crate) fn upstream(ca: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
         .with_no_client_auth();
     Ok(Arc::new(config))
 }
-

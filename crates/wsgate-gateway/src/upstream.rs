@@ -69,15 +69,20 @@ pub(crate) async fn connect(
         let stream = open(up, tls).await?;
         let key = handshake::new_key(rand::random());
         let request = build_request(up, &route.path, client, &key, admitted.protocols())?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(async move {
             // Ends once the connection is upgraded (or fails, which the
             // request below reports).
             let _ = conn.with_upgrades().await;
         });
         let response = sender.send_request(request).await?;
-        let protocol =
-            handshake::check_response(response.status(), response.headers(), &key, admitted.protocols())?;
+        let protocol = handshake::check_response(
+            response.status(),
+            response.headers(),
+            &key,
+            admitted.protocols(),
+        )?;
         let upgraded = hyper::upgrade::on(response).await?;
         Ok(Connected {
             io: TokioIo::new(upgraded),
@@ -162,11 +167,20 @@ fn build_request(
     } else {
         format!("{}:{}", bracket(&up.host), up.port)
     };
-    headers.insert(header::HOST, HeaderValue::from_str(&host).map_err(http::Error::from)?);
+    headers.insert(
+        header::HOST,
+        HeaderValue::from_str(&host).map_err(http::Error::from)?,
+    );
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    headers.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static(handshake::VERSION));
-    headers.insert(header::SEC_WEBSOCKET_KEY, HeaderValue::from_str(key).map_err(http::Error::from)?);
+    headers.insert(
+        header::SEC_WEBSOCKET_VERSION,
+        HeaderValue::from_static(handshake::VERSION),
+    );
+    headers.insert(
+        header::SEC_WEBSOCKET_KEY,
+        HeaderValue::from_str(key).map_err(http::Error::from)?,
+    );
     if !protocols.is_empty() {
         let joined = HeaderValue::from_str(&protocols.join(", ")).map_err(http::Error::from)?;
         headers.insert(header::SEC_WEBSOCKET_PROTOCOL, joined);
@@ -186,7 +200,11 @@ fn default_port(tls: bool) -> u16 {
 }
 
 fn bracket(host: &str) -> String {
-    if host.contains(':') { format!("[{host}]") } else { host.to_owned() }
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    }
 }
 
 /// The upstream's path for a request: the upstream URL's path, then what the
@@ -196,7 +214,11 @@ fn upstream_path(up: &Upstream, route_path: &str, path_and_query: &str) -> Strin
         Some((p, q)) => (p, Some(q)),
         None => (path_and_query, None),
     };
-    let rest = if route_path == "/" { path } else { path.strip_prefix(route_path).unwrap_or("") };
+    let rest = if route_path == "/" {
+        path
+    } else {
+        path.strip_prefix(route_path).unwrap_or("")
+    };
     let base = up.url.path().trim_end_matches('/');
     let mut out = format!("{base}{rest}");
     if out.is_empty() {
@@ -227,9 +249,15 @@ mod tests {
     #[test]
     fn paths_join_on_the_route_prefix() {
         assert_eq!(upstream_path(&up("ws://h/chat"), "/chat", "/chat"), "/chat");
-        assert_eq!(upstream_path(&up("ws://h/chat"), "/chat", "/chat/room?x=1"), "/chat/room?x=1");
+        assert_eq!(
+            upstream_path(&up("ws://h/chat"), "/chat", "/chat/room?x=1"),
+            "/chat/room?x=1"
+        );
         assert_eq!(upstream_path(&up("ws://h/"), "/", "/a/b"), "/a/b");
         assert_eq!(upstream_path(&up("ws://h"), "/ws", "/ws"), "/");
-        assert_eq!(upstream_path(&up("ws://h/base/"), "/ws", "/ws/x"), "/base/x");
+        assert_eq!(
+            upstream_path(&up("ws://h/base/"), "/ws", "/ws/x"),
+            "/base/x"
+        );
     }
 }

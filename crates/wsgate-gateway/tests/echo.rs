@@ -12,10 +12,15 @@ use wsgate_testkit::upstream::Echo;
 async fn a_library_client_exchanges_messages_through_the_gateway() {
     let mut echo = Echo::start().await;
     let mut gw = TestGateway::start(&common::config(echo.addr, "", "")).await;
-    let mut req = format!("ws://{}/chat/room?x=1", gw.addr).into_client_request().unwrap();
-    req.headers_mut().insert("origin", "https://app.example.com".parse().unwrap());
-    req.headers_mut().insert("cookie", "session=abc".parse().unwrap());
-    req.headers_mut().insert("x-forwarded-for", "6.6.6.6".parse().unwrap());
+    let mut req = format!("ws://{}/chat/room?x=1", gw.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("origin", "https://app.example.com".parse().unwrap());
+    req.headers_mut()
+        .insert("cookie", "session=abc".parse().unwrap());
+    req.headers_mut()
+        .insert("x-forwarded-for", "6.6.6.6".parse().unwrap());
     let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
     assert_eq!(resp.status(), 101);
 
@@ -38,7 +43,10 @@ async fn a_library_client_exchanges_messages_through_the_gateway() {
     while ws.next().await.is_some() {}
 
     let hs = gw.handshake_event().await;
-    assert_eq!((hs.decision, hs.status, hs.enforced), (Some("admitted"), Some(101), true));
+    assert_eq!(
+        (hs.decision, hs.status, hs.enforced),
+        (Some("admitted"), Some(101), true)
+    );
     assert_eq!(hs.path.as_deref(), Some("/chat/room"));
     let close = gw.close_event().await;
     assert_eq!(close.reason, Some("client_closed"));

@@ -8,7 +8,13 @@ use wsgate_testkit::client::RawClient;
 use wsgate_testkit::gateway::TestGateway;
 use wsgate_testkit::upstream::{Echo, Raw};
 
-async fn refused(gw: &mut TestGateway, path: &str, extra: &[(&str, &str)], status: u16, reason: &str) {
+async fn refused(
+    gw: &mut TestGateway,
+    path: &str,
+    extra: &[(&str, &str)],
+    status: u16,
+    reason: &str,
+) {
     let mut c = RawClient::connect(gw.addr).await;
     let reply = c.handshake(path, extra).await;
     assert_eq!(reply.status, status, "{path} {extra:?}: {reply:?}");
@@ -16,7 +22,10 @@ async fn refused(gw: &mut TestGateway, path: &str, extra: &[(&str, &str)], statu
     assert_eq!(reply.header("connection"), Some("close"));
     assert!(c.ends().await, "the connection stays open after a refusal");
     let ev = gw.handshake_event().await;
-    assert_eq!((ev.decision, ev.reason, ev.status), (Some("refused"), Some(reason), Some(status)));
+    assert_eq!(
+        (ev.decision, ev.reason, ev.status),
+        (Some("refused"), Some(reason), Some(status))
+    );
 }
 
 async fn gateway() -> (Echo, TestGateway) {
@@ -28,13 +37,55 @@ async fn gateway() -> (Echo, TestGateway) {
 #[tokio::test]
 async fn rfc_6455_rules_are_checked_before_anything_else() {
     let (_echo, mut gw) = gateway().await;
-    refused(&mut gw, "/chat", &[ORIGIN, ("Upgrade", "")], 400, "bad_handshake").await;
-    refused(&mut gw, "/chat", &[ORIGIN, ("Connection", "keep-alive")], 400, "bad_handshake").await;
-    refused(&mut gw, "/chat", &[ORIGIN, ("Sec-WebSocket-Key", "")], 400, "bad_handshake").await;
-    refused(&mut gw, "/chat", &[ORIGIN, ("Sec-WebSocket-Key", "c2hvcnQ=")], 400, "bad_handshake").await;
-    refused(&mut gw, "/chat", &[ORIGIN, ("Sec-WebSocket-Protocol", "a b")], 400, "bad_handshake").await;
+    refused(
+        &mut gw,
+        "/chat",
+        &[ORIGIN, ("Upgrade", "")],
+        400,
+        "bad_handshake",
+    )
+    .await;
+    refused(
+        &mut gw,
+        "/chat",
+        &[ORIGIN, ("Connection", "keep-alive")],
+        400,
+        "bad_handshake",
+    )
+    .await;
+    refused(
+        &mut gw,
+        "/chat",
+        &[ORIGIN, ("Sec-WebSocket-Key", "")],
+        400,
+        "bad_handshake",
+    )
+    .await;
+    refused(
+        &mut gw,
+        "/chat",
+        &[ORIGIN, ("Sec-WebSocket-Key", "c2hvcnQ=")],
+        400,
+        "bad_handshake",
+    )
+    .await;
+    refused(
+        &mut gw,
+        "/chat",
+        &[ORIGIN, ("Sec-WebSocket-Protocol", "a b")],
+        400,
+        "bad_handshake",
+    )
+    .await;
     // Unknown paths that are not WebSocket requests at all are a missing route.
-    refused(&mut gw, "/nowhere", &[ORIGIN, ("Upgrade", "")], 404, "route_not_found").await;
+    refused(
+        &mut gw,
+        "/nowhere",
+        &[ORIGIN, ("Upgrade", "")],
+        404,
+        "route_not_found",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -42,11 +93,16 @@ async fn an_unsupported_version_gets_426_naming_13() {
     let (_echo, mut gw) = gateway().await;
     for version in ["8", "", "13, 8", "14"] {
         let mut c = RawClient::connect(gw.addr).await;
-        let reply = c.handshake("/chat", &[ORIGIN, ("Sec-WebSocket-Version", version)]).await;
+        let reply = c
+            .handshake("/chat", &[ORIGIN, ("Sec-WebSocket-Version", version)])
+            .await;
         assert_eq!(reply.status, 426, "version {version:?}");
         assert_eq!(reply.header("sec-websocket-version"), Some("13"));
         assert_eq!(reply.body, "version_unsupported\n");
-        assert_eq!(gw.handshake_event().await.reason, Some("version_unsupported"));
+        assert_eq!(
+            gw.handshake_event().await.reason,
+            Some("version_unsupported")
+        );
     }
 }
 
@@ -61,7 +117,11 @@ async fn duplicate_security_headers_are_a_bad_handshake_not_first_wins() {
         ("Sec-WebSocket-Version", "13"),
         ORIGIN,
     ];
-    for dup in [("Origin", "https://evil.example"), ("Host", "evil.example"), ("Sec-WebSocket-Key", "AAAAAAAAAAAAAAAAAAAAAA==")] {
+    for dup in [
+        ("Origin", "https://evil.example"),
+        ("Host", "evil.example"),
+        ("Sec-WebSocket-Key", "AAAAAAAAAAAAAAAAAAAAAA=="),
+    ] {
         let mut headers = base.to_vec();
         headers.push(dup);
         let mut c = RawClient::connect(gw.addr).await;
@@ -69,7 +129,10 @@ async fn duplicate_security_headers_are_a_bad_handshake_not_first_wins() {
         assert_eq!(reply.status, 400, "duplicate {}", dup.0);
         let ev = gw.handshake_event().await;
         assert_eq!(ev.reason, Some("bad_handshake"));
-        assert!(ev.detail.as_deref().unwrap().contains("more than once"), "{ev:?}");
+        assert!(
+            ev.detail.as_deref().unwrap().contains("more than once"),
+            "{ev:?}"
+        );
     }
 }
 
@@ -79,9 +142,23 @@ async fn admission_refusals_and_their_statuses() {
     refused(&mut gw, "/other", &[ORIGIN], 404, "route_not_found").await;
     refused(&mut gw, "/chatroom", &[ORIGIN], 404, "route_not_found").await;
     refused(&mut gw, "/chat", &[], 403, "origin_missing").await;
-    refused(&mut gw, "/chat", &[("Origin", "https://evil.example")], 403, "origin_not_allowed").await;
+    refused(
+        &mut gw,
+        "/chat",
+        &[("Origin", "https://evil.example")],
+        403,
+        "origin_not_allowed",
+    )
+    .await;
     // DNS rebinding: the attacker's name in Host, its own page as Origin.
-    refused(&mut gw, "/chat", &[("Host", "evil.example"), ("Origin", "http://evil.example")], 421, "host_not_allowed").await;
+    refused(
+        &mut gw,
+        "/chat",
+        &[("Host", "evil.example"), ("Origin", "http://evil.example")],
+        421,
+        "host_not_allowed",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -92,7 +169,10 @@ async fn a_head_larger_than_the_limit_gets_431() {
     let reply = c.handshake("/chat", &[ORIGIN, ("Cookie", &big)]).await;
     assert_eq!(reply.status, 431);
     let ev = gw.handshake_event().await;
-    assert_eq!((ev.reason, ev.status), (Some("headers_too_large"), Some(431)));
+    assert_eq!(
+        (ev.reason, ev.status),
+        (Some("headers_too_large"), Some(431))
+    );
 }
 
 #[tokio::test]
@@ -113,9 +193,19 @@ async fn only_a_correct_101_from_the_upstream_opens_the_relay() {
     let mut gw = TestGateway::start(&common::config(raw.addr, "", "")).await;
     let answers: [fn(&wsgate_testkit::upstream::RawConn) -> String; 4] = [
         |_| "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello".into(),
-        |_| "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n\r\n".into(),
-        |c| c.switching_protocols().replace("\r\n\r\n", "\r\nSec-WebSocket-Protocol: admin\r\n\r\n"),
-        |c| c.switching_protocols().replace("\r\n\r\n", "\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n"),
+        |_| {
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n\r\n".into()
+        },
+        |c| {
+            c.switching_protocols()
+                .replace("\r\n\r\n", "\r\nSec-WebSocket-Protocol: admin\r\n\r\n")
+        },
+        |c| {
+            c.switching_protocols().replace(
+                "\r\n\r\n",
+                "\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n",
+            )
+        },
     ];
     for answer in answers {
         let mut c = RawClient::connect(gw.addr).await;
@@ -135,7 +225,9 @@ async fn only_a_correct_101_from_the_upstream_opens_the_relay() {
         // The upstream socket is closed, not relayed into.
         use tokio::io::AsyncReadExt;
         let mut rest = Vec::new();
-        let n = tokio::time::timeout(wsgate_testkit::WAIT, up.stream.read_to_end(&mut rest)).await.unwrap();
+        let n = tokio::time::timeout(wsgate_testkit::WAIT, up.stream.read_to_end(&mut rest))
+            .await
+            .unwrap();
         assert!(n.is_err() || rest.is_empty(), "upstream received {rest:?}");
     }
 }
@@ -143,13 +235,30 @@ async fn only_a_correct_101_from_the_upstream_opens_the_relay() {
 #[tokio::test]
 async fn subprotocols_are_filtered_and_the_upstreams_choice_returned() {
     use wsgate_testkit::upstream::EchoOptions;
-    let mut echo = Echo::start_with(EchoOptions { protocol: Some("chat.v1".into()), ..Default::default() }).await;
-    let mut gw = TestGateway::start(&common::config(echo.addr, r#"subprotocols = ["chat.v1"]"#, "")).await;
+    let mut echo = Echo::start_with(EchoOptions {
+        protocol: Some("chat.v1".into()),
+        ..Default::default()
+    })
+    .await;
+    let mut gw = TestGateway::start(&common::config(
+        echo.addr,
+        r#"subprotocols = ["chat.v1"]"#,
+        "",
+    ))
+    .await;
     let mut c = RawClient::connect(gw.addr).await;
-    let reply = c.handshake("/chat", &[ORIGIN, ("Sec-WebSocket-Protocol", "admin, chat.v1")]).await;
+    let reply = c
+        .handshake(
+            "/chat",
+            &[ORIGIN, ("Sec-WebSocket-Protocol", "admin, chat.v1")],
+        )
+        .await;
     assert_eq!(reply.status, 101);
     assert_eq!(reply.header("sec-websocket-protocol"), Some("chat.v1"));
-    assert_eq!(reply.header("sec-websocket-accept"), Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
+    assert_eq!(
+        reply.header("sec-websocket-accept"),
+        Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+    );
     assert_eq!(reply.header("sec-websocket-extensions"), None);
     let seen = echo.requests.recv().await.unwrap();
     assert_eq!(seen["sec-websocket-protocol"], "chat.v1");
@@ -161,14 +270,24 @@ async fn report_mode_admits_and_logs_what_it_would_refuse() {
     let echo = Echo::start().await;
     let mut gw = TestGateway::start(&common::config(echo.addr, r#"mode = "report""#, "")).await;
     let mut c = RawClient::connect(gw.addr).await;
-    let reply = c.handshake("/chat", &[("Origin", "https://evil.example")]).await;
+    let reply = c
+        .handshake("/chat", &[("Origin", "https://evil.example")])
+        .await;
     assert_eq!(reply.status, 101);
     c.send_text("still works").await;
     assert_eq!(c.read_data().await.payload, b"still works");
     let ev = gw.handshake_event().await;
-    assert_eq!((ev.decision, ev.reason, ev.enforced), (Some("admitted"), Some("origin_not_allowed"), false));
+    assert_eq!(
+        (ev.decision, ev.reason, ev.enforced),
+        (Some("admitted"), Some("origin_not_allowed"), false)
+    );
     assert!(gw.audit_text().contains(r#""enforced":false"#));
     // Route and RFC failures are not policy: report mode does not admit them.
     let mut c = RawClient::connect(gw.addr).await;
-    assert_eq!(c.handshake("/chat", &[("Sec-WebSocket-Version", "8")]).await.status, 426);
+    assert_eq!(
+        c.handshake("/chat", &[("Sec-WebSocket-Version", "8")])
+            .await
+            .status,
+        426
+    );
 }

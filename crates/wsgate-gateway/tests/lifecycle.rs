@@ -13,16 +13,26 @@ use wsgate_testkit::upstream::{Echo, EchoOptions};
 #[tokio::test]
 async fn a_client_that_dribbles_its_handshake_is_dropped() {
     let echo = Echo::start().await;
-    let config = common::config(echo.addr, "", "").replace(r#"handshake_timeout = "2s""#, r#"handshake_timeout = "300ms""#);
+    let config = common::config(echo.addr, "", "").replace(
+        r#"handshake_timeout = "2s""#,
+        r#"handshake_timeout = "300ms""#,
+    );
     let mut gw = TestGateway::start(&config).await;
     // Slowloris: a request head that never ends.
     let mut c = RawClient::connect(gw.addr).await;
-    c.send_raw(b"GET /chat HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ").await;
+    c.send_raw(b"GET /chat HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        .await;
     let started = tokio::time::Instant::now();
-    assert!(c.ends().await, "the gateway kept a half-sent handshake open");
+    assert!(
+        c.ends().await,
+        "the gateway kept a half-sent handshake open"
+    );
     assert!(started.elapsed() < Duration::from_secs(5));
     let ev = gw.handshake_event().await;
-    assert_eq!((ev.decision, ev.reason), (Some("refused"), Some("handshake_timeout")));
+    assert_eq!(
+        (ev.decision, ev.reason),
+        (Some("refused"), Some("handshake_timeout"))
+    );
     // A client that connects and says nothing at all.
     let mut silent = RawClient::connect(gw.addr).await;
     assert!(silent.ends().await);
@@ -36,7 +46,10 @@ async fn a_client_that_never_starts_tls_is_dropped() {
     let echo = Echo::start().await;
     let config = common::config(echo.addr, "", "").replace(
         r#"handshake_timeout = "2s""#,
-        &format!("handshake_timeout = \"300ms\"\ntls = {{ cert = {:?}, key = {:?} }}", leaf.cert, leaf.key),
+        &format!(
+            "handshake_timeout = \"300ms\"\ntls = {{ cert = {:?}, key = {:?} }}",
+            leaf.cert, leaf.key
+        ),
     );
     let mut gw = TestGateway::start(&config).await;
     let mut c = RawClient::connect(gw.addr).await;
@@ -50,7 +63,11 @@ async fn wss_to_the_gateway_and_wss_to_the_upstream() {
     let pki = Pki::new();
     let gate = pki.server("gate", &["localhost"]);
     let up = pki.server("upstream", &["localhost"]);
-    let echo = Echo::start_with(EchoOptions { tls: Some(pki.server_config(&up)), ..Default::default() }).await;
+    let echo = Echo::start_with(EchoOptions {
+        tls: Some(pki.server_config(&up)),
+        ..Default::default()
+    })
+    .await;
     let config = format!(
         r#"
 [[listener]]
@@ -83,10 +100,20 @@ async fn an_upstream_certificate_from_an_unknown_ca_is_refused() {
     let pki = Pki::new();
     let other = Pki::new();
     let up = other.server("upstream", &["localhost"]);
-    let echo = Echo::start_with(EchoOptions { tls: Some(other.server_config(&up)), ..Default::default() }).await;
+    let echo = Echo::start_with(EchoOptions {
+        tls: Some(other.server_config(&up)),
+        ..Default::default()
+    })
+    .await;
     let config = common::config(echo.addr, "", "")
-        .replace(&format!("ws://{}/chat", echo.addr), &format!("wss://localhost:{}/chat", echo.addr.port()))
-        .replace("auth = \"none\"", "auth = \"none\"\nupstream_ca = \"ca.pem\"");
+        .replace(
+            &format!("ws://{}/chat", echo.addr),
+            &format!("wss://localhost:{}/chat", echo.addr.port()),
+        )
+        .replace(
+            "auth = \"none\"",
+            "auth = \"none\"\nupstream_ca = \"ca.pem\"",
+        );
     pki.ca_path();
     let mut gw = TestGateway::start_in(&config, Some(pki.dir())).await;
     let mut c = RawClient::connect(gw.addr).await;
@@ -99,19 +126,29 @@ async fn an_upstream_certificate_from_an_unknown_ca_is_refused() {
 #[tokio::test]
 async fn a_self_signed_listener_serves_wss_and_prints_its_fingerprint() {
     let echo = Echo::start().await;
-    let config = common::config(echo.addr, "", "")
-        .replace(r#"handshake_timeout = "2s""#, "tls = { self_signed = true }");
+    let config = common::config(echo.addr, "", "").replace(
+        r#"handshake_timeout = "2s""#,
+        "tls = { self_signed = true }",
+    );
     let config = wsgate_config::parse(&config, std::path::Path::new(".")).unwrap();
     let audit = wsgate_gateway::AuditLog::new(Box::new(std::io::sink()));
     let prepared = wsgate_gateway::prepare(config, audit).unwrap();
     let note = prepared.notes[0].clone();
     let gw = prepared.start().await.unwrap();
-    let tcp = tokio::net::TcpStream::connect(gw.local_addrs()[0]).await.unwrap();
+    let tcp = tokio::net::TcpStream::connect(gw.local_addrs()[0])
+        .await
+        .unwrap();
     // Pin the certificate by the fingerprint printed, as a developer would.
     let (tls, cert) = wsgate_testkit::pki::connect_pinned(tcp, "localhost").await;
-    assert!(note.contains(&wsgate_testkit::pki::fingerprint(&cert)), "{note}");
+    assert!(
+        note.contains(&wsgate_testkit::pki::fingerprint(&cert)),
+        "{note}"
+    );
     let version = tls.get_ref().1.protocol_version().unwrap();
-    assert!(matches!(version, rustls::ProtocolVersion::TLSv1_3 | rustls::ProtocolVersion::TLSv1_2));
+    assert!(matches!(
+        version,
+        rustls::ProtocolVersion::TLSv1_3 | rustls::ProtocolVersion::TLSv1_2
+    ));
     drop(tls);
     gw.shutdown().await;
 }
@@ -133,12 +170,18 @@ async fn shutdown_sends_1001_to_every_client_and_finishes() {
     token.cancel();
     for c in &mut clients {
         let close = c.read_close().await;
-        assert_eq!((close.close_code(), close.close_reason().as_str()), (Some(1001), "shutting_down"));
+        assert_eq!(
+            (close.close_code(), close.close_reason().as_str()),
+            (Some(1001), "shutting_down")
+        );
         c.send_frame(0x88, &1001u16.to_be_bytes(), true).await;
         assert!(c.ends().await);
     }
     for _ in 0..3 {
         assert_eq!(gw.close_event().await.reason, Some("shutting_down"));
     }
-    assert!(gw.shutdown().await, "connections were still open after the grace period");
+    assert!(
+        gw.shutdown().await,
+        "connections were still open after the grace period"
+    );
 }

@@ -43,7 +43,11 @@ async fn origins_match_as_parsed_tuples_never_as_strings() {
         "http://localhost:3000",
     ];
     for origin in allowed {
-        assert_eq!(status(&mut gw, "/chat", origin).await, (101, None), "{origin} should be admitted");
+        assert_eq!(
+            status(&mut gw, "/chat", origin).await,
+            (101, None),
+            "{origin} should be admitted"
+        );
     }
     let refused = [
         // scheme and port
@@ -80,11 +84,20 @@ async fn origins_match_as_parsed_tuples_never_as_strings() {
         "NULL",
     ];
     for origin in refused {
-        assert_eq!(status(&mut gw, "/chat", origin).await, (403, Some("origin_not_allowed")), "{origin:?} should be refused");
+        assert_eq!(
+            status(&mut gw, "/chat", origin).await,
+            (403, Some("origin_not_allowed")),
+            "{origin:?} should be refused"
+        );
     }
     // `null` only where it is listed literally.
     assert_eq!(status(&mut gw, "/sandboxed", "null").await, (101, None));
-    assert_eq!(status(&mut gw, "/sandboxed", "https://app.example.com").await.0, 403);
+    assert_eq!(
+        status(&mut gw, "/sandboxed", "https://app.example.com")
+            .await
+            .0,
+        403
+    );
 }
 
 #[tokio::test]
@@ -95,10 +108,20 @@ async fn a_missing_origin_is_refused_unless_the_route_allows_it() {
     assert_eq!(c.handshake("/chat", &[]).await.status, 403);
     assert_eq!(gw.handshake_event().await.reason, Some("origin_missing"));
 
-    let gw = TestGateway::start(&common::config(echo.addr, "allow_missing_origin = true", "")).await;
+    let gw = TestGateway::start(&common::config(
+        echo.addr,
+        "allow_missing_origin = true",
+        "",
+    ))
+    .await;
     let mut c = RawClient::connect(gw.addr).await;
     assert_eq!(c.handshake("/chat", &[]).await.status, 101);
     // Allowing a missing Origin does not widen the allow-list.
     let mut c = RawClient::connect(gw.addr).await;
-    assert_eq!(c.handshake("/chat", &[("Origin", "https://evil.example")]).await.status, 403);
+    assert_eq!(
+        c.handshake("/chat", &[("Origin", "https://evil.example")])
+            .await
+            .status,
+        403
+    );
 }

@@ -32,7 +32,11 @@ async fn violation(gw: &mut TestGateway, bytes: &[u8], code: u16, reason: &str) 
     assert_eq!(close.close_code(), Some(code), "for {reason}: {close:?}");
     assert_eq!(close.close_reason(), reason);
     let ev = gw.close_event().await;
-    assert_eq!((ev.reason, ev.close_code, ev.initiator), (Some(reason), Some(code), Some("gateway")), "{ev:?}");
+    assert_eq!(
+        (ev.reason, ev.close_code, ev.initiator),
+        (Some(reason), Some(code), Some("gateway")),
+        "{ev:?}"
+    );
 }
 
 #[tokio::test]
@@ -62,10 +66,26 @@ async fn framing_violations_close_with_1002() {
 #[tokio::test]
 async fn invalid_utf8_closes_with_1007() {
     let (_echo, mut gw) = gateway("").await;
-    violation(&mut gw, &encode(0x81, b"\xC0\xAF", true), 1007, "invalid_utf8").await;
-    let split = [encode(0x01, "κό".as_bytes(), true), encode(0x80, b"\xF4\x90\x80\x80", true)].concat();
+    violation(
+        &mut gw,
+        &encode(0x81, b"\xC0\xAF", true),
+        1007,
+        "invalid_utf8",
+    )
+    .await;
+    let split = [
+        encode(0x01, "κό".as_bytes(), true),
+        encode(0x80, b"\xF4\x90\x80\x80", true),
+    ]
+    .concat();
     violation(&mut gw, &split, 1007, "invalid_utf8").await;
-    violation(&mut gw, &encode(0x88, &[0x03, 0xE8, 0xFF], true), 1007, "invalid_utf8").await;
+    violation(
+        &mut gw,
+        &encode(0x88, &[0x03, 0xE8, 0xFF], true),
+        1007,
+        "invalid_utf8",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -90,19 +110,33 @@ async fn pings_are_answered_and_closes_relayed_with_codes_intact() {
     let mut c = open(&gw).await;
     c.send_frame(0x89, b"are you there", true).await;
     let pong = c.read_frame().await.unwrap();
-    assert_eq!((pong.opcode(), pong.payload.as_slice(), pong.masked), (0xA, &b"are you there"[..], false));
+    assert_eq!(
+        (pong.opcode(), pong.payload.as_slice(), pong.masked),
+        (0xA, &b"are you there"[..], false)
+    );
     // Control frames between fragments are allowed.
     c.send_frame(0x01, b"frag", true).await;
     c.send_frame(0x89, b"", true).await;
     c.send_frame(0x80, b"mented", true).await;
     assert_eq!(c.read_frame().await.unwrap().opcode(), 0xA);
     assert_eq!(c.read_data().await.payload, b"fragmented");
-    c.send_frame(0x88, &[&4321u16.to_be_bytes()[..], b"bye now"].concat(), true).await;
+    c.send_frame(
+        0x88,
+        &[&4321u16.to_be_bytes()[..], b"bye now"].concat(),
+        true,
+    )
+    .await;
     let close = c.read_close().await;
-    assert_eq!((close.close_code(), close.close_reason().as_str()), (Some(4321), "bye now"));
+    assert_eq!(
+        (close.close_code(), close.close_reason().as_str()),
+        (Some(4321), "bye now")
+    );
     assert!(c.ends().await);
     let ev = gw.close_event().await;
-    assert_eq!((ev.reason, ev.close_code, ev.initiator), (Some("client_closed"), Some(4321), Some("client")));
+    assert_eq!(
+        (ev.reason, ev.close_code, ev.initiator),
+        (Some("client_closed"), Some(4321), Some("client"))
+    );
 }
 
 #[tokio::test]
@@ -115,7 +149,10 @@ async fn an_upstream_close_reaches_the_client_and_the_answer_goes_back() {
     c.send_frame(0x88, &4001u16.to_be_bytes(), true).await;
     assert!(c.ends().await);
     let ev = gw.close_event().await;
-    assert_eq!((ev.reason, ev.close_code, ev.initiator), (Some("upstream_closed"), Some(4001), Some("upstream")));
+    assert_eq!(
+        (ev.reason, ev.close_code, ev.initiator),
+        (Some("upstream_closed"), Some(4001), Some("upstream"))
+    );
 }
 
 #[tokio::test]
@@ -134,7 +171,10 @@ async fn idle_connections_are_closed_with_1001() {
     let (_echo, mut gw) = gateway(r#"idle_timeout = "300ms""#).await;
     let mut c = open(&gw).await;
     let close = c.read_close().await;
-    assert_eq!((close.close_code(), close.close_reason().as_str()), (Some(1001), "idle_timeout"));
+    assert_eq!(
+        (close.close_code(), close.close_reason().as_str()),
+        (Some(1001), "idle_timeout")
+    );
     c.send_frame(0x88, &1001u16.to_be_bytes(), true).await;
     assert!(c.ends().await);
     assert_eq!(gw.close_event().await.reason, Some("idle_timeout"));
@@ -194,16 +234,28 @@ async fn an_upstream_that_breaks_framing_is_cut_off_with_1011() {
     });
     let mut up = raw.accept().await;
     use tokio::io::AsyncWriteExt;
-    up.stream.write_all(up.switching_protocols().as_bytes()).await.unwrap();
+    up.stream
+        .write_all(up.switching_protocols().as_bytes())
+        .await
+        .unwrap();
     let mut c = client.await.unwrap();
     // A server must not mask its frames.
-    up.stream.write_all(&encode(0x81, b"masked by a server", true)).await.unwrap();
+    up.stream
+        .write_all(&encode(0x81, b"masked by a server", true))
+        .await
+        .unwrap();
     let close = c.read_close().await;
-    assert_eq!((close.close_code(), close.close_reason().as_str()), (Some(1011), "upstream_error"));
+    assert_eq!(
+        (close.close_code(), close.close_reason().as_str()),
+        (Some(1011), "upstream_error")
+    );
     c.send_frame(0x88, &1011u16.to_be_bytes(), true).await;
     assert!(c.ends().await);
     let ev = gw.close_event().await;
-    assert_eq!((ev.reason, ev.initiator), (Some("upstream_error"), Some("upstream")));
+    assert_eq!(
+        (ev.reason, ev.initiator),
+        (Some("upstream_error"), Some("upstream"))
+    );
 }
 
 #[tokio::test]
@@ -220,7 +272,10 @@ async fn an_upstream_that_vanishes_gets_the_client_a_1011() {
     });
     let mut up = raw.accept().await;
     use tokio::io::AsyncWriteExt;
-    up.stream.write_all(up.switching_protocols().as_bytes()).await.unwrap();
+    up.stream
+        .write_all(up.switching_protocols().as_bytes())
+        .await
+        .unwrap();
     let mut c = client.await.unwrap();
     drop(up);
     assert_eq!(c.read_close().await.close_reason(), "upstream_gone");

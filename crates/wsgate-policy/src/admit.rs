@@ -69,7 +69,11 @@ pub struct Refused {
 }
 
 /// Decides a handshake.
-pub fn admit(listener_hosts: &Hosts, router: &Router, req: &Request<'_>) -> Result<Admitted, Refused> {
+pub fn admit(
+    listener_hosts: &Hosts,
+    router: &Router,
+    req: &Request<'_>,
+) -> Result<Admitted, Refused> {
     let Some((index, route)) = router.find(req.path) else {
         return Err(Refused {
             reason: Reason::RouteNotFound,
@@ -127,7 +131,10 @@ pub fn check_host(hosts: &Hosts, host: &str) -> Check {
     if list.iter().any(|p| p.matches(&parsed)) {
         Ok(())
     } else {
-        Err((Reason::HostNotAllowed, format!("Host {host:?} is not on the allow-list")))
+        Err((
+            Reason::HostNotAllowed,
+            format!("Host {host:?} is not on the allow-list"),
+        ))
     }
 }
 
@@ -137,14 +144,24 @@ pub fn check_origin(route: &Route, origin: Option<&str>) -> Check {
         return if route.allow_missing_origin {
             Ok(())
         } else {
-            Err((Reason::OriginMissing, "no Origin header and allow_missing_origin is false".into()))
+            Err((
+                Reason::OriginMissing,
+                "no Origin header and allow_missing_origin is false".into(),
+            ))
         };
     };
-    let parsed = Origin::parse(raw)
-        .map_err(|e| (Reason::OriginNotAllowed, format!("Origin is malformed: {e}")))?;
+    let parsed = Origin::parse(raw).map_err(|e| {
+        (
+            Reason::OriginNotAllowed,
+            format!("Origin is malformed: {e}"),
+        )
+    })?;
     if route.origins.iter().any(|p| p.matches(&parsed)) {
         Ok(())
     } else {
-        Err((Reason::OriginNotAllowed, format!("Origin {raw:?} is not on the allow-list")))
+        Err((
+            Reason::OriginNotAllowed,
+            format!("Origin {raw:?} is not on the allow-list"),
+        ))
     }
 }

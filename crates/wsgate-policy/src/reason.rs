@@ -143,13 +143,30 @@ mod tests {
     fn codes_are_unique_snake_case() {
         use Reason::*;
         let all = [
-            BadHandshake, VersionUnsupported, HeadersTooLarge, RouteNotFound, OriginMissing,
-            OriginNotAllowed, HostNotAllowed, UpstreamUnavailable, HandshakeTimeout, ProtocolError,
-            InvalidUtf8, MessageTooBig, IdleTimeout, PongTimeout, LifetimeExceeded, ShuttingDown,
-            UpstreamError, UpstreamGone,
+            BadHandshake,
+            VersionUnsupported,
+            HeadersTooLarge,
+            RouteNotFound,
+            OriginMissing,
+            OriginNotAllowed,
+            HostNotAllowed,
+            UpstreamUnavailable,
+            HandshakeTimeout,
+            ProtocolError,
+            InvalidUtf8,
+            MessageTooBig,
+            IdleTimeout,
+            PongTimeout,
+            LifetimeExceeded,
+            ShuttingDown,
+            UpstreamError,
+            UpstreamGone,
         ];
         let mut codes: Vec<_> = all.iter().map(|r| r.code()).collect();
-        assert!(codes.iter().all(|c| c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')));
+        assert!(codes.iter().all(|c| {
+            c.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        }));
         codes.sort();
         codes.dedup();
         assert_eq!(codes.len(), all.len());

@@ -30,10 +30,20 @@ auth = "none"
     (config, router)
 }
 
-fn decide(extra: &str, path: &str, host: &str, origin: Option<&str>) -> Result<Option<Reason>, Reason> {
+fn decide(
+    extra: &str,
+    path: &str,
+    host: &str,
+    origin: Option<&str>,
+) -> Result<Option<Reason>, Reason> {
     let (config, router) = router(extra);
     let protocols = ["chat.v2".to_string(), "chat.v1".to_string()];
-    let req = Request { path, host, origin, protocols: &protocols };
+    let req = Request {
+        path,
+        host,
+        origin,
+        protocols: &protocols,
+    };
     admit(&config.listeners[0].hosts, &router, &req)
         .map(|a| {
             if path.starts_with("/chat") {
@@ -49,29 +59,62 @@ fn decisions_in_order() {
     let ok = Some("https://app.example.com");
     assert_eq!(decide("", "/chat", "127.0.0.1", ok), Ok(None));
     assert_eq!(decide("", "/chat/room/1", "localhost:8080", ok), Ok(None));
-    assert_eq!(decide("", "/chatroom", "127.0.0.1", ok), Err(Reason::RouteNotFound));
-    assert_eq!(decide("", "/chat", "evil.test", ok), Err(Reason::HostNotAllowed));
-    assert_eq!(decide("", "/chat", "127.0.0.1", None), Err(Reason::OriginMissing));
-    assert_eq!(decide("", "/chat", "127.0.0.1", Some("https://evil.test")), Err(Reason::OriginNotAllowed));
-    assert_eq!(decide("", "/chat", "127.0.0.1", Some("https://a.example.org")), Ok(None));
+    assert_eq!(
+        decide("", "/chatroom", "127.0.0.1", ok),
+        Err(Reason::RouteNotFound)
+    );
+    assert_eq!(
+        decide("", "/chat", "evil.test", ok),
+        Err(Reason::HostNotAllowed)
+    );
+    assert_eq!(
+        decide("", "/chat", "127.0.0.1", None),
+        Err(Reason::OriginMissing)
+    );
+    assert_eq!(
+        decide("", "/chat", "127.0.0.1", Some("https://evil.test")),
+        Err(Reason::OriginNotAllowed)
+    );
+    assert_eq!(
+        decide("", "/chat", "127.0.0.1", Some("https://a.example.org")),
+        Ok(None)
+    );
     assert_eq!(decide("", "/chat", "127.0.0.1", Some("null")), Ok(None));
-    assert_eq!(decide("", "/chat", "127.0.0.1", Some("garbage")), Err(Reason::OriginNotAllowed));
+    assert_eq!(
+        decide("", "/chat", "127.0.0.1", Some("garbage")),
+        Err(Reason::OriginNotAllowed)
+    );
     // Host is checked before Origin.
-    assert_eq!(decide("", "/chat", "evil.test", Some("https://evil.test")), Err(Reason::HostNotAllowed));
+    assert_eq!(
+        decide("", "/chat", "evil.test", Some("https://evil.test")),
+        Err(Reason::HostNotAllowed)
+    );
     // A route with no origins refuses any handshake that has one.
-    assert_eq!(decide("", "/open", "127.0.0.1", ok), Err(Reason::OriginNotAllowed));
+    assert_eq!(
+        decide("", "/open", "127.0.0.1", ok),
+        Err(Reason::OriginNotAllowed)
+    );
     assert_eq!(decide("", "/open", "127.0.0.1", None), Ok(None));
 }
 
 #[test]
 fn route_hosts_narrow_the_listener() {
     let extra = r#"hosts = ["chat.example.com"]"#;
-    assert_eq!(decide(extra, "/chat", "127.0.0.1", Some("https://app.example.com")), Err(Reason::HostNotAllowed));
+    assert_eq!(
+        decide(extra, "/chat", "127.0.0.1", Some("https://app.example.com")),
+        Err(Reason::HostNotAllowed)
+    );
 }
 
 #[test]
 fn report_mode_admits_and_records_the_refusal() {
     let extra = r#"mode = "report""#;
-    assert_eq!(decide(extra, "/chat", "127.0.0.1", Some("https://evil.test")), Ok(Some(Reason::OriginNotAllowed)));
-    assert_eq!(decide(extra, "/chat", "127.0.0.1", Some("https://app.example.com")), Ok(None));
+    assert_eq!(
+        decide(extra, "/chat", "127.0.0.1", Some("https://evil.test")),
+        Ok(Some(Reason::OriginNotAllowed))
+    );
+    assert_eq!(
+        decide(extra, "/chat", "127.0.0.1", Some("https://app.example.com")),
+        Ok(None)
+    );
 }

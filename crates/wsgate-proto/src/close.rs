@@ -82,14 +82,29 @@ mod tests {
     fn close_payloads() {
         assert_eq!(parse(&[]).unwrap().code, None);
         assert_eq!(parse(&[0x03]), Err(FrameError::CloseTooShort));
-        assert_eq!(parse(&[0x03, 0xE8, b'o', b'k']).unwrap(), Close { code: Some(1000), reason: "ok".into() });
+        assert_eq!(
+            parse(&[0x03, 0xE8, b'o', b'k']).unwrap(),
+            Close {
+                code: Some(1000),
+                reason: "ok".into()
+            }
+        );
         for bad in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000] {
-            assert_eq!(parse(&bad.to_be_bytes()), Err(FrameError::CloseCodeNotAllowed(bad)), "{bad}");
+            assert_eq!(
+                parse(&bad.to_be_bytes()),
+                Err(FrameError::CloseCodeNotAllowed(bad)),
+                "{bad}"
+            );
         }
-        for good in [1000u16, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 4999] {
+        for good in [
+            1000u16, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 4999,
+        ] {
             assert!(parse(&good.to_be_bytes()).is_ok(), "{good}");
         }
-        assert_eq!(parse(&[0x03, 0xE8, 0xFF]), Err(FrameError::CloseReasonNotUtf8));
+        assert_eq!(
+            parse(&[0x03, 0xE8, 0xFF]),
+            Err(FrameError::CloseReasonNotUtf8)
+        );
     }
 
     #[test]

@@ -349,8 +349,15 @@ impl Decoder {
         }
         f.offset += n;
         f.remaining -= n as u64;
-        let message_end = if f.remaining == 0 { self.end_frame()? } else { false };
-        Ok(Step::Data { len: n, message_end })
+        let message_end = if f.remaining == 0 {
+            self.end_frame()?
+        } else {
+            false
+        };
+        Ok(Step::Data {
+            len: n,
+            message_end,
+        })
     }
 
     /// Closes the current frame; returns whether it ended its message.

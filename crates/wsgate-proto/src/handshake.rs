@@ -95,10 +95,18 @@ pub fn check_request(
     if !has_token(headers, header::CONNECTION, "upgrade") {
         return Err(HandshakeError::NoConnectionUpgrade);
     }
-    let version = single(headers, header::SEC_WEBSOCKET_VERSION, "Sec-WebSocket-Version")?;
+    let version = single(
+        headers,
+        header::SEC_WEBSOCKET_VERSION,
+        "Sec-WebSocket-Version",
+    )?;
     match version.map(str::trim) {
         Some(VERSION) => {}
-        other => return Err(HandshakeError::UnsupportedVersion(other.unwrap_or("").to_owned())),
+        other => {
+            return Err(HandshakeError::UnsupportedVersion(
+                other.unwrap_or("").to_owned(),
+            ));
+        }
     }
     let key = single(headers, header::SEC_WEBSOCKET_KEY, "Sec-WebSocket-Key")?
         .map(str::trim)
@@ -214,16 +222,24 @@ pub fn check_response(
     if !wants_websocket(headers) || !has_token(headers, header::CONNECTION, "upgrade") {
         return Err(UpstreamHandshakeError::NotUpgrade);
     }
-    let accept = single(headers, header::SEC_WEBSOCKET_ACCEPT, "Sec-WebSocket-Accept")
-        .map_err(|_| UpstreamHandshakeError::BadAccept)?;
+    let accept = single(
+        headers,
+        header::SEC_WEBSOCKET_ACCEPT,
+        "Sec-WebSocket-Accept",
+    )
+    .map_err(|_| UpstreamHandshakeError::BadAccept)?;
     if accept.map(str::trim) != Some(accept_key(key).as_str()) {
         return Err(UpstreamHandshakeError::BadAccept);
     }
     if headers.contains_key(header::SEC_WEBSOCKET_EXTENSIONS) {
         return Err(UpstreamHandshakeError::Extension);
     }
-    let chosen = single(headers, header::SEC_WEBSOCKET_PROTOCOL, "Sec-WebSocket-Protocol")
-        .map_err(|_| UpstreamHandshakeError::BadProtocol)?;
+    let chosen = single(
+        headers,
+        header::SEC_WEBSOCKET_PROTOCOL,
+        "Sec-WebSocket-Protocol",
+    )
+    .map_err(|_| UpstreamHandshakeError::BadProtocol)?;
     match chosen.map(str::trim) {
         None => Ok(None),
         Some(p) if offered.iter().any(|o| o == p) => Ok(Some(p.to_owned())),
@@ -273,7 +289,8 @@ mod tests {
 
     #[test]
     fn each_rule_has_its_error() {
-        let without = |name: &str| -> Vec<_> { good().into_iter().filter(|(k, _)| *k != name).collect() };
+        let without =
+            |name: &str| -> Vec<_> { good().into_iter().filter(|(k, _)| *k != name).collect() };
         let with = |extra: (&'static str, &'static str)| -> Vec<_> {
             let mut v = good();
             v.push(extra);
@@ -286,15 +303,44 @@ mod tests {
         };
         assert_eq!(check(&without("host")), Err(HandshakeError::MissingHost));
         assert_eq!(check(&without("upgrade")), Err(HandshakeError::NotUpgrade));
-        assert_eq!(check(&without("connection")), Err(HandshakeError::NoConnectionUpgrade));
-        assert_eq!(check(&without("sec-websocket-key")), Err(HandshakeError::BadKey));
-        assert_eq!(check(&replaced("sec-websocket-key", "c2hvcnQ=")), Err(HandshakeError::BadKey));
-        assert!(check(&replaced("sec-websocket-version", "8")).unwrap_err().is_version());
-        assert!(check(&without("sec-websocket-version")).unwrap_err().is_version());
-        assert_eq!(check(&with(("origin", "https://evil.example"))), Err(HandshakeError::Duplicate("Origin")));
-        assert_eq!(check(&with(("host", "other"))), Err(HandshakeError::Duplicate("Host")));
-        assert_eq!(check(&with(("sec-websocket-key", KEY))), Err(HandshakeError::Duplicate("Sec-WebSocket-Key")));
-        assert_eq!(check(&with(("sec-websocket-protocol", "a b"))), Err(HandshakeError::BadProtocol));
+        assert_eq!(
+            check(&without("connection")),
+            Err(HandshakeError::NoConnectionUpgrade)
+        );
+        assert_eq!(
+            check(&without("sec-websocket-key")),
+            Err(HandshakeError::BadKey)
+        );
+        assert_eq!(
+            check(&replaced("sec-websocket-key", "c2hvcnQ=")),
+            Err(HandshakeError::BadKey)
+        );
+        assert!(
+            check(&replaced("sec-websocket-version", "8"))
+                .unwrap_err()
+                .is_version()
+        );
+        assert!(
+            check(&without("sec-websocket-version"))
+                .unwrap_err()
+                .is_version()
+        );
+        assert_eq!(
+            check(&with(("origin", "https://evil.example"))),
+            Err(HandshakeError::Duplicate("Origin"))
+        );
+        assert_eq!(
+            check(&with(("host", "other"))),
+            Err(HandshakeError::Duplicate("Host"))
+        );
+        assert_eq!(
+            check(&with(("sec-websocket-key", KEY))),
+            Err(HandshakeError::Duplicate("Sec-WebSocket-Key"))
+        );
+        assert_eq!(
+            check(&with(("sec-websocket-protocol", "a b"))),
+            Err(HandshakeError::BadProtocol)
+        );
         let hs = check(&with(("sec-websocket-protocol", "chat.v1, chat.v2"))).unwrap();
         assert_eq!(hs.protocols, ["chat.v1", "chat.v2"]);
         let post = check_request(&Method::POST, Version::HTTP_11, &request(&good()));
@@ -312,14 +358,35 @@ mod tests {
         ]);
         let sw = StatusCode::SWITCHING_PROTOCOLS;
         assert_eq!(check_response(sw, &ok, KEY, &[]), Ok(None));
-        assert_eq!(check_response(StatusCode::OK, &ok, KEY, &[]), Err(UpstreamHandshakeError::Status(StatusCode::OK)));
-        assert_eq!(check_response(sw, &ok, "AAAAAAAAAAAAAAAAAAAAAA==", &[]), Err(UpstreamHandshakeError::BadAccept));
+        assert_eq!(
+            check_response(StatusCode::OK, &ok, KEY, &[]),
+            Err(UpstreamHandshakeError::Status(StatusCode::OK))
+        );
+        assert_eq!(
+            check_response(sw, &ok, "AAAAAAAAAAAAAAAAAAAAAA==", &[]),
+            Err(UpstreamHandshakeError::BadAccept)
+        );
         let mut chose = ok.clone();
-        chose.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("admin"));
-        assert_eq!(check_response(sw, &chose, KEY, &["chat".into()]), Err(UpstreamHandshakeError::BadProtocol));
-        assert_eq!(check_response(sw, &chose, KEY, &["admin".into()]), Ok(Some("admin".into())));
+        chose.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("admin"),
+        );
+        assert_eq!(
+            check_response(sw, &chose, KEY, &["chat".into()]),
+            Err(UpstreamHandshakeError::BadProtocol)
+        );
+        assert_eq!(
+            check_response(sw, &chose, KEY, &["admin".into()]),
+            Ok(Some("admin".into()))
+        );
         let mut ext = ok.clone();
-        ext.insert(header::SEC_WEBSOCKET_EXTENSIONS, HeaderValue::from_static("permessage-deflate"));
-        assert_eq!(check_response(sw, &ext, KEY, &[]), Err(UpstreamHandshakeError::Extension));
+        ext.insert(
+            header::SEC_WEBSOCKET_EXTENSIONS,
+            HeaderValue::from_static("permessage-deflate"),
+        );
+        assert_eq!(
+            check_response(sw, &ext, KEY, &[]),
+            Err(UpstreamHandshakeError::Extension)
+        );
     }
 }

@@ -79,7 +79,11 @@ mod tests {
         let text = "κόσμε — 𝄞 ok".as_bytes();
         for i in 0..text.len() {
             for j in i..text.len() {
-                assert_eq!(pieces(&[&text[..i], &text[i..j], &text[j..]]), Ok(()), "{i} {j}");
+                assert_eq!(
+                    pieces(&[&text[..i], &text[i..j], &text[j..]]),
+                    Ok(()),
+                    "{i} {j}"
+                );
             }
         }
     }

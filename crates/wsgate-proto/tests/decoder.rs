@@ -36,7 +36,13 @@ fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
 }
 
 fn decoder(max_frame: u64, max_message: u64) -> Decoder {
-    Decoder::new(Sender::Client, Limits { max_frame, max_message })
+    Decoder::new(
+        Sender::Client,
+        Limits {
+            max_frame,
+            max_message,
+        },
+    )
 }
 
 /// Runs the decoder over `input` as one buffer; returns steps and any error.
@@ -70,7 +76,19 @@ fn a_client_text_frame_is_remasked_with_the_gateways_key() {
     let mut frame = client_frame(0x81, b"Hello");
     let (steps, err) = run(&mut decoder(100, 100), &mut frame);
     assert_eq!(err, None);
-    assert_eq!(steps, [Step::Data { len: 6, message_end: false }, Step::Data { len: 5, message_end: true }]);
+    assert_eq!(
+        steps,
+        [
+            Step::Data {
+                len: 6,
+                message_end: false
+            },
+            Step::Data {
+                len: 5,
+                message_end: true
+            }
+        ]
+    );
     assert_eq!(&frame[..2], &[0x81, 0x85]);
     assert_eq!(&frame[2..6], &GATE_KEY);
     let mut payload = frame[6..].to_vec();
@@ -87,18 +105,43 @@ fn upstream_frames_pass_unchanged() {
     assert_eq!(steps.len(), 2);
     assert_eq!(frame, [0x82, 0x03, 1, 2, 3]);
     let masked = client_frame(0x82, b"x");
-    assert_eq!(run(&mut Decoder::new(Sender::Upstream, Limits::NONE), &mut masked.clone()).1, Some(FrameError::Masked));
+    assert_eq!(
+        run(
+            &mut Decoder::new(Sender::Upstream, Limits::NONE),
+            &mut masked.clone()
+        )
+        .1,
+        Some(FrameError::Masked)
+    );
 }
 
 #[test]
 fn protocol_rules() {
     assert_eq!(error_of(&[0x81, 0x01, b'a']), Some(FrameError::Unmasked));
-    assert_eq!(error_of(&client_frame(0xC1, b"a")), Some(FrameError::ReservedBits));
-    assert_eq!(error_of(&client_frame(0x83, b"a")), Some(FrameError::ReservedOpcode(3)));
-    assert_eq!(error_of(&client_frame(0x8B, b"")), Some(FrameError::ReservedOpcode(0xB)));
-    assert_eq!(error_of(&client_frame(0x89, &[0; 126])), Some(FrameError::ControlTooLong(126)));
-    assert_eq!(error_of(&client_frame(0x09, b"")), Some(FrameError::ControlFragmented));
-    assert_eq!(error_of(&client_frame(0x80, b"a")), Some(FrameError::UnexpectedContinuation));
+    assert_eq!(
+        error_of(&client_frame(0xC1, b"a")),
+        Some(FrameError::ReservedBits)
+    );
+    assert_eq!(
+        error_of(&client_frame(0x83, b"a")),
+        Some(FrameError::ReservedOpcode(3))
+    );
+    assert_eq!(
+        error_of(&client_frame(0x8B, b"")),
+        Some(FrameError::ReservedOpcode(0xB))
+    );
+    assert_eq!(
+        error_of(&client_frame(0x89, &[0; 126])),
+        Some(FrameError::ControlTooLong(126))
+    );
+    assert_eq!(
+        error_of(&client_frame(0x09, b"")),
+        Some(FrameError::ControlFragmented)
+    );
+    assert_eq!(
+        error_of(&client_frame(0x80, b"a")),
+        Some(FrameError::UnexpectedContinuation)
+    );
     let mut two = client_frame(0x01, b"a");
     two.extend(client_frame(0x81, b"b"));
     assert_eq!(error_of(&two), Some(FrameError::ExpectedContinuation));
@@ -115,7 +158,13 @@ fn limits_are_checked_on_the_header_before_the_payload() {
     // Only the 10-byte header of a 1 MiB frame: refused without reading on.
     let header = &client_frame(0x82, &vec![0; 1 << 20])[..14];
     let (_, err) = run(&mut decoder(64, 1 << 30), &mut header.to_vec());
-    assert_eq!(err, Some(FrameError::FrameTooBig { size: 1 << 20, max: 64 }));
+    assert_eq!(
+        err,
+        Some(FrameError::FrameTooBig {
+            size: 1 << 20,
+            max: 64
+        })
+    );
     // A fragmented message passes max_frame per frame but not max_message in total.
     let mut msg = client_frame(0x02, &[0; 40]);
     msg.extend(client_frame(0x00, &[0; 40]));
@@ -130,9 +179,15 @@ fn invalid_utf8_fails_fast_in_the_fragment_that_breaks_it() {
     let mut d = decoder(1 << 20, 1 << 20);
     assert_eq!(run(&mut d, &mut first).1, None);
     let mut second = client_frame(0x00, b"\xF4\x90\x80\x80");
-    assert!(matches!(run(&mut d, &mut second).1, Some(FrameError::InvalidUtf8(_))));
+    assert!(matches!(
+        run(&mut d, &mut second).1,
+        Some(FrameError::InvalidUtf8(_))
+    ));
     // Ending a text message inside a character is invalid too.
-    assert!(matches!(error_of(&client_frame(0x81, b"\xE2\x82")), Some(FrameError::InvalidUtf8(_))));
+    assert!(matches!(
+        error_of(&client_frame(0x81, b"\xE2\x82")),
+        Some(FrameError::InvalidUtf8(_))
+    ));
     // Binary is not checked.
     assert_eq!(error_of(&client_frame(0x82, b"\xFF")), None);
 }
@@ -166,16 +221,34 @@ fn control_frames_are_whole_and_unmasked() {
     let mut ping = client_frame(0x89, b"hi");
     let (steps, err) = run(&mut decoder(1, 1), &mut ping);
     assert_eq!(err, None);
-    let Step::Control { frame, len, payload } = &steps[0] else { panic!() };
+    let Step::Control {
+        frame,
+        len,
+        payload,
+    } = &steps[0]
+    else {
+        panic!()
+    };
     assert_eq!((frame, *len), (&ControlFrame::Ping, 8));
     assert_eq!(&ping[payload.clone()], b"hi");
     // Half a control frame waits for the rest.
     let close = client_frame(0x88, &[0x03, 0xE8, b'b', b'y', b'e']);
     let mut d = decoder(1, 1);
-    assert_eq!(d.next(&mut close[..5].to_vec(), &mut Fixed(GATE_KEY)), Ok(Step::NeedMore));
+    assert_eq!(
+        d.next(&mut close[..5].to_vec(), &mut Fixed(GATE_KEY)),
+        Ok(Step::NeedMore)
+    );
     let (steps, _) = run(&mut d, &mut close.clone());
-    let Step::Control { frame, .. } = &steps[0] else { panic!() };
-    assert_eq!(frame, &ControlFrame::Close(Close { code: Some(1000), reason: "bye".into() }));
+    let Step::Control { frame, .. } = &steps[0] else {
+        panic!()
+    };
+    assert_eq!(
+        frame,
+        &ControlFrame::Close(Close {
+            code: Some(1000),
+            reason: "bye".into()
+        })
+    );
     // Control frames may sit between the fragments of a message.
     let mut interleaved = client_frame(0x01, b"a");
     interleaved.extend(client_frame(0x89, b""));
@@ -185,7 +258,16 @@ fn control_frames_are_whole_and_unmasked() {
 
 #[test]
 fn bad_close_frames() {
-    assert_eq!(error_of(&client_frame(0x88, &[0x03])), Some(FrameError::CloseTooShort));
-    assert_eq!(error_of(&client_frame(0x88, &[0x03, 0xEC])), Some(FrameError::CloseCodeNotAllowed(1004)));
-    assert_eq!(error_of(&client_frame(0x88, &[0x03, 0xE8, 0xC0])), Some(FrameError::CloseReasonNotUtf8));
+    assert_eq!(
+        error_of(&client_frame(0x88, &[0x03])),
+        Some(FrameError::CloseTooShort)
+    );
+    assert_eq!(
+        error_of(&client_frame(0x88, &[0x03, 0xEC])),
+        Some(FrameError::CloseCodeNotAllowed(1004))
+    );
+    assert_eq!(
+        error_of(&client_frame(0x88, &[0x03, 0xE8, 0xC0])),
+        Some(FrameError::CloseReasonNotUtf8)
+    );
 }

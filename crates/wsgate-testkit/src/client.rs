@@ -37,7 +37,10 @@ pub struct Reply {
 impl Reply {
     /// A header's value.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -60,7 +63,8 @@ impl Frame {
 
     /// For a close frame, the code.
     pub fn close_code(&self) -> Option<u16> {
-        (self.opcode() == 0x8 && self.payload.len() >= 2).then(|| u16::from_be_bytes([self.payload[0], self.payload[1]]))
+        (self.opcode() == 0x8 && self.payload.len() >= 2)
+            .then(|| u16::from_be_bytes([self.payload[0], self.payload[1]]))
     }
 
     /// For a close frame, the reason.
@@ -74,18 +78,28 @@ impl RawClient {
     pub async fn connect(addr: SocketAddr) -> RawClient {
         let tcp = TcpStream::connect(addr).await.expect("connect to gateway");
         let _ = tcp.set_nodelay(true);
-        RawClient { io: Box::new(tcp), buf: Vec::new() }
+        RawClient {
+            io: Box::new(tcp),
+            buf: Vec::new(),
+        }
     }
 
     /// Connects over TLS, verifying the server as `name`.
-    pub async fn connect_tls(addr: SocketAddr, config: Arc<rustls::ClientConfig>, name: &str) -> RawClient {
+    pub async fn connect_tls(
+        addr: SocketAddr,
+        config: Arc<rustls::ClientConfig>,
+        name: &str,
+    ) -> RawClient {
         let tcp = TcpStream::connect(addr).await.expect("connect to gateway");
         let server_name = rustls::pki_types::ServerName::try_from(name.to_owned()).expect("name");
         let tls = tokio_rustls::TlsConnector::from(config)
             .connect(server_name, tcp)
             .await
             .expect("TLS handshake with the gateway");
-        RawClient { io: Box::new(tls), buf: Vec::new() }
+        RawClient {
+            io: Box::new(tls),
+            buf: Vec::new(),
+        }
     }
 
     /// Writes bytes as they are.
@@ -109,7 +123,9 @@ impl RawClient {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
         for (k, v) in extra {
-            let replaced = headers.iter().position(|(name, _)| name.eq_ignore_ascii_case(k));
+            let replaced = headers
+                .iter()
+                .position(|(name, _)| name.eq_ignore_ascii_case(k));
             match (replaced, v.is_empty()) {
                 (Some(i), true) => {
                     headers.remove(i);
@@ -144,7 +160,10 @@ impl RawClient {
             if let Some(i) = find(&self.buf, b"\r\n\r\n") {
                 break i + 4;
             }
-            assert!(self.fill().await, "connection closed before a response head");
+            assert!(
+                self.fill().await,
+                "connection closed before a response head"
+            );
         };
         let head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
         self.buf.drain(..end);
@@ -164,11 +183,18 @@ impl RawClient {
             .and_then(|(_, v)| v.parse().ok())
             .unwrap_or(0);
         while self.buf.len() < len {
-            assert!(self.fill().await, "connection closed inside a response body");
+            assert!(
+                self.fill().await,
+                "connection closed inside a response body"
+            );
         }
         let body = String::from_utf8_lossy(&self.buf[..len]).into_owned();
         self.buf.drain(..len);
-        Reply { status, headers, body }
+        Reply {
+            status,
+            headers,
+            body,
+        }
     }
 
     /// Sends one frame; `first` is the FIN/RSV/opcode byte. Masked with a fixed key when `masked`.
@@ -197,7 +223,10 @@ impl RawClient {
     /// Reads frames until a close frame; returns it. Panics if the connection ends first.
     pub async fn read_close(&mut self) -> Frame {
         loop {
-            let frame = self.read_frame().await.expect("connection ended without a close frame");
+            let frame = self
+                .read_frame()
+                .await
+                .expect("connection ended without a close frame");
             if frame.opcode() == 0x8 {
                 return frame;
             }
@@ -207,7 +236,10 @@ impl RawClient {
     /// Reads frames until a data frame (skipping pings and pongs).
     pub async fn read_data(&mut self) -> Frame {
         loop {
-            let frame = self.read_frame().await.expect("connection ended before a data frame");
+            let frame = self
+                .read_frame()
+                .await
+                .expect("connection ended before a data frame");
             if !matches!(frame.opcode(), 0x9 | 0xA) {
                 return frame;
             }
@@ -271,8 +303,14 @@ fn parse(buf: &[u8]) -> Option<(Frame, usize)> {
     }
     let masked = buf[1] & 0x80 != 0;
     let (len, mut at) = match buf[1] & 0x7F {
-        126 => (u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?) as usize, 4),
-        127 => (u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?) as usize, 10),
+        126 => (
+            u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?) as usize,
+            4,
+        ),
+        127 => (
+            u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?) as usize,
+            10,
+        ),
         n => (n as usize, 2),
     };
     let key = if masked {
@@ -286,5 +324,12 @@ fn parse(buf: &[u8]) -> Option<(Frame, usize)> {
     if let Some(k) = key {
         mask::apply(&mut payload, k, 0);
     }
-    Some((Frame { first: buf[0], masked, payload }, at + len))
+    Some((
+        Frame {
+            first: buf[0],
+            masked,
+            payload,
+        },
+        at + len,
+    ))
 }

@@ -44,11 +44,13 @@ impl TestGateway {
     pub async fn start_in(toml: &str, base: Option<&std::path::Path>) -> TestGateway {
         let dir = tempfile::tempdir().expect("temp dir");
         let base = base.unwrap_or(dir.path());
-        let config = wsgate_config::parse(toml, base).unwrap_or_else(|e| panic!("test config: {e}"));
+        let config =
+            wsgate_config::parse(toml, base).unwrap_or_else(|e| panic!("test config: {e}"));
         let lines = Arc::new(Mutex::new(Vec::new()));
         let audit = AuditLog::new(Box::new(Lines(Arc::clone(&lines))));
         let events = audit.subscribe();
-        let prepared = wsgate_gateway::prepare(config, audit).unwrap_or_else(|e| panic!("prepare: {e:?}"));
+        let prepared =
+            wsgate_gateway::prepare(config, audit).unwrap_or_else(|e| panic!("prepare: {e:?}"));
         let gateway = prepared.start().await.expect("start gateway");
         TestGateway {
             addr: gateway.local_addrs()[0],
@@ -67,7 +69,10 @@ impl TestGateway {
                 Ok(Ok(e)) if want(&e) => return e,
                 Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
                 Ok(Err(broadcast::error::RecvError::Closed)) => panic!("audit log closed"),
-                Err(_) => panic!("no matching audit event within {WAIT:?}; log so far:\n{}", self.audit_text()),
+                Err(_) => panic!(
+                    "no matching audit event within {WAIT:?}; log so far:\n{}",
+                    self.audit_text()
+                ),
             }
         }
     }

@@ -27,11 +27,17 @@ impl Pki {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params.distinguished_name.push(rcgen::DnType::CommonName, "wsgate test CA");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "wsgate test CA");
         let key = KeyPair::generate().expect("key");
         let ca_cert = params.self_signed(&key).expect("CA");
         let ca_issuer = Issuer::new(params, key);
-        Pki { dir, ca_cert, ca_issuer }
+        Pki {
+            dir,
+            ca_cert,
+            ca_issuer,
+        }
     }
 
     /// The directory certificates are written to.
@@ -48,8 +54,9 @@ impl Pki {
 
     /// A server certificate for `names` (DNS names or IP addresses).
     pub fn server(&self, file_stem: &str, names: &[&str]) -> Leaf {
-        let params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-            .expect("params");
+        let params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .expect("params");
         let key = KeyPair::generate().expect("key");
         let cert = params.signed_by(&key, &self.ca_issuer).expect("sign");
         let leaf = Leaf {
@@ -64,7 +71,9 @@ impl Pki {
     /// A TLS client config that trusts only this CA.
     pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();
-        roots.add(CertificateDer::from(self.ca_cert.der().to_vec())).expect("add CA");
+        roots
+            .add(CertificateDer::from(self.ca_cert.der().to_vec()))
+            .expect("add CA");
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -103,7 +112,11 @@ impl Default for Pki {
 pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(cert.as_ref());
-    digest.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
+    digest
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// Connects over TLS accepting whatever certificate the server shows, and
@@ -111,7 +124,10 @@ pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
 pub async fn connect_pinned(
     tcp: tokio::net::TcpStream,
     name: &str,
-) -> (tokio_rustls::client::TlsStream<tokio::net::TcpStream>, CertificateDer<'static>) {
+) -> (
+    tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    CertificateDer<'static>,
+) {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
@@ -124,7 +140,9 @@ pub async fn connect_pinned(
         .connect(server_name, tcp)
         .await
         .expect("TLS");
-    let cert = tls.get_ref().1.peer_certificates().expect("certificate")[0].clone().into_owned();
+    let cert = tls.get_ref().1.peer_certificates().expect("certificate")[0]
+        .clone()
+        .into_owned();
     (tls, cert)
 }
 
@@ -150,7 +168,12 @@ impl rustls::client::danger::ServerCertVerifier for AnyCert {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -159,7 +182,12 @@ impl rustls::client::danger::ServerCertVerifier for AnyCert {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {

@@ -7,11 +7,11 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::Message;
 
 /// Largest message the echo server takes: above Autobahn's 16 MiB cases.
 const ECHO_MAX: usize = 64 << 20;
@@ -46,6 +46,11 @@ impl Echo {
     /// Starts an echo server with options.
     pub async fn start_with(options: EchoOptions) -> Echo {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind echo");
+        Echo::serve(listener, options)
+    }
+
+    /// Serves on a listener the caller bound (the demo binary binds a given address).
+    pub fn serve(listener: TcpListener, options: EchoOptions) -> Echo {
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(async move {
@@ -74,8 +79,11 @@ impl Echo {
     }
 }
 
-async fn serve_echo<S>(stream: S, tx: mpsc::UnboundedSender<http::HeaderMap>, protocol: Option<String>)
-where
+async fn serve_echo<S>(
+    stream: S,
+    tx: mpsc::UnboundedSender<http::HeaderMap>,
+    protocol: Option<String>,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let callback = |req: &Request, mut resp: Response| {
@@ -97,14 +105,19 @@ where
     let config = WebSocketConfig::default()
         .max_message_size(Some(ECHO_MAX))
         .max_frame_size(Some(ECHO_MAX));
-    let Ok(mut ws) = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config)).await else {
+    let Ok(mut ws) =
+        tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config)).await
+    else {
         return;
     };
     while let Some(Ok(msg)) = ws.next().await {
         match msg {
             Message::Text(t) if t.starts_with("close:") => {
                 let code = t["close:".len()..].parse::<u16>().unwrap_or(1000);
-                let frame = CloseFrame { code: CloseCode::from(code), reason: "upstream says bye".into() };
+                let frame = CloseFrame {
+                    code: CloseCode::from(code),
+                    reason: "upstream says bye".into(),
+                };
                 let _ = ws.close(Some(frame)).await;
             }
             m @ (Message::Text(_) | Message::Binary(_)) => {
@@ -141,7 +154,9 @@ impl RawConn {
     /// A correct 101 for this request's key.
     pub fn switching_protocols(&self) -> String {
         let accept = wsgate_proto::handshake::accept_key(&self.key());
-        format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n")
+        format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+        )
     }
 }
 
@@ -149,7 +164,9 @@ impl RawConn {
 pub fn header(head: &str, name: &str) -> Option<String> {
     head.lines().find_map(|line| {
         let (k, v) = line.split_once(':')?;
-        k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_owned())
     })
 }
 

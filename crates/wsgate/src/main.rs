@@ -54,7 +54,11 @@ fn load(path: &Path) -> Result<(Config, wsgate_gateway::Prepared), ExitCode> {
     })?;
     let prepared = wsgate_gateway::prepare(config.clone(), audit).map_err(|errors| {
         let n = errors.len();
-        eprintln!("{}: {n} error{} in config:", path.display(), if n == 1 { "" } else { "s" });
+        eprintln!(
+            "{}: {n} error{} in config:",
+            path.display(),
+            if n == 1 { "" } else { "s" }
+        );
         for e in errors {
             eprintln!("  {e}");
         }
@@ -171,7 +175,10 @@ fn say(line: &str) {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         // Without signal handlers the gateway can still be stopped by SIGKILL.
         std::future::pending::<()>().await;
         return;

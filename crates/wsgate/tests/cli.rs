@@ -10,6 +10,33 @@ fn wsgate() -> Command {
     Command::new(env!("CARGO_BIN_EXE_wsgate"))
 }
 
+/// Kills the child when a test ends, passed or failed, so no gateway outlives its test.
+struct Reap(std::process::Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits for the child to exit, killing it if it has not within [`wsgate_testkit::WAIT`].
+fn wait_exit(child: Reap) -> std::process::ExitStatus {
+    let pid = child.0.id().to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut child = child;
+        let _ = tx.send(child.0.wait());
+    });
+    match rx.recv_timeout(wsgate_testkit::WAIT) {
+        Ok(status) => status.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            panic!("wsgate did not exit within {:?}", wsgate_testkit::WAIT);
+        }
+    }
+}
+
 fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> std::path::PathBuf {
     let path = dir.path().join(name);
     std::fs::write(&path, text).unwrap();
@@ -19,7 +46,10 @@ fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> std::path::PathBuf 
 #[test]
 fn check_reports_every_error_with_its_key_path_and_exits_2() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write(&dir, "bad.toml", r#"
+    let path = write(
+        &dir,
+        "bad.toml",
+        r#"
 [[listener]]
 bind = "0.0.0.0:80"
 tls = { cert = "missing.pem", key = "missing.key" }
@@ -32,8 +62,13 @@ auth = "maybe"
 
 [route.limits]
 max_message = "lots"
-"#);
-    let out = wsgate().args(["check", "--config"]).arg(&path).output().unwrap();
+"#,
+    );
+    let out = wsgate()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     for needle in [
@@ -53,8 +88,16 @@ max_message = "lots"
 #[test]
 fn check_accepts_the_shipped_example_config() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/gateway.toml");
-    let out = wsgate().args(["check", "--config", example]).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = wsgate()
+        .args(["check", "--config", example])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("ok (1 listener, 1 route)"), "{stdout}");
     assert!(stdout.contains("SHA-256"), "{stdout}");
@@ -62,7 +105,10 @@ fn check_accepts_the_shipped_example_config() {
 
 #[test]
 fn a_missing_config_file_is_exit_2_with_the_path() {
-    let out = wsgate().args(["check", "--config", "/nonexistent/wsgate.toml"]).output().unwrap();
+    let out = wsgate()
+        .args(["check", "--config", "/nonexistent/wsgate.toml"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/wsgate.toml"));
 }
@@ -71,7 +117,11 @@ fn a_missing_config_file_is_exit_2_with_the_path() {
 async fn serve_then_sigterm_closes_clients_with_1001_and_exits_0() {
     let echo = Echo::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let path = write(&dir, "gw.toml", &format!(r#"
+    let path = write(
+        &dir,
+        "gw.toml",
+        &format!(
+            r#"
 [[listener]]
 bind = "127.0.0.1:0"
 
@@ -80,16 +130,27 @@ path = "/chat"
 upstream = "ws://{}/chat"
 origins = ["https://app.example.com"]
 auth = "none"
-"#, echo.addr));
-    let mut child = wsgate()
-        .args(["serve", "--config"])
-        .arg(&path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+"#,
+            echo.addr
+        ),
+    );
+    let mut child = Reap(
+        wsgate()
+            .args(["serve", "--config"])
+            .arg(&path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stdout = child.0.stdout.take().unwrap();
+    let audit = std::thread::spawn(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut text).unwrap();
+        text
+    });
     // Readiness: the line the binary prints once it listens.
-    let stderr = child.stderr.take().unwrap();
+    let stderr = child.0.stderr.take().unwrap();
     let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
     // Keep reading stderr to the end, so the gateway never writes into a closed pipe.
     let log = std::thread::spawn(move || {
@@ -98,7 +159,9 @@ auth = "none"
         for line in BufReader::new(stderr).lines() {
             let line = line.unwrap();
             if let Some(addr) = line.strip_prefix("wsgate: listening on ") {
-                let _ = addr_tx.take().map(|tx| tx.send(addr.parse::<std::net::SocketAddr>().unwrap()));
+                let _ = addr_tx
+                    .take()
+                    .map(|tx| tx.send(addr.parse::<std::net::SocketAddr>().unwrap()));
             }
             all.push_str(&line);
             all.push('\n');
@@ -107,20 +170,36 @@ auth = "none"
     });
     let addr = addr_rx.await.expect("wsgate exited before listening");
     let mut c = RawClient::connect(addr).await;
-    assert_eq!(c.handshake("/chat", &[("Origin", "https://app.example.com")]).await.status, 101);
+    assert_eq!(
+        c.handshake("/chat", &[("Origin", "https://app.example.com")])
+            .await
+            .status,
+        101
+    );
     c.send_text("hi").await;
     assert_eq!(c.read_data().await.payload, b"hi");
 
-    let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let pid = child.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let close = c.read_close().await;
-    assert_eq!((close.close_code(), close.close_reason().as_str()), (Some(1001), "shutting_down"));
+    assert_eq!(
+        (close.close_code(), close.close_reason().as_str()),
+        (Some(1001), "shutting_down")
+    );
     c.send_frame(0x88, &1001u16.to_be_bytes(), true).await;
-    let status = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+    let status = tokio::task::spawn_blocking(move || wait_exit(child))
+        .await
+        .unwrap();
     let log = log.join().unwrap();
-    assert_eq!(status.status.code(), Some(0), "{log}");
+    assert_eq!(status.code(), Some(0), "{log}");
     // The audit log went to stdout: the admission and the shutdown close.
-    let stdout = String::from_utf8_lossy(&status.stdout);
+    let stdout = audit.join().unwrap();
     assert!(stdout.contains(r#""decision":"admitted""#), "{stdout}");
     assert!(stdout.contains(r#""reason":"shutting_down""#), "{stdout}");
 }
@@ -136,7 +215,10 @@ fn version_prints_the_version() {
 #[test]
 fn sigterm_still_stops_the_gateway_after_its_log_pipe_closes() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write(&dir, "gw.toml", r#"
+    let path = write(
+        &dir,
+        "gw.toml",
+        r#"
 [[listener]]
 bind = "127.0.0.1:0"
 
@@ -145,22 +227,30 @@ path = "/chat"
 upstream = "ws://127.0.0.1:9/chat"
 origins = ["https://app.example.com"]
 auth = "none"
-"#);
-    let mut child = wsgate()
-        .args(["serve", "--config"])
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+"#,
+    );
+    let mut child = Reap(
+        wsgate()
+            .args(["serve", "--config"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let mut first = String::new();
-    BufReader::new(child.stderr.take().unwrap()).read_line(&mut first).unwrap();
+    BufReader::new(child.0.stderr.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
     // The reader is dropped here: the pipe is closed.
     assert!(first.contains("listening"), "{first}");
-    let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || tx.send(child.wait().unwrap()));
-    let status = rx.recv_timeout(wsgate_testkit::WAIT).expect("wsgate did not exit after SIGTERM");
-    assert_eq!(status.code(), Some(0));
+    let pid = child.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert_eq!(wait_exit(child).code(), Some(0));
 }

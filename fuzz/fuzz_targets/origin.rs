@@ -1,0 +1,28 @@
+//! Origin and allow-list parsing and matching. Properties: no panic; an
+//! exact entry matches exactly the origins that parse to the same tuple; a
+//! subdomain pattern never matches an origin whose host does not end in
+//! `.suffix`.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use wsgate_config::origin::{Origin, OriginPattern};
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let (a, b) = text.split_once('\n').unwrap_or((text, text));
+    let origin = Origin::parse(b);
+    let pattern = OriginPattern::parse(a);
+    if let (Ok(pattern), Ok(origin)) = (&pattern, &origin) {
+        let matched = pattern.matches(origin);
+        match (pattern, origin) {
+            (OriginPattern::Exact(want), Origin::Tuple(got)) => assert_eq!(matched, want == got),
+            (OriginPattern::Subdomains { suffix, .. }, Origin::Tuple(got)) if matched => {
+                assert!(got.host().ends_with(suffix.as_str()) && got.host().len() > suffix.len());
+            }
+            (OriginPattern::Null, o) => assert_eq!(matched, *o == Origin::Null),
+            _ => {}
+        }
+    }
+    let _ = wsgate_config::host::HostPattern::parse(a);
+    let _ = wsgate_config::host::HostHeader::parse(b);
+});
