@@ -1,4 +1,5 @@
 //! Config validation: every error at once, each with its key path and line.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use std::path::Path;
 

@@ -1,4 +1,5 @@
 //! Messages pass through the gateway to a real upstream and back.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 mod common;
 

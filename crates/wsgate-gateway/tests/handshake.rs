@@ -1,5 +1,6 @@
 //! Every handshake refusal this stage owns, over real sockets: the status,
 //! the body, the headers, and the audit line.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 mod common;
 

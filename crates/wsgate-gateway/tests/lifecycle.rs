@@ -1,4 +1,5 @@
 //! Slow clients, TLS on both legs, and graceful shutdown.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 mod common;
 

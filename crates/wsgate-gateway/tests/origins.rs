@@ -1,5 +1,6 @@
 //! Origin admission over real handshakes: a long list of the ways an
 //! allow-list has been bypassed in real servers.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 mod common;
 

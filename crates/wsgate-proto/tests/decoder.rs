@@ -1,4 +1,5 @@
 //! Byte-literal tests of the frame decoder, one per RFC rule.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use wsgate_proto::close::Close;
 use wsgate_proto::frame::{ControlFrame, Decoder, FrameError, Limits, Sender, Step};

@@ -111,21 +111,18 @@ async fn serve_echo<S>(
         return;
     };
     while let Some(Ok(msg)) = ws.next().await {
-        match msg {
+        let reply = match msg {
             Message::Text(t) if t.starts_with("close:") => {
                 let code = t["close:".len()..].parse::<u16>().unwrap_or(1000);
-                let frame = CloseFrame {
-                    code: CloseCode::from(code),
-                    reason: "upstream says bye".into(),
-                };
+                let frame = CloseFrame { code: CloseCode::from(code), reason: "upstream says bye".into() };
                 let _ = ws.close(Some(frame)).await;
+                continue;
             }
-            m @ (Message::Text(_) | Message::Binary(_)) => {
-                if ws.send(m).await.is_err() {
-                    break;
-                }
-            }
-            _ => {}
+            m @ (Message::Text(_) | Message::Binary(_)) => m,
+            _ => continue,
+        };
+        if ws.send(reply).await.is_err() {
+            break;
         }
     }
 }

@@ -1,4 +1,5 @@
 //! The real `wsgate` binary: exit codes, error output, serving and stopping.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

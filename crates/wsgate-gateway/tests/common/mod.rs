@@ -1,5 +1,6 @@
 //! Shared config text for the gateway's integration tests.
 #![allow(dead_code, unreachable_pub)]
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use std::net::SocketAddr;
 
@@ -29,4 +30,5 @@ max_message = "1MiB"
     )
 }
 
+/// The allow-listed browser origin as a request header.
 pub const ORIGIN: (&str, &str) = ("Origin", "https://app.example.com");
