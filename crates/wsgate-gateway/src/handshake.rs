@@ -34,7 +34,7 @@ pub(crate) struct Conn {
 
 impl Conn {
     pub(crate) fn event(&self, kind: &'static str) -> AuditEvent {
-        let listener = self.state.listeners[self.listener].config.bind.to_string();
+        let listener = self.state.listeners[self.listener].local.to_string();
         AuditEvent::new(kind, self.id, self.client.to_string(), listener)
     }
 }

@@ -63,18 +63,18 @@ pub struct Gateway {
 
 impl Prepared {
     /// Binds every listener and starts accepting.
-    pub async fn start(self) -> std::io::Result<Gateway> {
-        let state = Arc::new(self.state);
+    pub async fn start(mut self) -> std::io::Result<Gateway> {
         let mut sockets = Vec::new();
-        for l in &state.listeners {
+        for l in &mut self.state.listeners {
             let socket = TcpListener::bind(l.config.bind).await.map_err(|e| {
                 std::io::Error::new(e.kind(), format!("cannot bind {}: {e}", l.config.bind))
             })?;
+            l.local = socket.local_addr()?;
             sockets.push(socket);
         }
-        let mut addrs = Vec::new();
+        let state = Arc::new(self.state);
+        let addrs = state.listeners.iter().map(|l| l.local).collect();
         for (i, socket) in sockets.into_iter().enumerate() {
-            addrs.push(socket.local_addr()?);
             state
                 .tasks
                 .spawn(listen::accept_loop(Arc::clone(&state), i, socket));

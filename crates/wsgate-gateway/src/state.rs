@@ -19,6 +19,8 @@ use crate::tls;
 pub(crate) struct ListenerState {
     pub(crate) config: Listener,
     pub(crate) tls: Option<TlsAcceptor>,
+    /// The address actually bound (the config may say port 0).
+    pub(crate) local: std::net::SocketAddr,
 }
 
 /// Shared by all connections.
@@ -64,7 +66,8 @@ impl State {
                     }
                 }
             };
-            listeners.push(ListenerState { config: l, tls });
+            let local = l.bind;
+            listeners.push(ListenerState { config: l, tls, local });
         }
         let mut upstream_tls = Vec::new();
         for (i, r) in config.routes.iter().enumerate() {

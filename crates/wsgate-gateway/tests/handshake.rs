@@ -186,6 +186,21 @@ async fn an_upstream_that_is_down_is_502() {
     refused(&mut gw, "/chat", &[ORIGIN], 502, "upstream_unavailable").await;
 }
 
+#[tokio::test]
+async fn an_upstream_that_accepts_but_never_answers_times_out_as_502() {
+    let mut raw = Raw::start().await;
+    let mut gw = TestGateway::start(&common::config(raw.addr, "", r#"connect_timeout = "300ms""#)).await;
+    let mut c = RawClient::connect(gw.addr).await;
+    let reply = tokio::spawn(async move { c.handshake("/chat", &[ORIGIN]).await });
+    // The upstream reads the request and says nothing.
+    let _silent = raw.accept().await;
+    assert_eq!(reply.await.unwrap().status, 502);
+    let ev = gw.handshake_event().await;
+    assert_eq!(ev.reason, Some("upstream_unavailable"));
+    assert!(ev.detail.as_deref().unwrap().contains("timed out"), "{ev:?}");
+    assert_eq!(ev.listener, gw.addr.to_string());
+}
+
 /// WebSocket smuggling: an upstream that answers anything but a correct 101
 /// must not become a raw tunnel into its HTTP server.
 #[tokio::test]
