@@ -16,7 +16,10 @@ impl MaskSource for Counter {
     }
 }
 
-const LIMITS: Limits = Limits { max_frame: 4096, max_message: 16384 };
+const LIMITS: Limits = Limits {
+    max_frame: 4096,
+    max_message: 16384,
+};
 
 /// Feeds `input` in pieces of `piece` bytes; returns the forwarded data bytes.
 fn relay(input: &[u8], piece: usize) -> Vec<u8> {
@@ -47,7 +50,9 @@ fn relay(input: &[u8], piece: usize) -> Vec<u8> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&piece, input)) = data.split_first() else { return };
+    let Some((&piece, input)) = data.split_first() else {
+        return;
+    };
     let forwarded = relay(input, usize::from(piece % 64) + 1);
     // The forwarded stream is re-decoded as the upstream would see it.
     let mut check = Decoder::new(Sender::Client, LIMITS);
@@ -60,7 +65,10 @@ fuzz_target!(|data: &[u8]| {
             Err(e) => {
                 // A message cut short by the first decoder's error may end
                 // mid-character; anything else forwarded must be valid.
-                assert!(matches!(e, wsgate_proto::frame::FrameError::InvalidUtf8(_)), "forwarded an invalid frame: {e}");
+                assert!(
+                    matches!(e, wsgate_proto::frame::FrameError::InvalidUtf8(_)),
+                    "forwarded an invalid frame: {e}"
+                );
                 break;
             }
         }

@@ -8,9 +8,17 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut req = httparse::Request::new(&mut headers);
-    let Ok(httparse::Status::Complete(_)) = req.parse(data) else { return };
-    let Ok(method) = http::Method::from_bytes(req.method.unwrap_or("GET").as_bytes()) else { return };
-    let version = if req.version == Some(1) { http::Version::HTTP_11 } else { http::Version::HTTP_10 };
+    let Ok(httparse::Status::Complete(_)) = req.parse(data) else {
+        return;
+    };
+    let Ok(method) = http::Method::from_bytes(req.method.unwrap_or("GET").as_bytes()) else {
+        return;
+    };
+    let version = if req.version == Some(1) {
+        http::Version::HTTP_11
+    } else {
+        http::Version::HTTP_10
+    };
     let mut map = http::HeaderMap::new();
     for h in req.headers.iter() {
         let (Ok(name), Ok(value)) = (

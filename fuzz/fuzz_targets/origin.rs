@@ -8,7 +8,9 @@ use libfuzzer_sys::fuzz_target;
 use wsgate_config::origin::{Origin, OriginPattern};
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     let (a, b) = text.split_once('\n').unwrap_or((text, text));
     let origin = Origin::parse(b);
     let pattern = OriginPattern::parse(a);

@@ -19,7 +19,7 @@ use wsgate_proto::close::Close;
 use wsgate_proto::frame::{ControlFrame, Decoder, FrameError, Step};
 use wsgate_proto::mask::MaskSource;
 
-use crate::sink::Sink;
+use crate::sink::{PendingPong, Sink};
 
 /// Bytes read at a time. Large enough to move a 16 KiB frame in one read;
 /// small enough that a crowd of connections costs little.
@@ -111,17 +111,16 @@ impl Pump {
     }
 
     /// Relays until the peer's stream ends; reports closes, violations and the end.
-    pub(crate) async fn run<R, A, B>(
+    pub(crate) async fn run<R, A>(
         mut self,
         mut reader: R,
         to: &Mutex<Sink<A>>,
-        back: &Mutex<Sink<B>>,
+        pongs: &PendingPong,
         events: &mpsc::Sender<Event>,
         activity: &Activity,
     ) where
         R: AsyncRead + Unpin,
         A: AsyncWrite + Unpin,
-        B: AsyncWrite + Unpin,
     {
         let mut buf = BytesMut::with_capacity(READ_BUF);
         let mut draining = false;
@@ -138,7 +137,7 @@ impl Pump {
                 buf.clear();
                 continue;
             }
-            let (used, stop) = self.process(&mut buf, to, back, activity).await;
+            let (used, stop) = self.process(&mut buf, to, pongs, activity).await;
             if let Some(event) = stop {
                 draining = true;
                 buf.clear();
@@ -152,16 +151,15 @@ impl Pump {
 
     /// Decodes what is buffered; returns the bytes used and, when the pump
     /// must stop forwarding, the event that says why.
-    async fn process<A, B>(
+    async fn process<A>(
         &mut self,
         buf: &mut BytesMut,
         to: &Mutex<Sink<A>>,
-        back: &Mutex<Sink<B>>,
+        pongs: &PendingPong,
         activity: &Activity,
     ) -> (usize, Option<Event>)
     where
         A: AsyncWrite + Unpin,
-        B: AsyncWrite + Unpin,
     {
         let (mut pos, mut forward_from) = (0, 0);
         // Where the frame being decoded began, if it began in this buffer:
@@ -194,7 +192,7 @@ impl Pump {
                 }) => {
                     Self::forward(to, &buf[forward_from..pos], false).await;
                     let payload = &buf[pos + payload.start..pos + payload.end];
-                    stop = self.on_control(frame, payload, back, activity).await;
+                    stop = self.on_control(frame, payload, pongs, activity);
                     pos += len;
                     forward_from = pos;
                     if stop.is_some() {
@@ -235,16 +233,16 @@ impl Pump {
         let _ = to.lock().await.data(bytes, mid_frame).await;
     }
 
-    async fn on_control<B: AsyncWrite + Unpin>(
+    fn on_control(
         &self,
         frame: ControlFrame,
         payload: &[u8],
-        back: &Mutex<Sink<B>>,
+        pongs: &PendingPong,
         activity: &Activity,
     ) -> Option<Event> {
         match frame {
             ControlFrame::Ping => {
-                let _ = back.lock().await.control(0xA, payload).await;
+                pongs.offer(payload);
                 None
             }
             ControlFrame::Pong => {

@@ -12,6 +12,8 @@
 //! the upstream sent in answer to the client's earlier valid messages still
 //! reaches the client, in order, before the close.
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -24,7 +26,7 @@ use wsgate_proto::close::Close;
 use wsgate_proto::frame::{self, Decoder, Sender};
 
 use crate::pump::{Activity, Event, Pump, Side};
-use crate::sink::Sink;
+use crate::sink::{PendingPong, Sink};
 
 /// Longest wait for the other end's close frame once closing has begun.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -104,8 +106,10 @@ where
 {
     let (client_read, client_write) = tokio::io::split(client);
     let (upstream_read, upstream_write) = tokio::io::split(upstream);
-    let client_sink = Mutex::new(Sink::new(client_write, false));
-    let upstream_sink = Mutex::new(Sink::new(upstream_write, true));
+    let client_pongs = Arc::new(PendingPong::default());
+    let upstream_pongs = Arc::new(PendingPong::default());
+    let client_sink = Mutex::new(Sink::new(client_write, false, Arc::clone(&client_pongs)));
+    let upstream_sink = Mutex::new(Sink::new(upstream_write, true, Arc::clone(&upstream_pongs)));
     let (tx, mut rx) = mpsc::channel(8);
     let activity = Activity::new();
     let client_limits = frame::Limits {
@@ -115,7 +119,7 @@ where
     let c2u = Pump::new(Side::Client, Decoder::new(Sender::Client, client_limits)).run(
         client_read,
         &upstream_sink,
-        &client_sink,
+        &client_pongs,
         &tx,
         &activity,
     );
@@ -123,7 +127,7 @@ where
         Side::Upstream,
         Decoder::new(Sender::Upstream, frame::Limits::NONE),
     )
-    .run(upstream_read, &client_sink, &upstream_sink, &tx, &activity);
+    .run(upstream_read, &client_sink, &upstream_pongs, &tx, &activity);
     tokio::pin!(c2u, u2c);
     let legs = Legs {
         client: &client_sink,
@@ -137,6 +141,12 @@ where
             Some(event) = rx.recv() => st.on_event(event, &legs).await,
             () = &mut c2u, if !st.client_reader_done => st.client_reader_done = true,
             () = &mut u2c, if !st.upstream_aborted => st.upstream_aborted = true,
+            () = client_pongs.ready.notified() => {
+                bounded(async { legs.client.lock().await.flush_pong().await }).await;
+            }
+            () = upstream_pongs.ready.notified(), if !st.upstream_aborted => {
+                bounded(async { legs.upstream.lock().await.flush_pong().await }).await;
+            }
             () = shutdown.cancelled(), if st.outcome.is_none() => {
                 st.gateway_close(Reason::ShuttingDown, &legs).await;
             }
@@ -161,6 +171,13 @@ where
         messages_from_upstream: activity.messages_from_upstream.load(Relaxed),
         detail: st.detail,
     }
+}
+
+/// Runs one of the supervisor's own writes, giving up after [`CLOSE_TIMEOUT`]:
+/// a peer that cannot take a control frame in that time is stuck, and the
+/// supervisor must stay free to run timers and the closing deadline.
+async fn bounded(write: impl Future<Output = std::io::Result<()>>) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, write).await;
 }
 
 struct Legs<'a, C, U> {
@@ -284,12 +301,12 @@ impl Closing {
             return;
         }
         self.client_sent = true;
-        let mut sink = legs.client.lock().await;
-        let _ = match (reason, close) {
-            (Some(r), _) => sink.close(r.close_code(), r.code()).await,
-            (None, Some(c)) => sink.close(c.code, &c.reason).await,
-            (None, None) => sink.close(Some(1000), "").await,
+        let (code, text) = match (reason, close) {
+            (Some(r), _) => (r.close_code(), r.code().to_owned()),
+            (None, Some(c)) => (c.code, c.reason.clone()),
+            (None, None) => (Some(1000), String::new()),
         };
+        bounded(async { legs.client.lock().await.close(code, &text).await }).await;
     }
 
     async fn send_upstream<C, U>(&mut self, code: Option<u16>, reason: &str, legs: &Legs<'_, C, U>)
@@ -300,7 +317,7 @@ impl Closing {
             return;
         }
         self.upstream_sent = true;
-        let _ = legs.upstream.lock().await.close(code, reason).await;
+        bounded(async { legs.upstream.lock().await.close(code, reason).await }).await;
     }
 
     async fn abort_upstream<C, U>(&mut self, legs: &Legs<'_, C, U>)
@@ -380,7 +397,7 @@ impl Timers {
             {
                 return Some(Reason::PongTimeout);
             }
-            let _ = legs.client.lock().await.control(0x9, b"wsgate").await;
+            bounded(async { legs.client.lock().await.control(0x9, b"wsgate").await }).await;
             self.ping_sent_ms = Some(activity.now_ms());
             self.next_ping = Some(now + interval);
         }

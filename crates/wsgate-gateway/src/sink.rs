@@ -6,13 +6,43 @@
 //! it is complete, so they never land inside it. After a close frame nothing
 //! more is written, as RFC 6455 section 5.5.1 requires.
 
+use std::sync::Arc;
+
 use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
 use wsgate_proto::close;
 
 /// Largest queue of the gateway's own control frames waiting for a frame to
 /// finish; beyond it further pongs are dropped (a client flooding pings is
 /// owed only the latest pong, RFC 6455 section 5.5.3).
 const MAX_QUEUED: usize = 1024;
+
+/// The latest pong owed to a peer.
+///
+/// A pump that reads a ping never writes the pong itself: waiting for its own
+/// peer's writer while the other pump holds it, blocked on a peer that stopped
+/// reading, would stop both directions for good. It leaves the pong here;
+/// the sink sends it at its next frame boundary, or the supervisor does.
+/// Only the latest is kept (RFC 6455 section 5.5.3 allows answering only the
+/// most recent ping), so a ping flood costs one buffer.
+#[derive(Default)]
+pub(crate) struct PendingPong {
+    latest: std::sync::Mutex<Option<Vec<u8>>>,
+    /// Woken when a pong is left.
+    pub(crate) ready: Notify,
+}
+
+impl PendingPong {
+    /// Leaves a pong for `payload`, replacing any older one.
+    pub(crate) fn offer(&self, payload: &[u8]) {
+        *self.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(payload.to_vec());
+        self.ready.notify_one();
+    }
+
+    fn take(&self) -> Option<Vec<u8>> {
+        self.latest.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum CloseState {
@@ -32,10 +62,11 @@ pub(crate) struct Sink<W> {
     close: CloseState,
     /// A write failed or the peer was abandoned: nothing more is written.
     dead: bool,
+    pongs: Arc<PendingPong>,
 }
 
 impl<W: AsyncWrite + Unpin> Sink<W> {
-    pub(crate) fn new(w: W, masked: bool) -> Self {
+    pub(crate) fn new(w: W, masked: bool, pongs: Arc<PendingPong>) -> Self {
         Sink {
             w,
             masked,
@@ -43,6 +74,7 @@ impl<W: AsyncWrite + Unpin> Sink<W> {
             queued: Vec::new(),
             close: CloseState::Open,
             dead: false,
+            pongs,
         }
     }
 
@@ -67,6 +99,13 @@ impl<W: AsyncWrite + Unpin> Sink<W> {
     async fn write_data(&mut self, bytes: &[u8], mid_frame: bool) -> std::io::Result<()> {
         self.w.write_all(bytes).await?;
         self.mid_frame = mid_frame;
+        if !self.mid_frame
+            && self.close == CloseState::Open
+            && let Some(payload) = self.pongs.take()
+        {
+            let frame = close::control_frame(0xA, &payload, self.key());
+            self.w.write_all(&frame).await?;
+        }
         if !self.mid_frame && !self.queued.is_empty() {
             self.w.write_all(&self.queued).await?;
             self.queued.clear();
@@ -75,6 +114,14 @@ impl<W: AsyncWrite + Unpin> Sink<W> {
             }
         }
         self.w.flush().await
+    }
+
+    /// Sends the pending pong, if one is owed.
+    pub(crate) async fn flush_pong(&mut self) -> std::io::Result<()> {
+        match self.pongs.take() {
+            Some(payload) => self.control(0xA, &payload).await,
+            None => Ok(()),
+        }
     }
 
     /// Sends a ping or pong of the gateway's own.

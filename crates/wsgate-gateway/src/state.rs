@@ -67,7 +67,11 @@ impl State {
                 }
             };
             let local = l.bind;
-            listeners.push(ListenerState { config: l, tls, local });
+            listeners.push(ListenerState {
+                config: l,
+                tls,
+                local,
+            });
         }
         let mut upstream_tls = Vec::new();
         for (i, r) in config.routes.iter().enumerate() {

@@ -189,7 +189,12 @@ async fn an_upstream_that_is_down_is_502() {
 #[tokio::test]
 async fn an_upstream_that_accepts_but_never_answers_times_out_as_502() {
     let mut raw = Raw::start().await;
-    let mut gw = TestGateway::start(&common::config(raw.addr, "", r#"connect_timeout = "300ms""#)).await;
+    let mut gw = TestGateway::start(&common::config(
+        raw.addr,
+        "",
+        r#"connect_timeout = "300ms""#,
+    ))
+    .await;
     let mut c = RawClient::connect(gw.addr).await;
     let reply = tokio::spawn(async move { c.handshake("/chat", &[ORIGIN]).await });
     // The upstream reads the request and says nothing.
@@ -197,7 +202,10 @@ async fn an_upstream_that_accepts_but_never_answers_times_out_as_502() {
     assert_eq!(reply.await.unwrap().status, 502);
     let ev = gw.handshake_event().await;
     assert_eq!(ev.reason, Some("upstream_unavailable"));
-    assert!(ev.detail.as_deref().unwrap().contains("timed out"), "{ev:?}");
+    assert!(
+        ev.detail.as_deref().unwrap().contains("timed out"),
+        "{ev:?}"
+    );
     assert_eq!(ev.listener, gw.addr.to_string());
 }
 

@@ -296,3 +296,82 @@ async fn one_bad_client_does_not_disturb_another() {
     assert_eq!(good.read_data().await.payload, b"unaffected");
     assert_eq!(gw.close_event().await.reason, Some("protocol_error"));
 }
+
+/// Regression: a pump that answered a ping by writing to its own peer could
+/// wait for that peer's writer while the other pump held it, blocked on a peer
+/// that had stopped reading: both directions stopped for good. Here the
+/// upstream stops reading while the client floods it, then pings and sends a
+/// message; the message must still reach the client.
+#[tokio::test]
+async fn a_ping_from_a_saturated_peer_does_not_stall_the_other_direction() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut raw = Raw::start().await;
+    let config = common::config(raw.addr, "", "")
+        .replace(r#"max_message = "1MiB""#, r#"max_message = "64MiB""#);
+    let gw = TestGateway::start(&config).await;
+    let mut tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let request = format!(
+        "GET /chat HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\nOrigin: https://app.example.com\r\n\r\n",
+        wsgate_testkit::client::KEY
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut up = raw.accept().await;
+    up.stream
+        .write_all(up.switching_protocols().as_bytes())
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(tcp.read_u8().await.unwrap());
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    let (mut client_read, mut client_write) = tcp.into_split();
+    // The client floods; the upstream reads nothing, so every buffer on the
+    // way fills and the gateway's write to the upstream blocks for good.
+    let frame = encode(0x82, &vec![0u8; 48 << 20], true);
+    let (progress, mut progressed) = tokio::sync::watch::channel(0usize);
+    let flood = tokio::spawn(async move {
+        for (i, chunk) in frame.chunks(64 << 10).enumerate() {
+            if client_write.write_all(chunk).await.is_err() {
+                break;
+            }
+            let _ = progress.send(i);
+        }
+        client_write
+    });
+    // Stalled: no progress for a while. Misjudging this can only let the test
+    // pass on a broken relay, never fail a correct one.
+    while let Ok(changed) =
+        tokio::time::timeout(std::time::Duration::from_millis(200), progressed.changed()).await
+    {
+        changed.unwrap();
+    }
+    up.stream
+        .write_all(&encode(0x89, b"ping", false))
+        .await
+        .unwrap();
+    up.stream
+        .write_all(&encode(0x81, b"hello", false))
+        .await
+        .unwrap();
+    // The client skips binary-free frames until it sees the text.
+    let mut buf = Vec::new();
+    let found = tokio::time::timeout(wsgate_testkit::WAIT, async {
+        loop {
+            let mut chunk = [0u8; 4096];
+            let n = client_read.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "gateway closed the client");
+            buf.extend_from_slice(&chunk[..n]);
+            if buf.windows(7).any(|w| w == b"\x81\x05hello") {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(
+        found.is_ok(),
+        "the upstream's message never reached the client: the relay stalled"
+    );
+    flood.abort();
+}

@@ -114,7 +114,10 @@ async fn serve_echo<S>(
         let reply = match msg {
             Message::Text(t) if t.starts_with("close:") => {
                 let code = t["close:".len()..].parse::<u16>().unwrap_or(1000);
-                let frame = CloseFrame { code: CloseCode::from(code), reason: "upstream says bye".into() };
+                let frame = CloseFrame {
+                    code: CloseCode::from(code),
+                    reason: "upstream says bye".into(),
+                };
                 let _ = ws.close(Some(frame)).await;
                 continue;
             }
