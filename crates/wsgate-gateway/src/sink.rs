@@ -23,24 +23,38 @@ const MAX_QUEUED: usize = 1024;
 /// peer's writer while the other pump holds it, blocked on a peer that stopped
 /// reading, would stop both directions for good. It leaves the pong here;
 /// the sink sends it at its next frame boundary, or the supervisor does.
-/// Only the latest is kept (RFC 6455 section 5.5.3 allows answering only the
-/// most recent ping), so a ping flood costs one buffer.
+/// Every ping is answered (Autobahn 2.10 checks it), but at most
+/// [`MAX_PENDING_PONGS`] wait at once; past that the oldest are dropped, as
+/// RFC 6455 section 5.5.3 allows, so a ping flood costs a bounded buffer.
 #[derive(Default)]
 pub(crate) struct PendingPong {
-    latest: std::sync::Mutex<Option<Vec<u8>>>,
+    waiting: std::sync::Mutex<std::collections::VecDeque<Vec<u8>>>,
     /// Woken when a pong is left.
     pub(crate) ready: Notify,
 }
 
+/// Pongs that may wait for one peer: 32 payloads of at most 125 bytes.
+const MAX_PENDING_PONGS: usize = 32;
+
 impl PendingPong {
-    /// Leaves a pong for `payload`, replacing any older one.
+    /// Leaves a pong for `payload`.
     pub(crate) fn offer(&self, payload: &[u8]) {
-        *self.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(payload.to_vec());
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        if waiting.len() == MAX_PENDING_PONGS {
+            waiting.pop_front();
+        }
+        waiting.push_back(payload.to_vec());
+        drop(waiting);
         self.ready.notify_one();
     }
 
-    fn take(&self) -> Option<Vec<u8>> {
-        self.latest.lock().unwrap_or_else(|p| p.into_inner()).take()
+    /// Every waiting pong, oldest first.
+    fn take(&self) -> Vec<Vec<u8>> {
+        self.waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+            .collect()
     }
 }
 
@@ -99,12 +113,11 @@ impl<W: AsyncWrite + Unpin> Sink<W> {
     async fn write_data(&mut self, bytes: &[u8], mid_frame: bool) -> std::io::Result<()> {
         self.w.write_all(bytes).await?;
         self.mid_frame = mid_frame;
-        if !self.mid_frame
-            && self.close == CloseState::Open
-            && let Some(payload) = self.pongs.take()
-        {
-            let frame = close::control_frame(0xA, &payload, self.key());
-            self.w.write_all(&frame).await?;
+        if !self.mid_frame && self.close == CloseState::Open {
+            for payload in self.pongs.take() {
+                let frame = close::control_frame(0xA, &payload, self.key());
+                self.w.write_all(&frame).await?;
+            }
         }
         if !self.mid_frame && !self.queued.is_empty() {
             self.w.write_all(&self.queued).await?;
@@ -116,12 +129,12 @@ impl<W: AsyncWrite + Unpin> Sink<W> {
         self.w.flush().await
     }
 
-    /// Sends the pending pong, if one is owed.
+    /// Sends the pongs that are owed.
     pub(crate) async fn flush_pong(&mut self) -> std::io::Result<()> {
-        match self.pongs.take() {
-            Some(payload) => self.control(0xA, &payload).await,
-            None => Ok(()),
+        for payload in self.pongs.take() {
+            self.control(0xA, &payload).await?;
         }
+        Ok(())
     }
 
     /// Sends a ping or pong of the gateway's own.

@@ -115,6 +115,14 @@ async fn pings_are_answered_and_closes_relayed_with_codes_intact() {
         (pong.opcode(), pong.payload.as_slice(), pong.masked),
         (0xA, &b"are you there"[..], false)
     );
+    // Every ping of a burst is answered, in order.
+    for i in 0..10u8 {
+        c.send_frame(0x89, &[i], true).await;
+    }
+    for i in 0..10u8 {
+        let pong = c.read_frame().await.unwrap();
+        assert_eq!((pong.opcode(), pong.payload.as_slice()), (0xA, &[i][..]));
+    }
     // Control frames between fragments are allowed.
     c.send_frame(0x01, b"frag", true).await;
     c.send_frame(0x89, b"", true).await;
