@@ -7,6 +7,7 @@
 //! with its key path and line. No I/O beyond reading the file and checking
 //! that referenced files exist; no async runtime.
 
+pub mod auth;
 mod error;
 pub mod host;
 mod load;
@@ -35,6 +36,12 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 }
 
 /// Validates a config given as text; `base` resolves relative file paths.
+/// Environment variables it names are read from the process environment.
 pub fn parse(src: &str, base: &Path) -> Result<Config, ConfigErrors> {
-    load::parse(src, base)
+    load::parse(src, base, &|name| std::env::var(name).ok())
+}
+
+/// Like [`parse`], with environment variables looked up by `env`.
+pub fn parse_with_env(src: &str, base: &Path, env: auth::Env<'_>) -> Result<Config, ConfigErrors> {
+    load::parse(src, base, env)
 }

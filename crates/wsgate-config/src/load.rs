@@ -13,9 +13,9 @@ use crate::reader::Table;
 
 /// Keys DESIGN.md names for features later versions add. They are refused
 /// with a clear message rather than reported as typos or, worse, ignored.
-const LATER_TOP: &[&str] = &["store", "metrics", "auth"];
+const LATER_TOP: &[&str] = &["store", "metrics"];
 const LATER_LISTENER: &[&str] = &["client_ca", "client_cert"];
-const LATER_ROUTE: &[&str] = &["identity_headers", "messages", "csp", "kind"];
+const LATER_ROUTE: &[&str] = &["messages", "csp", "kind"];
 const LATER_LIMITS: &[&str] = &[
     "messages_per_sec",
     "burst",
@@ -26,7 +26,11 @@ const LATER_LIMITS: &[&str] = &[
 ];
 
 /// Parses and validates a config; `base` resolves relative file paths.
-pub(crate) fn parse(src: &str, base: &Path) -> Result<Config, ConfigErrors> {
+pub(crate) fn parse(
+    src: &str,
+    base: &Path,
+    env: crate::auth::Env<'_>,
+) -> Result<Config, ConfigErrors> {
     let mut errs = Collector::new(src);
     let (doc, syntax) = DeTable::parse_recoverable(src);
     for e in syntax {
@@ -39,10 +43,14 @@ pub(crate) fn parse(src: &str, base: &Path) -> Result<Config, ConfigErrors> {
         .into_iter()
         .filter_map(|t| listener(t, base, &mut errs))
         .collect();
+    let auth = root
+        .table("auth", &mut errs)
+        .map(|t| crate::auth::auth(t, base, env, &mut errs))
+        .unwrap_or_default();
     let routes: Vec<Route> = root
         .tables("route", &mut errs)
         .into_iter()
-        .filter_map(|t| route(t, base, &mut errs))
+        .filter_map(|t| route(t, base, &auth, &mut errs))
         .collect();
     let log = root
         .table("log", &mut errs)
@@ -61,6 +69,7 @@ pub(crate) fn parse(src: &str, base: &Path) -> Result<Config, ConfigErrors> {
         check_unique_paths(&routes, &mut errs);
         check_unique_binds(&listeners, &mut errs);
     }
+    check_auth_methods(&routes, &listeners, &mut errs);
     if !errs.is_empty() {
         return Err(errs.finish());
     }
@@ -69,6 +78,7 @@ pub(crate) fn parse(src: &str, base: &Path) -> Result<Config, ConfigErrors> {
         routes,
         log: log.unwrap_or_default(),
         shutdown: shutdown.unwrap_or_default(),
+        auth,
     })
 }
 
@@ -216,7 +226,12 @@ fn hosts(t: &mut Table<'_, '_>, errs: &mut Collector<'_>) -> Hosts {
     Hosts::Only(out)
 }
 
-fn route(mut t: Table<'_, '_>, base: &Path, errs: &mut Collector<'_>) -> Option<Route> {
+fn route(
+    mut t: Table<'_, '_>,
+    base: &Path,
+    auth_config: &crate::auth::AuthConfig,
+    errs: &mut Collector<'_>,
+) -> Option<Route> {
     let path = route_path(&mut t, errs);
     let hosts = hosts(&mut t, errs);
     let mode = match t.string("mode", errs) {
@@ -240,7 +255,23 @@ fn route(mut t: Table<'_, '_>, base: &Path, errs: &mut Collector<'_>) -> Option<
         .bool("allow_missing_origin", errs)
         .map(|b| b.value)
         .unwrap_or(false);
-    let auth = auth(&mut t, errs);
+    let auth = auth(&mut t, auth_config, errs);
+    let jwt_query_param = t.string("jwt_query_param", errs).and_then(|q| {
+        if is_token(q.value) {
+            Some(q.value.to_owned())
+        } else {
+            errs.push(
+                &q.path,
+                Some(q.at),
+                format!("`{}` is not a query parameter name", q.value),
+            );
+            None
+        }
+    });
+    let identity_headers = t
+        .table("identity_headers", errs)
+        .map(|h| identity_headers(h, errs))
+        .unwrap_or_default();
     let subprotocols = subprotocols(&mut t, errs);
     let limits = match t.table("limits", errs) {
         Some(l) => limits(l, errs),
@@ -259,6 +290,8 @@ fn route(mut t: Table<'_, '_>, base: &Path, errs: &mut Collector<'_>) -> Option<
         origins: origins?,
         allow_missing_origin,
         auth: auth?,
+        jwt_query_param,
+        identity_headers,
         subprotocols: subprotocols?,
         limits: limits?,
     })
@@ -359,17 +392,36 @@ fn origins(t: &mut Table<'_, '_>, errs: &mut Collector<'_>) -> Option<Vec<Origin
     ok.then_some(out)
 }
 
-fn auth(t: &mut Table<'_, '_>, errs: &mut Collector<'_>) -> Option<Auth> {
+fn auth(
+    t: &mut Table<'_, '_>,
+    config: &crate::auth::AuthConfig,
+    errs: &mut Collector<'_>,
+) -> Option<Auth> {
     let Some(items) = t.strings("auth", errs) else {
         let msg = "is required: name the methods, or write auth = \"none\" to run this route without authentication";
         errs.push(&t.path_of("auth"), Some(t.at()), msg);
         return None;
     };
-    let mut result = None;
-    for item in items {
+    let mut methods = Vec::new();
+    let mut none = false;
+    let mut ok = true;
+    for item in &items {
         match item.value {
-            "none" => result = Some(Auth::None),
-            "jwt" | "basic" | "forward" | "mtls" | "ticket" => {
+            "none" => none = true,
+            "jwt" | "basic" => {
+                let (method, configured) = match item.value {
+                    "jwt" => (AuthMethod::Jwt, config.jwt.is_some()),
+                    _ => (AuthMethod::Basic, config.basic.is_some()),
+                };
+                if !configured {
+                    ok = false;
+                    let msg = format!("`{0}` needs an [auth.{0}] table", item.value);
+                    errs.push(&item.path, Some(item.at), msg);
+                }
+                methods.push(method);
+            }
+            "forward" | "mtls" | "ticket" => {
+                ok = false;
                 let msg = format!(
                     "auth method `{}` is not implemented in this version of wsgate",
                     item.value
@@ -377,6 +429,7 @@ fn auth(t: &mut Table<'_, '_>, errs: &mut Collector<'_>) -> Option<Auth> {
                 errs.push(&item.path, Some(item.at), msg);
             }
             other => {
+                ok = false;
                 let msg = format!(
                     "`{other}` is not an auth method; write \"none\", or one of jwt, basic, forward, mtls, ticket"
                 );
@@ -384,7 +437,75 @@ fn auth(t: &mut Table<'_, '_>, errs: &mut Collector<'_>) -> Option<Auth> {
             }
         }
     }
-    result
+    if none && !methods.is_empty() {
+        let at = items.first().map(|i| i.at);
+        errs.push(
+            &t.path_of("auth"),
+            at,
+            "\"none\" cannot be combined with other methods",
+        );
+        return None;
+    }
+    match (ok, none) {
+        (false, _) => None,
+        (true, true) => Some(Auth::None),
+        (true, false) if methods.is_empty() => None,
+        (true, false) => Some(Auth::Any(methods)),
+    }
+}
+
+fn identity_headers(mut t: Table<'_, '_>, errs: &mut Collector<'_>) -> IdentityHeaders {
+    let mut out = IdentityHeaders::default();
+    for (key, slot) in [("user", &mut out.user), ("method", &mut out.method)] {
+        if let Some(h) = t.string(key, errs) {
+            let lower = h.value.to_ascii_lowercase();
+            let reserved = lower.starts_with("sec-")
+                || [
+                    "host",
+                    "cookie",
+                    "authorization",
+                    "origin",
+                    "connection",
+                    "upgrade",
+                ]
+                .contains(&lower.as_str());
+            if !is_token(h.value) || reserved {
+                errs.push(&h.path, Some(h.at), format!("`{}` cannot carry an identity: use a header name of your own, e.g. X-Wsgate-User", h.value));
+            } else {
+                *slot = Some(lower);
+            }
+        }
+    }
+    t.finish(errs, &["client_cert"]);
+    out
+}
+
+/// Each method a route names needs its `[auth.*]` table; Basic credentials
+/// travel in clear on a cleartext listener, so that needs loopback.
+fn check_auth_methods(routes: &[Route], listeners: &[Listener], errs: &mut Collector<'_>) {
+    for (i, r) in routes.iter().enumerate() {
+        let Auth::Any(methods) = &r.auth else {
+            continue;
+        };
+        if r.jwt_query_param.is_some() && !methods.contains(&AuthMethod::Jwt) {
+            errs.push(
+                &format!("route[{i}].jwt_query_param"),
+                None,
+                "only means something with auth = [\"jwt\", ...]",
+            );
+        }
+        if methods.contains(&AuthMethod::Basic) {
+            for (j, l) in listeners.iter().enumerate() {
+                if l.tls.is_none() && !l.bind.ip().is_loopback() {
+                    let msg = format!(
+                        "route[{i}] takes Basic credentials, which listener[{j}] ({}) would carry in clear; give it TLS",
+                        l.bind
+                    );
+                    errs.push(&format!("listener[{j}]"), None, msg);
+                }
+            }
+        }
+    }
 }
 
 fn subprotocols(t: &mut Table<'_, '_>, errs: &mut Collector<'_>) -> Option<Vec<String>> {

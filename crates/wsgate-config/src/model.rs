@@ -49,6 +49,8 @@ pub struct Config {
     pub log: Log,
     /// Graceful shutdown.
     pub shutdown: Shutdown,
+    /// Authentication methods.
+    pub auth: crate::auth::AuthConfig,
 }
 
 /// One `[[listener]]`.
@@ -105,6 +107,37 @@ pub enum Mode {
 pub enum Auth {
     /// Written out as `auth = "none"`: no authentication.
     None,
+    /// Any one of these methods is enough.
+    Any(Vec<AuthMethod>),
+}
+
+/// One way to authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// A JWT, per `[auth.jwt]`.
+    Jwt,
+    /// HTTP Basic, per `[auth.basic]`.
+    Basic,
+}
+
+impl AuthMethod {
+    /// The name used in config and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            AuthMethod::Jwt => "jwt",
+            AuthMethod::Basic => "basic",
+        }
+    }
+}
+
+/// Headers the gateway sets for the upstream from what it verified; client
+/// copies of them are always removed first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IdentityHeaders {
+    /// Carries the verified user name.
+    pub user: Option<String>,
+    /// Carries the method that verified it (`jwt`, `basic`, `none`).
+    pub method: Option<String>,
 }
 
 /// One `[[route]]`.
@@ -124,6 +157,10 @@ pub struct Route {
     pub allow_missing_origin: bool,
     /// Authentication.
     pub auth: Auth,
+    /// A query parameter a JWT may come in (opt-in: URLs end up in logs).
+    pub jwt_query_param: Option<String>,
+    /// Identity headers for the upstream.
+    pub identity_headers: IdentityHeaders,
     /// Subprotocols a client may negotiate; others it offers are not passed on.
     pub subprotocols: Vec<String>,
     /// Limits.

@@ -40,6 +40,12 @@ pub struct AuditEvent {
     /// `Origin`, as sent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub origin: Option<String>,
+    /// The verified user, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// How the user was verified: `jwt`, `basic`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<&'static str>,
     /// Handshakes: `admitted` or `refused`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub decision: Option<&'static str>,
@@ -89,6 +95,8 @@ impl AuditEvent {
             path: None,
             host: None,
             origin: None,
+            user: None,
+            auth: None,
             decision: None,
             reason: None,
             enforced: true,

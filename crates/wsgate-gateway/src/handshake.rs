@@ -54,9 +54,14 @@ pub(crate) async fn handle(
     let state = &conn.state;
     let response = match decide(&conn, &parts).await {
         Err((reason, route, detail)) => {
-            ev.route = route.map(|i| state.router.routes()[i].path.clone());
+            let route = route.map(|i| &state.router.routes()[i]);
+            ev.route = route.map(|r| r.path.clone());
             finish(&mut ev, started, "refused", reason, true, detail);
-            crate::respond::refusal(reason)
+            let mut response = crate::respond::refusal(reason);
+            if let Some(r) = route {
+                crate::respond::challenge(&mut response, reason, r, &state.auth);
+            }
+            response
         }
         Ok((admitted, hs_key, connected)) => {
             ev.route = Some(admitted.route().path.clone());
@@ -65,6 +70,8 @@ pub(crate) async fn handle(
                 None => (None, None),
             };
             ev.decision = Some("admitted");
+            ev.user = admitted.identity().map(|i| i.user.clone());
+            ev.auth = admitted.identity().map(|i| i.method.name());
             ev.reason = reason.map(Reason::code);
             ev.enforced = reason.is_none();
             ev.status = Some(101);
@@ -104,13 +111,17 @@ async fn decide(
         })?;
     let request = wsgate_policy::Request {
         path,
+        query: parts.uri.query(),
+        headers: &parts.headers,
         host: &hs.host,
         origin: hs.origin.as_deref(),
         protocols: &hs.protocols,
     };
     let hosts = &state.listeners[conn.listener].config.hosts;
-    let admitted =
-        admit(hosts, &state.router, &request).map_err(|r| (r.reason, r.route, Some(r.detail)))?;
+    let refused = |r: wsgate_policy::Refused| (r.reason, r.route, Some(r.detail));
+    let checked = admit(hosts, &state.router, &state.auth, &request).map_err(refused)?;
+    let outcome = state.verifiers.verify(&checked).await;
+    let admitted = checked.finish(outcome).map_err(refused)?;
     let client = ClientSide {
         path_and_query: parts.uri.path_and_query().map_or(path, |p| p.as_str()),
         headers: &parts.headers,
@@ -145,13 +156,9 @@ fn spawn_relay(
         let summary = match on_upgrade.await {
             Ok(upgraded) => {
                 let limits = &admitted.route().limits;
-                relay::relay(
-                    TokioIo::new(upgraded),
-                    connected.io,
-                    limits,
-                    &state.shutdown,
-                )
-                .await
+                let session_end = session_end(&admitted, &state);
+                let client = TokioIo::new(upgraded);
+                relay::relay(client, connected.io, limits, session_end, &state.shutdown).await
             }
             Err(_) => relay::Summary {
                 outcome: relay::Outcome::ClientGone,
@@ -174,6 +181,15 @@ fn spawn_relay(
         ev.detail = summary.detail;
         state.audit.write(ev);
     });
+}
+
+/// When the credential that admitted a connection stops covering it.
+fn session_end(admitted: &Admitted, state: &State) -> Option<Instant> {
+    let expires = admitted.identity()?.expires?;
+    let left = expires
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    Some(Instant::now() + left + state.auth.session_grace)
 }
 
 fn finish(

@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! listen     TCP accept, TLS, request head (timeouts, size limits)
-//! handshake  RFC 6455 checks -> admission (wsgate-policy) -> upstream -> 101
+//! handshake  RFC 6455 checks -> admission (wsgate-policy) -> credentials
+//!            (auth) -> upstream -> 101
 //! upstream   connect, handshake, verify the upstream's 101
 //! relay      both directions, frame by frame (pump, sink), timers, closing
 //! ```
@@ -16,6 +17,7 @@
 //! answered a correct 101.
 
 pub mod audit;
+mod auth;
 mod handshake;
 mod listen;
 mod pump;

@@ -98,6 +98,7 @@ pub async fn relay<C, U>(
     client: C,
     upstream: U,
     limits: &Limits,
+    session_end: Option<Instant>,
     shutdown: &CancellationToken,
 ) -> Summary
 where
@@ -134,7 +135,7 @@ where
         upstream: &upstream_sink,
     };
     let mut st = Closing::default();
-    let mut timers = Timers::new(limits, activity.start());
+    let mut timers = Timers::new(limits, activity.start(), session_end);
     while !st.done() {
         let wake = st.deadline.unwrap_or_else(|| timers.next(&activity));
         tokio::select! {
@@ -350,17 +351,20 @@ struct Timers {
     idle: Option<Duration>,
     ping: Option<Duration>,
     lifetime_end: Option<Instant>,
+    /// When the credential that admitted the connection has expired (plus grace).
+    session_end: Option<Instant>,
     next_ping: Option<Instant>,
     /// When the outstanding ping went out, on the [`Activity::now_ms`] clock.
     ping_sent_ms: Option<u64>,
 }
 
 impl Timers {
-    fn new(limits: &Limits, start: Instant) -> Self {
+    fn new(limits: &Limits, start: Instant, session_end: Option<Instant>) -> Self {
         Timers {
             idle: limits.idle_timeout,
             ping: limits.ping_interval,
             lifetime_end: limits.max_lifetime.map(|d| start + d),
+            session_end,
             next_ping: limits.ping_interval.map(|d| start + d),
             ping_sent_ms: None,
         }
@@ -368,12 +372,17 @@ impl Timers {
 
     fn next(&self, activity: &Activity) -> Instant {
         let idle_end = self.idle.map(|d| activity.last_data() + d);
-        [idle_end, self.lifetime_end, self.next_ping]
-            .into_iter()
-            .flatten()
-            .min()
-            // Nothing to wait for: wake rarely, just to re-check.
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
+        [
+            idle_end,
+            self.lifetime_end,
+            self.session_end,
+            self.next_ping,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        // Nothing to wait for: wake rarely, just to re-check.
+        .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
     }
 
     /// Acts on whatever is due; returns a reason when the connection must close.
@@ -382,6 +391,9 @@ impl Timers {
         C: AsyncWrite + Unpin,
     {
         let now = Instant::now();
+        if self.session_end.is_some_and(|end| now >= end) {
+            return Some(Reason::SessionExpired);
+        }
         if self.lifetime_end.is_some_and(|end| now >= end) {
             return Some(Reason::LifetimeExceeded);
         }

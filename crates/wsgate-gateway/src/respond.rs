@@ -36,6 +36,42 @@ pub(crate) fn refusal(reason: Reason) -> Response<Full<Bytes>> {
     response
 }
 
+/// Adds `WWW-Authenticate` to a 401: one challenge per method the route
+/// accepts (RFC 9110 section 11.6.1; RFC 6750 section 3 for Bearer).
+pub(crate) fn challenge(
+    response: &mut Response<Full<Bytes>>,
+    reason: Reason,
+    route: &wsgate_config::Route,
+    auth: &wsgate_config::auth::AuthConfig,
+) {
+    let wsgate_config::Auth::Any(methods) = &route.auth else {
+        return;
+    };
+    if !matches!(
+        reason,
+        Reason::AuthMissing | Reason::AuthInvalid | Reason::AuthExpired
+    ) {
+        return;
+    }
+    for m in methods {
+        let value = match m {
+            wsgate_config::AuthMethod::Jwt if reason == Reason::AuthMissing => {
+                "Bearer realm=\"wsgate\"".to_owned()
+            }
+            wsgate_config::AuthMethod::Jwt => {
+                "Bearer realm=\"wsgate\", error=\"invalid_token\"".to_owned()
+            }
+            wsgate_config::AuthMethod::Basic => {
+                let realm = auth.basic.as_ref().map_or("wsgate", |b| b.realm.as_str());
+                format!("Basic realm=\"{realm}\", charset=\"UTF-8\"")
+            }
+        };
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            response.headers_mut().append(header::WWW_AUTHENTICATE, v);
+        }
+    }
+}
+
 /// The 101 that completes an admitted handshake.
 pub(crate) fn switching(accept: &str, protocol: Option<&str>) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::new()));

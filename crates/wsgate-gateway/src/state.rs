@@ -30,6 +30,8 @@ pub(crate) struct State {
     /// Per route, in config order: the TLS client config of a wss:// upstream.
     pub(crate) upstream_tls: Vec<Option<Arc<ClientConfig>>>,
     pub(crate) audit: AuditLog,
+    pub(crate) auth: wsgate_config::auth::AuthConfig,
+    pub(crate) verifiers: crate::auth::Verifiers,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: TaskTracker,
     pub(crate) grace: std::time::Duration,
@@ -47,6 +49,7 @@ impl State {
     pub(crate) fn prepare(config: Config, audit: AuditLog) -> Result<Prepared, Vec<String>> {
         let mut errors = Vec::new();
         let mut notes = Vec::new();
+        let verifiers = crate::auth::Verifiers::new(&config, &mut errors);
         let mut listeners = Vec::new();
         for (i, l) in config.listeners.into_iter().enumerate() {
             let tls = match &l.tls {
@@ -73,6 +76,13 @@ impl State {
                 local,
             });
         }
+        for (i, r) in config.routes.iter().enumerate() {
+            if let Some(param) = &r.jwt_query_param {
+                notes.push(format!(
+                    "route[{i}] accepts JWTs in the query parameter `{param}`: URLs end up in browser history and in the logs of every proxy on the way; wsgate's own log omits query strings"
+                ));
+            }
+        }
         let mut upstream_tls = Vec::new();
         for (i, r) in config.routes.iter().enumerate() {
             if !r.upstream.tls {
@@ -95,6 +105,8 @@ impl State {
             listeners,
             upstream_tls,
             audit,
+            auth: config.auth,
+            verifiers,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             grace: config.shutdown.grace,

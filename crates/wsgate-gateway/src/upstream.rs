@@ -68,7 +68,8 @@ pub(crate) async fn connect(
     let exchange = async {
         let stream = open(up, tls).await?;
         let key = handshake::new_key(rand::random());
-        let request = build_request(up, &route.path, client, &key, admitted.protocols())?;
+        let mut request = build_request(up, &route.path, client, &key, admitted.protocols())?;
+        identity_headers(&mut request, admitted);
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(async move {
@@ -193,6 +194,32 @@ fn build_request(
         headers.insert("x-forwarded-host", h.clone());
     }
     Ok(req)
+}
+
+/// Removes every client-sent copy of the route's identity headers, then sets
+/// them from what the gateway verified.
+fn identity_headers(request: &mut Request<Empty<Bytes>>, admitted: &Admitted) {
+    let names = &admitted.route().identity_headers;
+    let identity = admitted.identity();
+    let values = [
+        (&names.user, identity.map(|i| i.user.clone())),
+        (
+            &names.method,
+            Some(identity.map_or("none", |i| i.method.name()).to_owned()),
+        ),
+    ];
+    for (name, value) in values {
+        let Some(name) = name
+            .as_ref()
+            .and_then(|n| http::HeaderName::from_bytes(n.as_bytes()).ok())
+        else {
+            continue;
+        };
+        request.headers_mut().remove(&name);
+        if let Some(v) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
+            request.headers_mut().insert(name, v);
+        }
+    }
 }
 
 fn default_port(tls: bool) -> u16 {

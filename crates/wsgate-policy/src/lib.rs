@@ -5,16 +5,23 @@
 //! - [`route`]: which route a request path selects.
 //! - [`admit`]: the admission decision for a handshake, in DESIGN.md's order
 //!   (route, host, origin, credentials, limits), decided once before any 101.
-//!   Its result, [`Admitted`], can only be made here, and the gateway's
-//!   upstream stage takes nothing else: a connection cannot reach an
-//!   upstream without passing every check.
+//!   [`admit()`] runs the checks that need nothing but the request and yields
+//!   a [`Checked`] naming the credentials to verify; [`Checked::finish`]
+//!   takes the verification's outcome, applies the cross-site credentials
+//!   rule, and yields an [`Admitted`]. Only `finish` makes one, and the
+//!   gateway's upstream stage takes nothing else: a connection cannot reach
+//!   an upstream without passing every check.
+//! - [`credentials`]: what a request presents, and which of it is ambient.
+//! - [`verify`]: JWT and Basic verification, with the clock passed in.
 //!
 //! A Rust WebSocket server can embed this crate to make the same decisions.
 
 pub mod admit;
+pub mod credentials;
 pub mod reason;
 pub mod route;
+pub mod verify;
 
-pub use admit::{Admitted, Refused, Request, admit};
+pub use admit::{Admitted, Checked, Refused, Request, Verified, admit};
 pub use reason::{Reason, Response};
 pub use route::Router;

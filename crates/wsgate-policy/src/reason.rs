@@ -23,6 +23,15 @@ pub enum Reason {
     OriginNotAllowed,
     /// `Host` is not on the listener's or route's allow-list.
     HostNotAllowed,
+    /// The route needs credentials and none it accepts were presented.
+    AuthMissing,
+    /// Credentials were presented and are not valid.
+    AuthInvalid,
+    /// Credentials were valid once and have expired.
+    AuthExpired,
+    /// Ambient credentials (cookie, Basic) on a handshake whose origin is not
+    /// a listed origin: the cross-site WebSocket hijacking pattern.
+    CrossSiteCredentials,
     /// The upstream could not be reached or did not answer a correct 101.
     UpstreamUnavailable,
     /// The client did not finish TLS and its request head in time.
@@ -42,6 +51,8 @@ pub enum Reason {
     LifetimeExceeded,
     /// The gateway is stopping.
     ShuttingDown,
+    /// The credential that admitted the connection expired (after the grace).
+    SessionExpired,
     /// The upstream broke the framing rules.
     UpstreamError,
     /// The upstream closed its connection without a close frame.
@@ -82,6 +93,10 @@ impl Reason {
             OriginMissing => ("origin_missing", Http(403)),
             OriginNotAllowed => ("origin_not_allowed", Http(403)),
             HostNotAllowed => ("host_not_allowed", Http(421)),
+            AuthMissing => ("auth_missing", Http(401)),
+            AuthInvalid => ("auth_invalid", Http(401)),
+            AuthExpired => ("auth_expired", Http(401)),
+            CrossSiteCredentials => ("cross_site_credentials", Http(403)),
             UpstreamUnavailable => ("upstream_unavailable", Http(502)),
             HandshakeTimeout => ("handshake_timeout", Drop),
             ProtocolError => ("protocol_error", Close(1002)),
@@ -91,6 +106,7 @@ impl Reason {
             PongTimeout => ("pong_timeout", Close(1001)),
             LifetimeExceeded => ("lifetime_exceeded", Close(1001)),
             ShuttingDown => ("shutting_down", Close(1001)),
+            SessionExpired => ("session_expired", Close(1008)),
             // 1014 ("bad gateway") is not accepted by every client library
             // (tungstenite refuses it), so upstream failures close with 1011.
             UpstreamError => ("upstream_error", Close(1011)),

@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use wsgate_policy::{Reason, Request, Router, admit};
+use wsgate_policy::verify::{AuthFailure, Identity};
+use wsgate_policy::{Reason, Request, Router, Verified, admit};
 
 fn router(extra: &str) -> (wsgate_config::Config, Router) {
     let src = format!(
@@ -39,13 +40,17 @@ fn decide(
 ) -> Result<Option<Reason>, Reason> {
     let (config, router) = router(extra);
     let protocols = ["chat.v2".to_string(), "chat.v1".to_string()];
+    let headers = http::HeaderMap::new();
     let req = Request {
         path,
+        query: None,
         host,
         origin,
         protocols: &protocols,
+        headers: &headers,
     };
-    admit(&config.listeners[0].hosts, &router, &req)
+    admit(&config.listeners[0].hosts, &router, &config.auth, &req)
+        .and_then(|checked| checked.finish(Err(AuthFailure::Missing)))
         .map(|a| {
             if path.starts_with("/chat") {
                 assert_eq!(a.protocols(), ["chat.v1"]);
@@ -118,4 +123,119 @@ fn report_mode_admits_and_records_the_refusal() {
         decide(extra, "/chat", "127.0.0.1", Some("https://app.example.com")),
         Ok(None)
     );
+}
+
+/// The cross-site credentials rule, decided on verified credentials.
+mod cross_site {
+    use super::*;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    fn config(extra: &str) -> wsgate_config::Config {
+        let src = format!(
+            r#"
+[[listener]]
+bind = "127.0.0.1:0"
+
+[auth.jwt]
+hs256_secret_env = "S"
+algorithms = ["HS256"]
+from = ["header", "cookie:session"]
+
+[[route]]
+path = "/"
+upstream = "ws://127.0.0.1:9/"
+origins = ["https://app.example.com", "null"]
+allow_missing_origin = true
+auth = "jwt"
+{extra}
+"#
+        );
+        wsgate_config::parse_with_env(&src, Path::new("."), &|_| Some(SECRET.into())).unwrap()
+    }
+
+    /// Admits with the first presented credential verified as `alice`.
+    fn decide(origin: Option<&str>, header: (&str, &str)) -> Result<Option<Reason>, Reason> {
+        let config = config("");
+        let router = Router::new(config.routes.clone());
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::HeaderName::from_bytes(header.0.as_bytes()).unwrap(),
+            header.1.parse().unwrap(),
+        );
+        let req = Request {
+            path: "/",
+            query: None,
+            host: "127.0.0.1",
+            origin,
+            protocols: &[],
+            headers: &headers,
+        };
+        let checked =
+            admit(&config.listeners[0].hosts, &router, &config.auth, &req).map_err(|r| r.reason)?;
+        assert_eq!(checked.credentials().len(), 1, "{checked:?}");
+        let identity = Identity {
+            user: "alice".into(),
+            method: wsgate_config::AuthMethod::Jwt,
+            expires: None,
+        };
+        checked
+            .finish(Ok(Verified {
+                identity,
+                credential: 0,
+            }))
+            .map(|a| {
+                assert_eq!(a.identity().map(|i| i.user.as_str()), Some("alice"));
+                a.report().map(|r| r.reason)
+            })
+            .map_err(|r| r.reason)
+    }
+
+    #[test]
+    fn a_cookie_is_ambient_and_needs_a_listed_origin() {
+        let cookie = ("cookie", "session=t");
+        assert_eq!(decide(Some("https://app.example.com"), cookie), Ok(None));
+        assert_eq!(decide(None, cookie), Err(Reason::CrossSiteCredentials));
+        // `null` may be listed for token clients; with a cookie it is still refused.
+        assert_eq!(
+            decide(Some("null"), cookie),
+            Err(Reason::CrossSiteCredentials)
+        );
+    }
+
+    #[test]
+    fn a_header_token_is_not_ambient() {
+        let bearer = ("authorization", "Bearer t");
+        assert_eq!(decide(Some("https://app.example.com"), bearer), Ok(None));
+        assert_eq!(decide(None, bearer), Ok(None));
+        assert_eq!(decide(Some("null"), bearer), Ok(None));
+    }
+
+    #[test]
+    fn a_credential_index_that_was_not_presented_is_refused() {
+        let config = config("");
+        let router = Router::new(config.routes.clone());
+        let headers = http::HeaderMap::new();
+        let req = Request {
+            path: "/",
+            query: None,
+            host: "127.0.0.1",
+            origin: None,
+            protocols: &[],
+            headers: &headers,
+        };
+        let checked = admit(&config.listeners[0].hosts, &router, &config.auth, &req).unwrap();
+        let identity = Identity {
+            user: "mallory".into(),
+            method: wsgate_config::AuthMethod::Jwt,
+            expires: None,
+        };
+        let refused = checked
+            .finish(Ok(Verified {
+                identity,
+                credential: 3,
+            }))
+            .unwrap_err();
+        assert_eq!(refused.reason, Reason::AuthInvalid);
+    }
 }

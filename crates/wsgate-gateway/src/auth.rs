@@ -1,0 +1,103 @@
+//! The credentials stage, between the request checks and the upstream: it
+//! verifies what [`Checked::credentials`] names and hands the outcome back to
+//! policy. JWTs verify inline (microseconds); Basic passwords verify on the
+//! blocking pool, a few at a time, since bcrypt and argon2 are slow on
+//! purpose and a flood of guesses must not starve the relay's threads.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::sync::Semaphore;
+use wsgate_config::Config;
+use wsgate_config::auth::JwtKeys;
+use wsgate_policy::credentials::Credential;
+use wsgate_policy::verify::{AuthFailure, BasicVerifier, Identity, JwtVerifier};
+use wsgate_policy::{Checked, Verified};
+
+/// Password hashes verified at once; more wait. Two cores' worth, doubled.
+const BASIC_CONCURRENCY: usize = 4;
+
+/// The verifiers a config asks for.
+pub(crate) struct Verifiers {
+    jwt: Option<JwtVerifier>,
+    basic: Option<Arc<BasicVerifier>>,
+    basic_permits: Semaphore,
+}
+
+impl Verifiers {
+    /// Builds them, reading the JWKS file; every problem is reported.
+    pub(crate) fn new(config: &Config, errors: &mut Vec<String>) -> Verifiers {
+        let jwt = config.auth.jwt.as_ref().and_then(|j| {
+            let jwks = match &j.keys {
+                JwtKeys::JwksFile(path) => match std::fs::read_to_string(path) {
+                    Ok(text) => Some(text),
+                    Err(e) => {
+                        errors.push(format!(
+                            "auth.jwt.keys: cannot read {}: {e}",
+                            path.display()
+                        ));
+                        return None;
+                    }
+                },
+                JwtKeys::Secret { .. } => None,
+            };
+            JwtVerifier::new(j, jwks.as_deref())
+                .map_err(|e| errors.push(format!("auth.jwt.keys: {e}")))
+                .ok()
+        });
+        let basic = config.auth.basic.as_ref().and_then(|b| {
+            BasicVerifier::new(b)
+                .map(Arc::new)
+                .map_err(|e| errors.push(format!("auth.basic: {e}")))
+                .ok()
+        });
+        Verifiers {
+            jwt,
+            basic,
+            basic_permits: Semaphore::new(BASIC_CONCURRENCY),
+        }
+    }
+
+    /// Verifies the presented credentials in order; the first that proves an
+    /// identity wins, else the first failure is the answer.
+    pub(crate) async fn verify(&self, checked: &Checked) -> Result<Verified, AuthFailure> {
+        let mut first_failure = None;
+        for (i, credential) in checked.credentials().iter().enumerate() {
+            match self.one(credential).await {
+                Ok(identity) => {
+                    return Ok(Verified {
+                        identity,
+                        credential: i,
+                    });
+                }
+                Err(e) => {
+                    first_failure.get_or_insert(e);
+                }
+            }
+        }
+        Err(first_failure.unwrap_or(AuthFailure::Missing))
+    }
+
+    async fn one(&self, credential: &Credential) -> Result<Identity, AuthFailure> {
+        let unavailable = || AuthFailure::Invalid("method not configured".into());
+        match credential {
+            Credential::Bearer { token, .. } => self
+                .jwt
+                .as_ref()
+                .ok_or_else(unavailable)?
+                .verify(token, SystemTime::now()),
+            Credential::Basic { user, password } => {
+                let verifier = Arc::clone(self.basic.as_ref().ok_or_else(unavailable)?);
+                let _permit = self
+                    .basic_permits
+                    .acquire()
+                    .await
+                    .map_err(|_| unavailable())?;
+                let (user, password) = (user.clone(), password.clone());
+                tokio::task::spawn_blocking(move || verifier.verify(&user, &password))
+                    .await
+                    .unwrap_or_else(|_| Err(AuthFailure::Invalid("verification failed".into())))
+            }
+        }
+    }
+}

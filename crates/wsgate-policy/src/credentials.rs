@@ -1,0 +1,205 @@
+//! What a handshake presents as credentials, and which of it is ambient.
+//!
+//! Ambient credentials are the ones a browser attaches by itself to a
+//! handshake that a hostile page starts: cookies and cached HTTP Basic
+//! credentials (and, later, TLS client certificates). A token in the
+//! `Authorization` header, in a subprotocol entry or in the query is put
+//! there by the page's own script, which a foreign page does not have.
+
+use http::{HeaderMap, header};
+use wsgate_config::auth::{AuthConfig, TokenSource};
+use wsgate_config::{Auth, AuthMethod, Route};
+
+/// The subprotocol prefix that carries a bearer token (`bearer.<jwt>`).
+pub const BEARER_PROTOCOL_PREFIX: &str = "bearer.";
+
+/// Where a credential was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// `Authorization: Bearer`.
+    Header,
+    /// A cookie, by name.
+    Cookie(String),
+    /// A `bearer.<token>` subprotocol entry.
+    Subprotocol,
+    /// A query parameter, by name.
+    Query(String),
+    /// `Authorization: Basic`.
+    Basic,
+}
+
+/// One credential to verify.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// A JWT.
+    Bearer {
+        /// The token.
+        token: String,
+        /// Where it came from.
+        source: Source,
+    },
+    /// HTTP Basic.
+    Basic {
+        /// User name.
+        user: String,
+        /// Password.
+        password: String,
+    },
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the secret: this type reaches logs through `Debug` all too easily.
+        match self {
+            Credential::Bearer { source, .. } => write!(f, "Bearer(from {source:?})"),
+            Credential::Basic { user, .. } => write!(f, "Basic({user})"),
+        }
+    }
+}
+
+impl Credential {
+    /// Whether a browser would attach it to a cross-site handshake by itself.
+    pub fn is_ambient(&self) -> bool {
+        matches!(
+            self,
+            Credential::Basic { .. }
+                | Credential::Bearer {
+                    source: Source::Cookie(_),
+                    ..
+                }
+        )
+    }
+
+    /// The method that verifies it.
+    pub fn method(&self) -> AuthMethod {
+        match self {
+            Credential::Bearer { .. } => AuthMethod::Jwt,
+            Credential::Basic { .. } => AuthMethod::Basic,
+        }
+    }
+}
+
+/// The credentials a route's methods look for, non-ambient ones first so a
+/// valid header token is not shadowed by a stale cookie.
+pub fn presented(
+    route: &Route,
+    auth: &AuthConfig,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    protocols: &[String],
+) -> Vec<Credential> {
+    let Auth::Any(methods) = &route.auth else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    if methods.contains(&AuthMethod::Jwt)
+        && let Some(jwt) = &auth.jwt
+    {
+        for source in &jwt.from {
+            match source {
+                TokenSource::Header => out.extend(bearer_header(headers)),
+                TokenSource::Subprotocol => out.extend(protocols.iter().filter_map(|p| {
+                    let token = p.strip_prefix(BEARER_PROTOCOL_PREFIX)?;
+                    Some(Credential::Bearer {
+                        token: token.to_owned(),
+                        source: Source::Subprotocol,
+                    })
+                })),
+                TokenSource::Cookie(name) => {
+                    out.extend(cookie(headers, name).map(|token| Credential::Bearer {
+                        token,
+                        source: Source::Cookie(name.clone()),
+                    }))
+                }
+            }
+        }
+        if let (Some(param), Some(q)) = (&route.jwt_query_param, query) {
+            out.extend(query_param(q, param).map(|token| Credential::Bearer {
+                token,
+                source: Source::Query(param.clone()),
+            }));
+        }
+    }
+    if methods.contains(&AuthMethod::Basic) {
+        out.extend(basic(headers));
+    }
+    out.sort_by_key(Credential::is_ambient);
+    out
+}
+
+fn authorization<'h>(headers: &'h HeaderMap, scheme: &str) -> impl Iterator<Item = &'h str> {
+    headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .filter_map(move |v| {
+            let v = v.to_str().ok()?;
+            let (s, rest) = v.split_once(' ')?;
+            s.eq_ignore_ascii_case(scheme).then_some(rest.trim())
+        })
+}
+
+fn bearer_header(headers: &HeaderMap) -> Vec<Credential> {
+    authorization(headers, "bearer")
+        .map(|t| Credential::Bearer {
+            token: t.to_owned(),
+            source: Source::Header,
+        })
+        .collect()
+}
+
+fn basic(headers: &HeaderMap) -> Vec<Credential> {
+    use base64::Engine as _;
+    authorization(headers, "basic")
+        .filter_map(|b64| {
+            let raw = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+            let text = String::from_utf8(raw).ok()?;
+            let (user, password) = text.split_once(':')?;
+            Some(Credential::Basic {
+                user: user.to_owned(),
+                password: password.to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// The value of cookie `name`, from every `Cookie` header.
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"').to_owned())
+}
+
+fn query_param(query: &str, name: &str) -> Option<String> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_and_queries() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            "a=1; session=tok.en; b=2"
+                .parse()
+                .unwrap_or_else(|_| unreachable!()),
+        );
+        assert_eq!(cookie(&h, "session").as_deref(), Some("tok.en"));
+        assert_eq!(cookie(&h, "sess"), None);
+        assert_eq!(
+            query_param("x=1&access_token=abc", "access_token").as_deref(),
+            Some("abc")
+        );
+    }
+}

@@ -1,0 +1,234 @@
+//! Verifying credentials: pure computation, the clock passed in.
+//!
+//! JWTs: signature and algorithm by jsonwebtoken, against the configured
+//! algorithms only (never `none`; HS and RS/ES keys never mixed), with `iss`
+//! and `aud` when configured. `exp` is required and, like `nbf`, checked
+//! here against the caller's clock with the configured leeway; both must be
+//! numbers (a mistyped claim once skipped validation, CVE-2026-25537).
+//!
+//! Basic: bcrypt or argon2 verification, which is slow by design: callers run
+//! it off the async threads. An unknown user costs the same as a wrong
+//! password, so timing does not reveal which users exist.
+
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::{Map, Value};
+use wsgate_config::AuthMethod;
+use wsgate_config::auth::{BasicConfig, JwtConfig, JwtKeys};
+
+/// Who a credential proved the client to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// User name.
+    pub user: String,
+    /// How it was proved.
+    pub method: AuthMethod,
+    /// When the credential stops being valid, if it does.
+    pub expires: Option<SystemTime>,
+}
+
+/// Why authentication did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// Nothing the route accepts was presented.
+    Missing,
+    /// Presented but not valid; the detail is for the log.
+    Invalid(String),
+    /// Valid once, expired now.
+    Expired,
+}
+
+/// Verifies JWTs for `[auth.jwt]`.
+pub struct JwtVerifier {
+    keys: Vec<(Option<String>, DecodingKey)>,
+    algorithms: Vec<Algorithm>,
+    issuer: Option<String>,
+    audience: Option<String>,
+    user_claim: String,
+    leeway: Duration,
+}
+
+impl JwtVerifier {
+    /// Builds a verifier; `jwks` is the text of the JWKS file when the keys come from one.
+    pub fn new(config: &JwtConfig, jwks: Option<&str>) -> Result<JwtVerifier, String> {
+        let keys = match (&config.keys, jwks) {
+            (JwtKeys::Secret { secret, .. }, _) => vec![(None, DecodingKey::from_secret(secret))],
+            (JwtKeys::JwksFile(path), Some(text)) => {
+                let set: jsonwebtoken::jwk::JwkSet = serde_json::from_str(text)
+                    .map_err(|e| format!("{}: not a JWKS document: {e}", path.display()))?;
+                let mut keys = Vec::new();
+                for (i, jwk) in set.keys.iter().enumerate() {
+                    let key = DecodingKey::from_jwk(jwk)
+                        .map_err(|e| format!("{}: key {i} is not usable: {e}", path.display()))?;
+                    keys.push((jwk.common.key_id.clone(), key));
+                }
+                if keys.is_empty() {
+                    return Err(format!("{} holds no keys", path.display()));
+                }
+                keys
+            }
+            (JwtKeys::JwksFile(path), None) => {
+                return Err(format!("{}: JWKS not loaded", path.display()));
+            }
+        };
+        let algorithms = config
+            .algorithms
+            .iter()
+            .map(|a| {
+                a.name()
+                    .parse::<Algorithm>()
+                    .map_err(|e| format!("{}: {e}", a.name()))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(JwtVerifier {
+            keys,
+            algorithms,
+            issuer: config.issuer.clone(),
+            audience: config.audience.clone(),
+            user_claim: config.user_claim.clone(),
+            leeway: config.leeway,
+        })
+    }
+
+    /// Verifies a token at time `now`.
+    pub fn verify(&self, token: &str, now: SystemTime) -> Result<Identity, AuthFailure> {
+        let invalid = |why: String| AuthFailure::Invalid(why);
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| invalid(format!("malformed token: {e}")))?;
+        if !self.algorithms.contains(&header.alg) {
+            return Err(invalid(format!(
+                "algorithm {:?} is not accepted",
+                header.alg
+            )));
+        }
+        let key = self.key(header.kid.as_deref())?;
+        let mut validation = Validation::new(header.alg);
+        validation.algorithms = vec![header.alg];
+        // exp and nbf are checked below against the caller's clock.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.required_spec_claims = HashSet::new();
+        validation.validate_aud = self.audience.is_some();
+        if let Some(aud) = &self.audience {
+            validation.set_audience(&[aud]);
+        }
+        if let Some(iss) = &self.issuer {
+            validation.set_issuer(&[iss]);
+        }
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, key, &validation)
+            .map_err(|e| invalid(format!("rejected: {e}")))?;
+        let claims = data.claims;
+        let expires =
+            numeric_date(&claims, "exp")?.ok_or_else(|| invalid("no exp claim".into()))?;
+        if now > expires + self.leeway {
+            return Err(AuthFailure::Expired);
+        }
+        if let Some(nbf) = numeric_date(&claims, "nbf")?
+            && now + self.leeway < nbf
+        {
+            return Err(invalid("not valid yet (nbf)".into()));
+        }
+        let user = claims
+            .get(&self.user_claim)
+            .and_then(Value::as_str)
+            .filter(|u| !u.is_empty())
+            .ok_or_else(|| {
+                invalid(format!(
+                    "no string claim {:?} to name the user",
+                    self.user_claim
+                ))
+            })?;
+        Ok(Identity {
+            user: user.to_owned(),
+            method: AuthMethod::Jwt,
+            expires: Some(expires),
+        })
+    }
+
+    fn key(&self, kid: Option<&str>) -> Result<&DecodingKey, AuthFailure> {
+        let found = match kid {
+            Some(kid) => self.keys.iter().find(|(k, _)| k.as_deref() == Some(kid)),
+            None if self.keys.len() == 1 => self.keys.first(),
+            None => None,
+        };
+        found
+            .map(|(_, key)| key)
+            .ok_or_else(|| AuthFailure::Invalid(format!("no key for kid {kid:?}")))
+    }
+}
+
+/// A NumericDate claim: absent, or a non-negative number of seconds.
+fn numeric_date(
+    claims: &Map<String, Value>,
+    name: &str,
+) -> Result<Option<SystemTime>, AuthFailure> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(v) => v
+            .as_f64()
+            .filter(|s| s.is_finite() && *s >= 0.0 && *s < 1e12)
+            .map(|s| Some(UNIX_EPOCH + Duration::from_secs_f64(s)))
+            .ok_or_else(|| {
+                AuthFailure::Invalid(format!("claim {name} is not a number of seconds"))
+            }),
+    }
+}
+
+/// Verifies HTTP Basic credentials against `[auth.basic]`.
+pub struct BasicVerifier {
+    users: Vec<(String, String)>,
+    /// Burned on unknown users, at the cost of the file's bcrypt hashes.
+    decoy: String,
+}
+
+impl BasicVerifier {
+    /// Builds a verifier (hashes one decoy password, at the file's bcrypt cost).
+    pub fn new(config: &BasicConfig) -> Result<BasicVerifier, String> {
+        let cost = config
+            .users
+            .iter()
+            .find_map(|u| {
+                u.hash
+                    .get(4..6)
+                    .filter(|_| u.hash.starts_with("$2"))
+                    .and_then(|c| c.parse().ok())
+            })
+            .unwrap_or(bcrypt::DEFAULT_COST);
+        let decoy = bcrypt::hash("wsgate decoy password", cost).map_err(|e| e.to_string())?;
+        let users = config
+            .users
+            .iter()
+            .map(|u| (u.user.clone(), u.hash.clone()))
+            .collect();
+        Ok(BasicVerifier { users, decoy })
+    }
+
+    /// Verifies a user and password. Slow by design: run it off the async threads.
+    pub fn verify(&self, user: &str, password: &str) -> Result<Identity, AuthFailure> {
+        let Some((_, hash)) = self.users.iter().find(|(u, _)| u == user) else {
+            let _ = bcrypt::verify(password, &self.decoy);
+            return Err(AuthFailure::Invalid(format!("unknown user {user:?}")));
+        };
+        let ok = if hash.starts_with("$argon2") {
+            use argon2::PasswordVerifier as _;
+            argon2::PasswordHash::new(hash).is_ok_and(|parsed| {
+                argon2::Argon2::default()
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok()
+            })
+        } else {
+            bcrypt::verify(password, hash).unwrap_or(false)
+        };
+        if ok {
+            Ok(Identity {
+                user: user.to_owned(),
+                method: AuthMethod::Basic,
+                expires: None,
+            })
+        } else {
+            Err(AuthFailure::Invalid(format!("wrong password for {user:?}")))
+        }
+    }
+}
