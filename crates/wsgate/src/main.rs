@@ -146,6 +146,9 @@ async fn run(prepared: wsgate_gateway::Prepared) -> anyhow::Result<()> {
     for note in &prepared.notes {
         tracing::warn!("{note}");
     }
+    // Registered before the listening line: from then on a SIGTERM always
+    // means a graceful stop, never the default action (kill).
+    let signals = Signals::register()?;
     let gateway = prepared.start().await?;
     for addr in gateway.local_addrs() {
         tracing::info!(%addr, "listening");
@@ -154,7 +157,7 @@ async fn run(prepared: wsgate_gateway::Prepared) -> anyhow::Result<()> {
     }
     let token = gateway.shutdown_token();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signals.wait().await;
         token.cancel();
         tracing::info!("shutting down: closing connections with 1001");
     });
@@ -173,18 +176,25 @@ fn say(line: &str) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        // Without signal handlers the gateway can still be stopped by SIGKILL.
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGTERM and SIGINT, both meaning: stop gracefully.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn register() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
     }
 }
