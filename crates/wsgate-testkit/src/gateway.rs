@@ -42,10 +42,25 @@ impl TestGateway {
 
     /// Like [`TestGateway::start`], resolving relative paths against `base`.
     pub async fn start_in(toml: &str, base: Option<&std::path::Path>) -> TestGateway {
+        Self::start_with_env(toml, base, &[]).await
+    }
+
+    /// Like [`TestGateway::start_in`], with environment variables from `env`
+    /// only (tests cannot safely change the process environment).
+    pub async fn start_with_env(
+        toml: &str,
+        base: Option<&std::path::Path>,
+        env: &[(&str, &str)],
+    ) -> TestGateway {
         let dir = tempfile::tempdir().expect("temp dir");
         let base = base.unwrap_or(dir.path());
-        let config =
-            wsgate_config::parse(toml, base).unwrap_or_else(|e| panic!("test config: {e}"));
+        let lookup = |name: &str| {
+            env.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        };
+        let config = wsgate_config::parse_with_env(toml, base, &lookup)
+            .unwrap_or_else(|e| panic!("test config: {e}"));
         let lines = Arc::new(Mutex::new(Vec::new()));
         let audit = AuditLog::new(Box::new(Lines(Arc::clone(&lines))));
         let events = audit.subscribe();

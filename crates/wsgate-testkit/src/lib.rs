@@ -7,6 +7,7 @@
 //!   library would send, and reads what comes back.
 //! - [`pki`]: a CA and certificates made in the test.
 //! - [`gateway`]: wsgate in-process on 127.0.0.1:0, with its audit events.
+//! - [`jwt`]: tokens signed in the test, with keys made in the test.
 //!
 //! Nothing here mocks the network: every test talks over real sockets.
 
@@ -15,6 +16,7 @@
 
 pub mod client;
 pub mod gateway;
+pub mod jwt;
 pub mod pki;
 pub mod upstream;
 
