@@ -27,6 +27,8 @@ pub struct AuthConfig {
     pub jwt: Option<JwtConfig>,
     /// `[auth.basic]`.
     pub basic: Option<BasicConfig>,
+    /// `[auth.mtls]`.
+    pub mtls: Option<MtlsConfig>,
     /// Grace after a credential's expiry before its connection is closed.
     pub session_grace: Duration,
 }
@@ -154,6 +156,24 @@ pub enum TokenSource {
     Subprotocol,
 }
 
+/// `[auth.mtls]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MtlsConfig {
+    /// Which part of the verified certificate names the user.
+    pub user_from: CertField,
+}
+
+/// A certificate field that can name a user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertField {
+    /// The first `rfc822Name` subject alternative name.
+    SanEmail,
+    /// The first `dNSName` subject alternative name.
+    SanDns,
+    /// The subject's common name.
+    Cn,
+}
+
 /// `[auth.basic]`.
 #[derive(Debug, Clone)]
 pub struct BasicConfig {
@@ -193,14 +213,38 @@ pub(crate) fn auth(
     };
     auth.jwt = t.table("jwt", errs).and_then(|j| jwt(j, base, env, errs));
     auth.basic = t.table("basic", errs).and_then(|b| basic(b, base, errs));
+    auth.mtls = t.table("mtls", errs).and_then(|m| mtls(m, errs));
     if let Some(g) = t
         .duration("session_grace", errs, false)
         .and_then(|g| g.value)
     {
         auth.session_grace = g;
     }
-    t.finish(errs, &["forward", "mtls", "ticket"]);
+    t.finish(errs, &["forward", "ticket"]);
     auth
+}
+
+fn mtls(mut t: Table<'_, '_>, errs: &mut Collector<'_>) -> Option<MtlsConfig> {
+    let user_from = match t.string("user_from", errs) {
+        None => Some(CertField::SanEmail),
+        Some(u) => match u.value {
+            "san_email" => Some(CertField::SanEmail),
+            "san_dns" => Some(CertField::SanDns),
+            "cn" => Some(CertField::Cn),
+            other => {
+                errs.push(
+                    &u.path,
+                    Some(u.at),
+                    format!("`{other}`: write \"san_email\", \"san_dns\" or \"cn\""),
+                );
+                None
+            }
+        },
+    };
+    t.finish(errs, &[]);
+    Some(MtlsConfig {
+        user_from: user_from?,
+    })
 }
 
 fn jwt(

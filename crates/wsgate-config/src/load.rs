@@ -14,7 +14,7 @@ use crate::reader::Table;
 /// Keys DESIGN.md names for features later versions add. They are refused
 /// with a clear message rather than reported as typos or, worse, ignored.
 const LATER_TOP: &[&str] = &["store", "metrics"];
-const LATER_LISTENER: &[&str] = &["client_ca", "client_cert"];
+const LATER_LISTENER: &[&str] = &[];
 const LATER_ROUTE: &[&str] = &["messages", "csp", "kind"];
 const LATER_LIMITS: &[&str] = &[
     "messages_per_sec",
@@ -124,6 +124,7 @@ fn listener(mut t: Table<'_, '_>, base: &Path, errs: &mut Collector<'_>) -> Opti
         Some(s) => Some(s.value),
         None => Some(DEFAULT_MAX_HEADER_BYTES),
     };
+    let client_certs = client_certs(&mut t, tls.is_some(), base, errs);
     let path = t.path().to_owned();
     let at = t.at();
     t.finish(errs, LATER_LISTENER);
@@ -145,6 +146,63 @@ fn listener(mut t: Table<'_, '_>, base: &Path, errs: &mut Collector<'_>) -> Opti
         hosts,
         handshake_timeout,
         max_header_bytes: max_header_bytes?,
+        client_certs,
+    })
+}
+
+fn client_certs(
+    t: &mut Table<'_, '_>,
+    tls: bool,
+    base: &Path,
+    errs: &mut Collector<'_>,
+) -> Option<ClientCerts> {
+    let ca = t.string("client_ca", errs);
+    let mode = t.string("client_cert", errs);
+    let crls = t.strings("client_crl", errs).unwrap_or_default();
+    let mode_value = match &mode {
+        None => Some(ClientCertMode::Optional),
+        Some(m) => match m.value {
+            "optional" => Some(ClientCertMode::Optional),
+            "required" => Some(ClientCertMode::Required),
+            "off" => None,
+            other => {
+                errs.push(
+                    &m.path,
+                    Some(m.at),
+                    format!("`{other}`: write \"off\", \"optional\" or \"required\""),
+                );
+                return None;
+            }
+        },
+    };
+    let Some(ca) = ca else {
+        if let Some(m) = mode.filter(|m| m.value != "off") {
+            errs.push(
+                &m.path,
+                Some(m.at),
+                "needs `client_ca`, the CAs that issue client certificates",
+            );
+        }
+        return None;
+    };
+    if !tls {
+        errs.push(
+            &ca.path,
+            Some(ca.at),
+            "client certificates need TLS on this listener",
+        );
+        return None;
+    }
+    let mode = mode_value?;
+    let ca_path = existing_file(ca.value, base, &ca.path, ca.at, errs);
+    let crls: Vec<_> = crls
+        .iter()
+        .map(|c| existing_file(c.value, base, &c.path, c.at, errs))
+        .collect();
+    Some(ClientCerts {
+        ca: ca_path?,
+        mode,
+        crls: crls.into_iter().collect::<Option<_>>()?,
     })
 }
 
@@ -408,10 +466,11 @@ fn auth(
     for item in &items {
         match item.value {
             "none" => none = true,
-            "jwt" | "basic" => {
+            "jwt" | "basic" | "mtls" => {
                 let (method, configured) = match item.value {
                     "jwt" => (AuthMethod::Jwt, config.jwt.is_some()),
-                    _ => (AuthMethod::Basic, config.basic.is_some()),
+                    "basic" => (AuthMethod::Basic, config.basic.is_some()),
+                    _ => (AuthMethod::Mtls, config.mtls.is_some()),
                 };
                 if !configured {
                     ok = false;
@@ -420,7 +479,7 @@ fn auth(
                 }
                 methods.push(method);
             }
-            "forward" | "mtls" | "ticket" => {
+            "forward" | "ticket" => {
                 ok = false;
                 let msg = format!(
                     "auth method `{}` is not implemented in this version of wsgate",
@@ -492,6 +551,14 @@ fn check_auth_methods(routes: &[Route], listeners: &[Listener], errs: &mut Colle
                 &format!("route[{i}].jwt_query_param"),
                 None,
                 "only means something with auth = [\"jwt\", ...]",
+            );
+        }
+        if methods.contains(&AuthMethod::Mtls) && listeners.iter().all(|l| l.client_certs.is_none())
+        {
+            errs.push(
+                &format!("route[{i}].auth"),
+                None,
+                "`mtls` needs a listener with `client_ca` to ask for certificates",
             );
         }
         if methods.contains(&AuthMethod::Basic) {

@@ -66,6 +66,28 @@ pub struct Listener {
     pub handshake_timeout: Duration,
     /// Largest request head, in bytes.
     pub max_header_bytes: u64,
+    /// Client certificates: asked for, verified against these CAs.
+    pub client_certs: Option<ClientCerts>,
+}
+
+/// `client_ca`, `client_cert` and `client_crl` on a TLS listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCerts {
+    /// PEM file of the CAs that issue client certificates.
+    pub ca: PathBuf,
+    /// Whether a client may connect without one.
+    pub mode: ClientCertMode,
+    /// PEM CRLs: certificates they list are refused.
+    pub crls: Vec<PathBuf>,
+}
+
+/// `client_cert`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientCertMode {
+    /// Asked for; a client without one still connects (routes decide).
+    Optional,
+    /// A client without a valid certificate fails the TLS handshake.
+    Required,
 }
 
 /// Where a listener's certificate comes from.
@@ -118,6 +140,8 @@ pub enum AuthMethod {
     Jwt,
     /// HTTP Basic, per `[auth.basic]`.
     Basic,
+    /// A TLS client certificate, per `[auth.mtls]`.
+    Mtls,
 }
 
 impl AuthMethod {
@@ -126,6 +150,7 @@ impl AuthMethod {
         match self {
             AuthMethod::Jwt => "jwt",
             AuthMethod::Basic => "basic",
+            AuthMethod::Mtls => "mtls",
         }
     }
 }

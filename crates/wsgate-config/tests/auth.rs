@@ -204,3 +204,61 @@ fn identity_headers_cannot_hijack_protocol_headers() {
     .to_string();
     assert!(err.contains("cannot carry an identity"), "{err}");
 }
+
+#[test]
+fn client_certificate_settings_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), "placeholder").unwrap();
+    let with = |listener: &str, auth: &str| {
+        let src = format!(
+            "[[listener]]\nbind = \"127.0.0.1:0\"\n{listener}\n\n{auth}\n\n[[route]]\npath = \"/\"\nupstream = \"ws://127.0.0.1:9/\"\norigins = [\"https://app.example.com\"]\nauth = \"mtls\"\n"
+        );
+        parse_with_env(&src, dir.path(), &env).map_err(|e| e.to_string())
+    };
+    let ok = with(
+        "tls = { self_signed = true }\nclient_ca = \"ca.pem\"\nclient_cert = \"required\"",
+        "[auth.mtls]\nuser_from = \"cn\"",
+    )
+    .unwrap();
+    let certs = ok.listeners[0].client_certs.as_ref().unwrap();
+    assert_eq!(certs.mode, wsgate_config::ClientCertMode::Required);
+    for (listener, auth, expect) in [
+        ("client_ca = \"ca.pem\"", "[auth.mtls]", "need TLS"),
+        (
+            "tls = { self_signed = true }\nclient_cert = \"optional\"",
+            "[auth.mtls]",
+            "needs `client_ca`",
+        ),
+        (
+            "tls = { self_signed = true }\nclient_ca = \"ca.pem\"\nclient_cert = \"maybe\"",
+            "[auth.mtls]",
+            "`maybe`",
+        ),
+        (
+            "tls = { self_signed = true }\nclient_ca = \"missing.pem\"",
+            "[auth.mtls]",
+            "no such file",
+        ),
+        (
+            "tls = { self_signed = true }",
+            "[auth.mtls]",
+            "needs a listener with `client_ca`",
+        ),
+        (
+            "tls = { self_signed = true }\nclient_ca = \"ca.pem\"",
+            "[auth.mtls]\nuser_from = \"uid\"",
+            "`uid`",
+        ),
+        (
+            "tls = { self_signed = true }\nclient_ca = \"ca.pem\"",
+            "",
+            "needs an [auth.mtls] table",
+        ),
+    ] {
+        let err = with(listener, auth).unwrap_err();
+        assert!(
+            err.contains(expect),
+            "{listener:?} {auth:?}: expected {expect:?} in\n{err}"
+        );
+    }
+}

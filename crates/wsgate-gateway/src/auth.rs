@@ -86,6 +86,9 @@ impl Verifiers {
                 .as_ref()
                 .ok_or_else(unavailable)?
                 .verify(token, SystemTime::now()),
+            Credential::ClientCert { user, not_after } => {
+                wsgate_policy::verify::client_cert(user.as_deref(), *not_after)
+            }
             Credential::Basic { user, password } => {
                 let verifier = Arc::clone(self.basic.as_ref().ok_or_else(unavailable)?);
                 let _permit = self

@@ -30,6 +30,8 @@ pub(crate) struct Conn {
     pub(crate) id: u64,
     pub(crate) client: SocketAddr,
     pub(crate) tls: bool,
+    /// The client certificate verified during the TLS handshake, if any.
+    pub(crate) client_cert: Option<wsgate_policy::credentials::ClientCert>,
 }
 
 impl Conn {
@@ -113,6 +115,7 @@ async fn decide(
         path,
         query: parts.uri.query(),
         headers: &parts.headers,
+        client_cert: conn.client_cert.as_ref(),
         host: &hs.host,
         origin: hs.origin.as_deref(),
         protocols: &hs.protocols,
@@ -127,6 +130,7 @@ async fn decide(
         headers: &parts.headers,
         addr: conn.client,
         tls: conn.tls,
+        client_cert: conn.client_cert.as_ref(),
     };
     let tls = state.upstream_tls[admitted.route_index()].as_ref();
     match upstream::connect(&admitted, &client, tls).await {

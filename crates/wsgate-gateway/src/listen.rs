@@ -44,29 +44,45 @@ pub(crate) async fn accept_loop(state: Arc<State>, index: usize, listener: TcpLi
 async fn serve(state: Arc<State>, index: usize, tcp: TcpStream, client: SocketAddr) {
     let _ = tcp.set_nodelay(true);
     let listener = &state.listeners[index];
-    let conn = Arc::new(Conn {
-        state: Arc::clone(&state),
-        listener: index,
-        id: state.next_conn_id(),
-        client,
-        tls: listener.tls.is_some(),
-    });
+    let id = state.next_conn_id();
+    let conn = |client_cert| {
+        Arc::new(Conn {
+            state: Arc::clone(&state),
+            listener: index,
+            id,
+            client,
+            tls: listener.tls.is_some(),
+            client_cert,
+        })
+    };
     let started = tokio::time::Instant::now();
-    match &listener.tls {
-        None => serve_http(conn, tcp, started).await,
-        Some(acceptor) => {
-            let timeout = listener.config.handshake_timeout;
-            match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => serve_http(conn, tls, started).await,
-                Ok(Err(e)) => tracing::debug!(client = %client, error = %e, "TLS handshake failed"),
-                Err(_) => log_failure(
-                    &conn,
-                    Reason::HandshakeTimeout,
-                    started,
-                    "TLS handshake not finished in time",
-                ),
-            }
+    let Some(acceptor) = &listener.tls else {
+        return serve_http(conn(None), tcp, started).await;
+    };
+    let timeout = listener.config.handshake_timeout;
+    match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => {
+            // A certificate here has passed webpki: chain, validity, CRLs.
+            let cert = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(crate::tls::client_cert);
+            serve_http(conn(cert), tls, started).await;
         }
+        Ok(Err(e)) => log_failure(
+            &conn(None),
+            Reason::TlsFailed,
+            started,
+            &format!("TLS handshake failed: {e}"),
+        ),
+        Err(_) => log_failure(
+            &conn(None),
+            Reason::HandshakeTimeout,
+            started,
+            "TLS handshake not finished in time",
+        ),
     }
 }
 

@@ -65,6 +65,8 @@ pub(crate) fn challenge(
                 let realm = auth.basic.as_ref().map_or("wsgate", |b| b.realm.as_str());
                 format!("Basic realm=\"{realm}\", charset=\"UTF-8\"")
             }
+            // No HTTP challenge asks for a certificate: TLS does that.
+            wsgate_config::AuthMethod::Mtls => continue,
         };
         if let Ok(v) = HeaderValue::from_str(&value) {
             response.headers_mut().append(header::WWW_AUTHENTICATE, v);

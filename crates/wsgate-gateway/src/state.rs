@@ -55,7 +55,7 @@ impl State {
             let tls = match &l.tls {
                 None => None,
                 Some(t) => {
-                    match tls::server(t, l.bind) {
+                    match tls::server(t, l.bind, l.client_certs.as_ref()) {
                         Ok(server) => {
                             if let Some(fp) = server.self_signed_fingerprint {
                                 notes.push(format!("listener[{i}] ({}) uses a self-signed certificate, SHA-256 {fp}", l.bind));

@@ -10,7 +10,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use sha2::{Digest, Sha256};
-use wsgate_config::Tls;
+use wsgate_config::{ClientCertMode, ClientCerts, Tls};
+use wsgate_policy::credentials::ClientCert;
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
@@ -26,7 +27,11 @@ pub(crate) struct ServerTls {
 }
 
 /// Builds a listener's server config from PEM files or a fresh self-signed certificate.
-pub(crate) fn server(tls: &Tls, bind: std::net::SocketAddr) -> Result<ServerTls, String> {
+pub(crate) fn server(
+    tls: &Tls,
+    bind: std::net::SocketAddr,
+    client_certs: Option<&ClientCerts>,
+) -> Result<ServerTls, String> {
     let (chain, key, fingerprint) = match tls {
         Tls::Files { cert, key } => (load_certs(cert)?, load_key(key)?, None),
         Tls::SelfSigned => {
@@ -35,10 +40,14 @@ pub(crate) fn server(tls: &Tls, bind: std::net::SocketAddr) -> Result<ServerTls,
             (vec![cert], key, Some(fp))
         }
     };
-    let mut config = ServerConfig::builder_with_provider(provider())
+    let builder = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(VERSIONS)
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
+        .map_err(|e| e.to_string())?;
+    let builder = match client_certs {
+        None => builder.with_no_client_auth(),
+        Some(c) => builder.with_client_cert_verifier(client_verifier(c)?),
+    };
+    let mut config = builder
         .with_single_cert(chain, key)
         .map_err(|e| format!("certificate and key do not fit together: {e}"))?;
     // WebSockets here are HTTP/1.1 upgrades (RFC 6455), not RFC 8441 over h2.
@@ -63,6 +72,71 @@ fn self_signed(
     let certified = rcgen::generate_simple_self_signed(names).map_err(|e| e.to_string())?;
     let key = PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der());
     Ok((certified.cert.der().clone(), key.into()))
+}
+
+/// Verifies client certificates against the listener's CAs and CRLs: chain,
+/// validity period, key usage and revocation are checked by webpki during the
+/// TLS handshake; "optional" lets a client without a certificate through.
+fn client_verifier(
+    c: &ClientCerts,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, String> {
+    use rustls::pki_types::CertificateRevocationListDer;
+    let mut roots = RootCertStore::empty();
+    for cert in load_certs(&c.ca)? {
+        roots
+            .add(cert)
+            .map_err(|e| format!("{}: not a usable CA certificate: {e}", c.ca.display()))?;
+    }
+    let mut crls = Vec::new();
+    for path in &c.crls {
+        let list = CertificateRevocationListDer::pem_file_iter(path)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| format!("cannot read CRLs from {}: {e}", path.display()))?;
+        crls.extend(list);
+    }
+    let builder =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+            .with_crls(crls);
+    let builder = match c.mode {
+        ClientCertMode::Optional => builder.allow_unauthenticated(),
+        ClientCertMode::Required => builder,
+    };
+    builder
+        .build()
+        .map_err(|e| format!("client certificate verifier: {e}"))
+}
+
+/// The fields of a verified client certificate that can name a user.
+pub(crate) fn client_cert(der: &CertificateDer<'_>) -> Option<ClientCert> {
+    use x509_parser::extensions::GeneralName;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+    let (mut emails, mut dns) = (Vec::new(), Vec::new());
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                GeneralName::RFC822Name(e) => emails.push((*e).to_owned()),
+                GeneralName::DNSName(d) => dns.push((*d).to_owned()),
+                _ => {}
+            }
+        }
+    }
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|a| a.as_str().ok())
+        .map(str::to_owned);
+    let not_after = u64::try_from(cert.validity().not_after.timestamp())
+        .ok()
+        .map(|s| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s));
+    Some(ClientCert {
+        der: der.as_ref().to_vec(),
+        subject: cert.subject().to_string(),
+        cn,
+        emails,
+        dns,
+        not_after,
+    })
 }
 
 /// SHA-256 of a certificate, as browsers and `openssl x509 -fingerprint -sha256` show it.

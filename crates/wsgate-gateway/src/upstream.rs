@@ -53,6 +53,7 @@ pub(crate) struct ClientSide<'a> {
     pub(crate) headers: &'a HeaderMap,
     pub(crate) addr: SocketAddr,
     pub(crate) tls: bool,
+    pub(crate) client_cert: Option<&'a wsgate_policy::credentials::ClientCert>,
 }
 
 /// Opens the upstream connection for an admitted handshake.
@@ -137,6 +138,9 @@ const HOP_BY_HOP: &[&str] = &[
     "x-forwarded-proto",
     "x-forwarded-host",
     "x-real-ip",
+    // RFC 9440: only the gateway vouches for a client certificate.
+    "client-cert",
+    "client-cert-chain",
 ];
 
 fn build_request(
@@ -192,6 +196,18 @@ fn build_request(
     headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
     if let Some(h) = client.headers.get(header::HOST) {
         headers.insert("x-forwarded-host", h.clone());
+    }
+    if let Some(cert) = client.client_cert {
+        use base64::Engine as _;
+        // An RFC 8941 byte sequence: the DER between colons.
+        let value = format!(
+            ":{}:",
+            base64::engine::general_purpose::STANDARD.encode(&cert.der)
+        );
+        headers.insert(
+            "client-cert",
+            HeaderValue::from_str(&value).map_err(http::Error::from)?,
+        );
     }
     Ok(req)
 }

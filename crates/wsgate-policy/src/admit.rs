@@ -35,6 +35,8 @@ pub struct Request<'a> {
     pub protocols: &'a [String],
     /// All request headers (credentials, `Sec-Fetch-Site`).
     pub headers: &'a HeaderMap,
+    /// The client certificate the TLS layer verified, if any.
+    pub client_cert: Option<&'a credentials::ClientCert>,
 }
 
 /// A verified credential: who it proved, and its index in [`Checked::credentials`].
@@ -146,7 +148,14 @@ pub fn admit(
         route: Arc::clone(route),
         protocols,
         report,
-        credentials: credentials::presented(route, auth, req.headers, req.query, req.protocols),
+        credentials: credentials::presented(
+            route,
+            auth,
+            req.headers,
+            req.query,
+            req.protocols,
+            req.client_cert,
+        ),
         origin_listed,
     })
 }
@@ -195,6 +204,9 @@ impl Checked {
                         None
                     }
                 },
+                Err(AuthFailure::Missing) if only_mtls(&self.route) => {
+                    Some((Reason::ClientCertRequired, "no client certificate".into()))
+                }
                 Err(AuthFailure::Missing) => Some((
                     Reason::AuthMissing,
                     "no credentials the route accepts".into(),
@@ -221,6 +233,12 @@ impl Checked {
             identity,
         })
     }
+}
+
+/// Whether a client certificate is the route's only method (its refusal
+/// then names the certificate: `client_cert_required`).
+fn only_mtls(route: &Route) -> bool {
+    matches!(&route.auth, Auth::Any(m) if m.as_slice() == [wsgate_config::AuthMethod::Mtls])
 }
 
 type Check = Result<(), (Reason, String)>;

@@ -7,11 +7,41 @@
 //! there by the page's own script, which a foreign page does not have.
 
 use http::{HeaderMap, header};
-use wsgate_config::auth::{AuthConfig, TokenSource};
+use wsgate_config::auth::{AuthConfig, CertField, TokenSource};
 use wsgate_config::{Auth, AuthMethod, Route};
 
 /// The subprotocol prefix that carries a bearer token (`bearer.<jwt>`).
 pub const BEARER_PROTOCOL_PREFIX: &str = "bearer.";
+
+/// A client certificate the TLS layer has verified, as the fields that can
+/// name a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert {
+    /// The certificate (DER), for RFC 9440 `Client-Cert`.
+    pub der: Vec<u8>,
+    /// The subject, as a distinguished name.
+    pub subject: String,
+    /// The subject's common name.
+    pub cn: Option<String>,
+    /// `rfc822Name` subject alternative names.
+    pub emails: Vec<String>,
+    /// `dNSName` subject alternative names.
+    pub dns: Vec<String>,
+    /// When it stops being valid.
+    pub not_after: Option<std::time::SystemTime>,
+}
+
+impl ClientCert {
+    /// The field `user_from` names, if the certificate has it.
+    pub fn user(&self, field: CertField) -> Option<&str> {
+        match field {
+            CertField::SanEmail => self.emails.first(),
+            CertField::SanDns => self.dns.first(),
+            CertField::Cn => self.cn.as_ref(),
+        }
+        .map(String::as_str)
+    }
+}
 
 /// Where a credential was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +75,13 @@ pub enum Credential {
         /// Password.
         password: String,
     },
+    /// A TLS client certificate, verified during the TLS handshake.
+    ClientCert {
+        /// The user its `user_from` field names, if present.
+        user: Option<String>,
+        /// When it expires.
+        not_after: Option<std::time::SystemTime>,
+    },
 }
 
 impl std::fmt::Debug for Credential {
@@ -53,6 +90,7 @@ impl std::fmt::Debug for Credential {
         match self {
             Credential::Bearer { source, .. } => write!(f, "Bearer(from {source:?})"),
             Credential::Basic { user, .. } => write!(f, "Basic({user})"),
+            Credential::ClientCert { user, .. } => write!(f, "ClientCert({user:?})"),
         }
     }
 }
@@ -63,6 +101,7 @@ impl Credential {
         matches!(
             self,
             Credential::Basic { .. }
+                | Credential::ClientCert { .. }
                 | Credential::Bearer {
                     source: Source::Cookie(_),
                     ..
@@ -75,6 +114,7 @@ impl Credential {
         match self {
             Credential::Bearer { .. } => AuthMethod::Jwt,
             Credential::Basic { .. } => AuthMethod::Basic,
+            Credential::ClientCert { .. } => AuthMethod::Mtls,
         }
     }
 }
@@ -87,6 +127,7 @@ pub fn presented(
     headers: &HeaderMap,
     query: Option<&str>,
     protocols: &[String],
+    client_cert: Option<&ClientCert>,
 ) -> Vec<Credential> {
     let Auth::Any(methods) = &route.auth else {
         return Vec::new();
@@ -122,6 +163,14 @@ pub fn presented(
     }
     if methods.contains(&AuthMethod::Basic) {
         out.extend(basic(headers));
+    }
+    if methods.contains(&AuthMethod::Mtls)
+        && let (Some(mtls), Some(cert)) = (&auth.mtls, client_cert)
+    {
+        out.push(Credential::ClientCert {
+            user: cert.user(mtls.user_from).map(str::to_owned),
+            not_after: cert.not_after,
+        });
     }
     out.sort_by_key(Credential::is_ambient);
     out

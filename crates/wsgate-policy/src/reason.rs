@@ -29,6 +29,11 @@ pub enum Reason {
     AuthInvalid,
     /// Credentials were valid once and have expired.
     AuthExpired,
+    /// The route authenticates only by client certificate and none was presented.
+    ClientCertRequired,
+    /// The TLS handshake failed (a client certificate that is expired,
+    /// revoked or from another CA, or no certificate where one is required).
+    TlsFailed,
     /// Ambient credentials (cookie, Basic) on a handshake whose origin is not
     /// a listed origin: the cross-site WebSocket hijacking pattern.
     CrossSiteCredentials,
@@ -97,6 +102,8 @@ impl Reason {
             AuthInvalid => ("auth_invalid", Http(401)),
             AuthExpired => ("auth_expired", Http(401)),
             CrossSiteCredentials => ("cross_site_credentials", Http(403)),
+            ClientCertRequired => ("client_cert_required", Http(401)),
+            TlsFailed => ("tls_failed", Drop),
             UpstreamUnavailable => ("upstream_unavailable", Http(502)),
             HandshakeTimeout => ("handshake_timeout", Drop),
             ProtocolError => ("protocol_error", Close(1002)),

@@ -176,6 +176,22 @@ fn numeric_date(
     }
 }
 
+/// The identity a client certificate proves: the TLS layer verified the
+/// chain, expiry and revocation; what is left is the field naming the user.
+pub fn client_cert(
+    user: Option<&str>,
+    not_after: Option<SystemTime>,
+) -> Result<Identity, AuthFailure> {
+    let user = user.filter(|u| !u.is_empty()).ok_or_else(|| {
+        AuthFailure::Invalid("the certificate lacks the field `user_from` names".into())
+    })?;
+    Ok(Identity {
+        user: user.to_owned(),
+        method: AuthMethod::Mtls,
+        expires: not_after,
+    })
+}
+
 /// Verifies HTTP Basic credentials against `[auth.basic]`.
 pub struct BasicVerifier {
     users: Vec<(String, String)>,

@@ -48,6 +48,7 @@ fn decide(
         origin,
         protocols: &protocols,
         headers: &headers,
+        client_cert: None,
     };
     admit(&config.listeners[0].hosts, &router, &config.auth, &req)
         .and_then(|checked| checked.finish(Err(AuthFailure::Missing)))
@@ -170,6 +171,7 @@ auth = "jwt"
             origin,
             protocols: &[],
             headers: &headers,
+            client_cert: None,
         };
         let checked =
             admit(&config.listeners[0].hosts, &router, &config.auth, &req).map_err(|r| r.reason)?;
@@ -223,6 +225,7 @@ auth = "jwt"
             origin: None,
             protocols: &[],
             headers: &headers,
+            client_cert: None,
         };
         let checked = admit(&config.listeners[0].hosts, &router, &config.auth, &req).unwrap();
         let identity = Identity {

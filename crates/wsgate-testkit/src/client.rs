@@ -102,6 +102,49 @@ impl RawClient {
         }
     }
 
+    /// Connects over TLS; the error when the handshake fails. In TLS 1.3 a
+    /// server refuses a client certificate after the client has finished its
+    /// side, so a refusal may also show as the connection ending at the first read.
+    pub async fn try_connect_tls(
+        addr: SocketAddr,
+        config: Arc<rustls::ClientConfig>,
+        name: &str,
+    ) -> std::io::Result<RawClient> {
+        let tcp = TcpStream::connect(addr).await?;
+        let server_name = rustls::pki_types::ServerName::try_from(name.to_owned()).expect("name");
+        let tls = tokio_rustls::TlsConnector::from(config)
+            .connect(server_name, tcp)
+            .await?;
+        Ok(RawClient {
+            io: Box::new(tls),
+            buf: Vec::new(),
+        })
+    }
+
+    /// Sends a handshake (Host `localhost`) and returns the reply, or `None`
+    /// if the connection ends first (a refusal at the TLS layer).
+    pub async fn try_handshake(&mut self, path: &str, extra: &[(&str, &str)]) -> Option<Reply> {
+        let mut req = format!(
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n"
+        );
+        for (k, v) in extra {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        if self.io.write_all(req.as_bytes()).await.is_err() || self.io.flush().await.is_err() {
+            return None;
+        }
+        loop {
+            if find(&self.buf, b"\r\n\r\n").is_some() {
+                return Some(self.read_reply().await);
+            }
+            if !self.fill().await {
+                return None;
+            }
+        }
+    }
+
     /// Writes bytes as they are.
     pub async fn send_raw(&mut self, bytes: &[u8]) {
         self.io.write_all(bytes).await.expect("write");

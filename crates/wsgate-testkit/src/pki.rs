@@ -27,6 +27,11 @@ impl Pki {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, "wsgate test CA");
@@ -66,6 +71,92 @@ impl Pki {
         std::fs::write(&leaf.cert, cert.pem()).expect("write cert");
         std::fs::write(&leaf.key, key.serialize_pem()).expect("write key");
         leaf
+    }
+
+    /// A client certificate for `email` (SAN) and `cn`, with serial `serial`;
+    /// `expired` makes it one that ran out in 2021.
+    pub fn client(
+        &self,
+        file_stem: &str,
+        email: &str,
+        cn: &str,
+        serial: u64,
+        expired: bool,
+    ) -> Leaf {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.subject_alt_names.push(rcgen::SanType::Rfc822Name(
+            email.to_owned().try_into().expect("email"),
+        ));
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        params.serial_number = Some(rcgen::SerialNumber::from(serial));
+        if expired {
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
+        let key = KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &self.ca_issuer).expect("sign");
+        let leaf = Leaf {
+            cert: self.dir.path().join(format!("{file_stem}.pem")),
+            key: self.dir.path().join(format!("{file_stem}.key")),
+        };
+        std::fs::write(&leaf.cert, cert.pem()).expect("write cert");
+        std::fs::write(&leaf.key, key.serialize_pem()).expect("write key");
+        leaf
+    }
+
+    /// Writes a CRL revoking the certificates with these serials; returns its path.
+    pub fn crl(&self, revoked: &[u64]) -> PathBuf {
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2024, 1, 1),
+            next_update: rcgen::date_time_ymd(2099, 1, 1),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|&serial| rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from(serial),
+                    revocation_time: rcgen::date_time_ymd(2025, 1, 1),
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        let crl = params.signed_by(&self.ca_issuer).expect("sign CRL");
+        let path = self.dir.path().join("clients.crl.pem");
+        std::fs::write(&path, crl.pem().expect("CRL PEM")).expect("write CRL");
+        path
+    }
+
+    /// A TLS client config that trusts this CA and presents `leaf`.
+    pub fn client_config_with_cert(&self, leaf: &Leaf) -> Arc<rustls::ClientConfig> {
+        self.client_config_with_cert_from(leaf)
+    }
+
+    /// A TLS client config that trusts this CA and presents `leaf`, which
+    /// may come from another [`Pki`].
+    pub fn client_config_with_cert_from(&self, leaf: &Leaf) -> Arc<rustls::ClientConfig> {
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from(self.ca_cert.der().to_vec()))
+            .expect("add CA");
+        let chain = CertificateDer::pem_file_iter(&leaf.cert)
+            .expect("read")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("certs");
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&leaf.key).expect("key");
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .expect("client cert");
+        Arc::new(config)
     }
 
     /// A TLS client config that trusts only this CA.

@@ -1,0 +1,187 @@
+//! TLS client certificates: verified at the listener (chain, expiry,
+//! revocation), naming the user on `auth = "mtls"` routes, ambient for the
+//! cross-site rule, and passed to the upstream as RFC 9440 `Client-Cert`.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use wsgate_testkit::client::RawClient;
+use wsgate_testkit::gateway::TestGateway;
+use wsgate_testkit::pki::{Leaf, Pki};
+use wsgate_testkit::upstream::Echo;
+
+const ORIGIN: (&str, &str) = ("Origin", "https://app.example.com");
+
+struct Setup {
+    pki: Pki,
+    gw: TestGateway,
+    echo: Echo,
+    alice: Leaf,
+}
+
+async fn setup(mode: &str) -> Setup {
+    let pki = Pki::new();
+    let server = pki.server("gate", &["localhost"]);
+    let alice = pki.client("alice", "alice@example.com", "Alice", 1001, false);
+    pki.ca_path();
+    pki.crl(&[1003]);
+    let echo = Echo::start().await;
+    let config = format!(
+        r#"
+[[listener]]
+bind = "127.0.0.1:0"
+tls = {{ cert = {cert:?}, key = {key:?} }}
+hosts = ["localhost"]
+client_ca = "ca.pem"
+client_cert = "{mode}"
+client_crl = "clients.crl.pem"
+
+[auth.mtls]
+user_from = "san_email"
+
+[[route]]
+path = "/chat"
+upstream = "ws://{echo}/chat"
+origins = ["https://app.example.com"]
+allow_missing_origin = true
+auth = "mtls"
+identity_headers = {{ user = "X-Wsgate-User", method = "X-Wsgate-Auth" }}
+
+[[route]]
+path = "/open"
+upstream = "ws://{echo}/open"
+origins = ["https://app.example.com"]
+auth = "none"
+"#,
+        cert = server.cert,
+        key = server.key,
+        echo = echo.addr,
+    );
+    let gw = TestGateway::start_in(&config, Some(pki.dir())).await;
+    Setup {
+        pki,
+        gw,
+        echo,
+        alice,
+    }
+}
+
+/// Connects with `leaf` (or no certificate) and sends a handshake; `None`
+/// when the TLS layer refused.
+async fn attempt(
+    s: &Setup,
+    leaf: Option<&Leaf>,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Option<u16> {
+    let config = match leaf {
+        Some(l) => s.pki.client_config_with_cert(l),
+        None => s.pki.client_config(),
+    };
+    let mut c = RawClient::try_connect_tls(s.gw.addr, config, "localhost")
+        .await
+        .ok()?;
+    c.try_handshake(path, headers).await.map(|r| r.status)
+}
+
+#[tokio::test]
+async fn a_valid_certificate_names_the_user_and_reaches_the_upstream_as_client_cert() {
+    let mut s = setup("optional").await;
+    assert_eq!(
+        attempt(&s, Some(&s.alice), "/chat", &[ORIGIN]).await,
+        Some(101)
+    );
+    let seen = s.echo.requests.recv().await.unwrap();
+    assert_eq!(seen["x-wsgate-user"], "alice@example.com");
+    assert_eq!(seen["x-wsgate-auth"], "mtls");
+    let der = {
+        use rustls::pki_types::pem::PemObject;
+        rustls::pki_types::CertificateDer::from_pem_file(&s.alice.cert).unwrap()
+    };
+    use base64::Engine as _;
+    let expected = format!(
+        ":{}:",
+        base64::engine::general_purpose::STANDARD.encode(der.as_ref())
+    );
+    assert_eq!(seen["client-cert"], expected.as_str());
+    let ev = s.gw.handshake_event().await;
+    assert_eq!(
+        (ev.user.as_deref(), ev.auth),
+        (Some("alice@example.com"), Some("mtls"))
+    );
+}
+
+#[tokio::test]
+async fn without_a_certificate_the_route_answers_client_cert_required() {
+    let mut s = setup("optional").await;
+    assert_eq!(attempt(&s, None, "/chat", &[ORIGIN]).await, Some(401));
+    assert_eq!(
+        s.gw.handshake_event().await.reason,
+        Some("client_cert_required")
+    );
+    // A client's own Client-Cert header never reaches an upstream.
+    let forged = [ORIGIN, ("Client-Cert", ":AAAA:")];
+    assert_eq!(attempt(&s, None, "/open", &forged).await, Some(101));
+    let seen = s.echo.requests.recv().await.unwrap();
+    assert!(seen.get("client-cert").is_none(), "{seen:?}");
+}
+
+#[tokio::test]
+async fn a_certificate_is_an_ambient_credential() {
+    let mut s = setup("optional").await;
+    // The browser presents the certificate to any page's handshake.
+    assert_eq!(attempt(&s, Some(&s.alice), "/chat", &[]).await, Some(403));
+    assert_eq!(
+        s.gw.handshake_event().await.reason,
+        Some("cross_site_credentials")
+    );
+}
+
+#[tokio::test]
+async fn expired_revoked_and_foreign_certificates_fail_the_tls_handshake() {
+    let mut s = setup("optional").await;
+    let expired = s.pki.client("old", "old@example.com", "Old", 1002, true);
+    let revoked = s
+        .pki
+        .client("gone", "gone@example.com", "Gone", 1003, false);
+    let other = Pki::new();
+    let foreign = other.client("eve", "eve@example.com", "Eve", 1004, false);
+    let foreign_config = {
+        // Eve trusts the gateway CA, but her certificate is from another.
+        s.pki.client_config_with_cert_from(&foreign)
+    };
+    for (leaf, why) in [(&expired, "expired"), (&revoked, "revoked")] {
+        assert_eq!(
+            attempt(&s, Some(leaf), "/chat", &[ORIGIN]).await,
+            None,
+            "{why}"
+        );
+        let ev = s.gw.handshake_event().await;
+        assert_eq!(ev.reason, Some("tls_failed"));
+        assert!(
+            ev.detail.as_deref().unwrap().to_lowercase().contains(why),
+            "{ev:?}"
+        );
+    }
+    let mut c = RawClient::try_connect_tls(s.gw.addr, foreign_config, "localhost")
+        .await
+        .ok();
+    let status = match c.as_mut() {
+        Some(c) => c.try_handshake("/chat", &[ORIGIN]).await.map(|r| r.status),
+        None => None,
+    };
+    assert_eq!(status, None);
+    let ev = s.gw.handshake_event().await;
+    assert_eq!(ev.reason, Some("tls_failed"));
+    let detail = ev.detail.as_deref().unwrap();
+    assert!(detail.contains("invalid peer certificate"), "{detail}");
+}
+
+#[tokio::test]
+async fn a_listener_that_requires_certificates_refuses_clients_without_one() {
+    let mut s = setup("required").await;
+    assert_eq!(attempt(&s, None, "/open", &[ORIGIN]).await, None);
+    assert_eq!(s.gw.handshake_event().await.reason, Some("tls_failed"));
+    assert_eq!(
+        attempt(&s, Some(&s.alice), "/open", &[ORIGIN]).await,
+        Some(101)
+    );
+}
