@@ -29,6 +29,8 @@ pub struct AuthConfig {
     pub basic: Option<BasicConfig>,
     /// `[auth.mtls]`.
     pub mtls: Option<MtlsConfig>,
+    /// `[auth.ticket]`.
+    pub ticket: Option<TicketConfig>,
     /// Grace after a credential's expiry before its connection is closed.
     pub session_grace: Duration,
 }
@@ -156,6 +158,21 @@ pub enum TokenSource {
     Subprotocol,
 }
 
+/// Where tickets are issued unless `issue_path` says otherwise.
+pub const DEFAULT_TICKET_PATH: &str = "/.wsgate/ticket";
+/// How long a ticket may wait to be used: long enough for a page to open its
+/// socket, short enough that a leaked one is stale.
+pub const DEFAULT_TICKET_TTL: Duration = Duration::from_secs(30);
+
+/// `[auth.ticket]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TicketConfig {
+    /// Path of the issuing endpoint (`POST`, `OPTIONS`).
+    pub issue_path: String,
+    /// Lifetime of an unused ticket.
+    pub ttl: Duration,
+}
+
 /// `[auth.mtls]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MtlsConfig {
@@ -214,14 +231,40 @@ pub(crate) fn auth(
     auth.jwt = t.table("jwt", errs).and_then(|j| jwt(j, base, env, errs));
     auth.basic = t.table("basic", errs).and_then(|b| basic(b, base, errs));
     auth.mtls = t.table("mtls", errs).and_then(|m| mtls(m, errs));
+    auth.ticket = t.table("ticket", errs).and_then(|m| ticket(m, errs));
     if let Some(g) = t
         .duration("session_grace", errs, false)
         .and_then(|g| g.value)
     {
         auth.session_grace = g;
     }
-    t.finish(errs, &["forward", "ticket"]);
+    t.finish(errs, &["forward"]);
     auth
+}
+
+fn ticket(mut t: Table<'_, '_>, errs: &mut Collector<'_>) -> Option<TicketConfig> {
+    let mut config = TicketConfig {
+        issue_path: DEFAULT_TICKET_PATH.to_owned(),
+        ttl: DEFAULT_TICKET_TTL,
+    };
+    let mut ok = true;
+    if let Some(p) = t.string("issue_path", errs) {
+        if p.value.starts_with('/') && !p.value.contains(['?', '#', ' ']) {
+            config.issue_path = p.value.to_owned();
+        } else {
+            ok = false;
+            errs.push(
+                &p.path,
+                Some(p.at),
+                format!("`{}` is not an absolute path", p.value),
+            );
+        }
+    }
+    if let Some(d) = t.duration("ttl", errs, false).and_then(|d| d.value) {
+        config.ttl = d;
+    }
+    t.finish(errs, &[]);
+    ok.then_some(config)
 }
 
 fn mtls(mut t: Table<'_, '_>, errs: &mut Collector<'_>) -> Option<MtlsConfig> {

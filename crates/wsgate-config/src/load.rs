@@ -466,11 +466,12 @@ fn auth(
     for item in &items {
         match item.value {
             "none" => none = true,
-            "jwt" | "basic" | "mtls" => {
+            "jwt" | "basic" | "mtls" | "ticket" => {
                 let (method, configured) = match item.value {
                     "jwt" => (AuthMethod::Jwt, config.jwt.is_some()),
                     "basic" => (AuthMethod::Basic, config.basic.is_some()),
-                    _ => (AuthMethod::Mtls, config.mtls.is_some()),
+                    "mtls" => (AuthMethod::Mtls, config.mtls.is_some()),
+                    _ => (AuthMethod::Ticket, config.ticket.is_some()),
                 };
                 if !configured {
                     ok = false;
@@ -479,7 +480,7 @@ fn auth(
                 }
                 methods.push(method);
             }
-            "forward" | "ticket" => {
+            "forward" => {
                 ok = false;
                 let msg = format!(
                     "auth method `{}` is not implemented in this version of wsgate",
@@ -560,6 +561,10 @@ fn check_auth_methods(routes: &[Route], listeners: &[Listener], errs: &mut Colle
                 None,
                 "`mtls` needs a listener with `client_ca` to ask for certificates",
             );
+        }
+        if methods == &[AuthMethod::Ticket] {
+            let msg = "a ticket is bought with another credential: name one beside it, e.g. [\"ticket\", \"jwt\"]";
+            errs.push(&format!("route[{i}].auth"), None, msg);
         }
         if methods.contains(&AuthMethod::Basic) {
             for (j, l) in listeners.iter().enumerate() {

@@ -142,6 +142,8 @@ pub enum AuthMethod {
     Basic,
     /// A TLS client certificate, per `[auth.mtls]`.
     Mtls,
+    /// A one-time ticket, per `[auth.ticket]`.
+    Ticket,
 }
 
 impl AuthMethod {
@@ -151,6 +153,7 @@ impl AuthMethod {
             AuthMethod::Jwt => "jwt",
             AuthMethod::Basic => "basic",
             AuthMethod::Mtls => "mtls",
+            AuthMethod::Ticket => "ticket",
         }
     }
 }

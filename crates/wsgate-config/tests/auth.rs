@@ -262,3 +262,35 @@ fn client_certificate_settings_are_checked() {
         );
     }
 }
+
+#[test]
+fn tickets_are_bought_with_another_method() {
+    let jwt = "[auth.jwt]\nhs256_secret_env = \"GOOD_SECRET\"\nalgorithms = [\"HS256\"]";
+    let c = config(
+        &format!("{jwt}\n[auth.ticket]\nttl = \"10s\""),
+        "[\"ticket\", \"jwt\"]",
+        Path::new("."),
+    )
+    .unwrap();
+    let t = c.auth.ticket.as_ref().unwrap();
+    assert_eq!(
+        (t.issue_path.as_str(), t.ttl.as_secs()),
+        ("/.wsgate/ticket", 10)
+    );
+    let err = config(
+        &format!("{jwt}\n[auth.ticket]"),
+        "\"ticket\"",
+        Path::new("."),
+    )
+    .unwrap_err();
+    assert!(err.contains("bought with another credential"), "{err}");
+    let err = config(
+        &format!("{jwt}\n[auth.ticket]\nissue_path = \"ticket\""),
+        "[\"ticket\", \"jwt\"]",
+        Path::new("."),
+    )
+    .unwrap_err();
+    assert!(err.contains("not an absolute path"), "{err}");
+    let err = config(jwt, "[\"ticket\", \"jwt\"]", Path::new(".")).unwrap_err();
+    assert!(err.contains("needs an [auth.ticket] table"), "{err}");
+}

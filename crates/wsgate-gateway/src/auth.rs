@@ -12,6 +12,8 @@ use wsgate_config::Config;
 use wsgate_config::auth::JwtKeys;
 use wsgate_policy::credentials::Credential;
 use wsgate_policy::verify::{AuthFailure, BasicVerifier, Identity, JwtVerifier};
+
+use crate::tickets::TicketStore;
 use wsgate_policy::{Checked, Verified};
 
 /// Password hashes verified at once; more wait. Two cores' worth, doubled.
@@ -60,10 +62,28 @@ impl Verifiers {
 
     /// Verifies the presented credentials in order; the first that proves an
     /// identity wins, else the first failure is the answer.
-    pub(crate) async fn verify(&self, checked: &Checked) -> Result<Verified, AuthFailure> {
+    /// `tickets` is `None` where a ticket must not count (buying a ticket).
+    pub(crate) async fn verify(
+        &self,
+        checked: &Checked,
+        tickets: Option<&TicketStore>,
+        origin: Option<&str>,
+    ) -> Result<Verified, AuthFailure> {
         let mut first_failure = None;
         for (i, credential) in checked.credentials().iter().enumerate() {
-            match self.one(credential).await {
+            let result = match credential {
+                Credential::Ticket { ticket } => match tickets {
+                    None => Err(AuthFailure::Ticket("a ticket cannot buy a ticket".into())),
+                    Some(store) => match store.redeem(ticket) {
+                        None => Err(AuthFailure::Ticket("unknown, used or expired".into())),
+                        Some(grant) => {
+                            wsgate_policy::verify::ticket(grant, checked.route_index(), origin)
+                        }
+                    },
+                },
+                other => self.one(other).await,
+            };
+            match result {
                 Ok(identity) => {
                     return Ok(Verified {
                         identity,
@@ -86,6 +106,9 @@ impl Verifiers {
                 .as_ref()
                 .ok_or_else(unavailable)?
                 .verify(token, SystemTime::now()),
+            Credential::Ticket { .. } => Err(AuthFailure::Ticket(
+                "tickets are redeemed by the store".into(),
+            )),
             Credential::ClientCert { user, not_after } => {
                 wsgate_policy::verify::client_cert(user.as_deref(), *not_after)
             }

@@ -54,6 +54,14 @@ pub(crate) async fn handle(
     ev.host = header_text(&parts.headers, header::HOST);
     ev.origin = header_text(&parts.headers, header::ORIGIN);
     let state = &conn.state;
+    if let Some(t) = &state.auth.ticket
+        && parts.uri.path() == t.issue_path
+    {
+        let response = crate::tickets::handle(&conn, &parts, &mut ev).await;
+        ev.duration_ms = elapsed_ms(started);
+        state.audit.write(ev);
+        return Ok(response);
+    }
     let response = match decide(&conn, &parts).await {
         Err((reason, route, detail)) => {
             let route = route.map(|i| &state.router.routes()[i]);
@@ -123,7 +131,11 @@ async fn decide(
     let hosts = &state.listeners[conn.listener].config.hosts;
     let refused = |r: wsgate_policy::Refused| (r.reason, r.route, Some(r.detail));
     let checked = admit(hosts, &state.router, &state.auth, &request).map_err(refused)?;
-    let outcome = state.verifiers.verify(&checked).await;
+    let tickets = state.tickets.as_deref();
+    let outcome = state
+        .verifiers
+        .verify(&checked, tickets, hs.origin.as_deref())
+        .await;
     let admitted = checked.finish(outcome).map_err(refused)?;
     let client = ClientSide {
         path_and_query: parts.uri.path_and_query().map_or(path, |p| p.as_str()),

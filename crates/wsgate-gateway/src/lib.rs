@@ -25,6 +25,7 @@ pub mod relay;
 mod respond;
 mod sink;
 mod state;
+mod tickets;
 mod tls;
 mod upstream;
 

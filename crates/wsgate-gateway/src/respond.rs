@@ -66,7 +66,7 @@ pub(crate) fn challenge(
                 format!("Basic realm=\"{realm}\", charset=\"UTF-8\"")
             }
             // No HTTP challenge asks for a certificate: TLS does that.
-            wsgate_config::AuthMethod::Mtls => continue,
+            wsgate_config::AuthMethod::Mtls | wsgate_config::AuthMethod::Ticket => continue,
         };
         if let Ok(v) = HeaderValue::from_str(&value) {
             response.headers_mut().append(header::WWW_AUTHENTICATE, v);

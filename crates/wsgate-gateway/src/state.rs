@@ -32,6 +32,8 @@ pub(crate) struct State {
     pub(crate) audit: AuditLog,
     pub(crate) auth: wsgate_config::auth::AuthConfig,
     pub(crate) verifiers: crate::auth::Verifiers,
+    /// Unused one-time tickets, when `[auth.ticket]` is configured.
+    pub(crate) tickets: Option<crate::tickets::Tickets>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: TaskTracker,
     pub(crate) grace: std::time::Duration,
@@ -105,6 +107,11 @@ impl State {
             listeners,
             upstream_tls,
             audit,
+            tickets: config
+                .auth
+                .ticket
+                .as_ref()
+                .map(|t| std::sync::Arc::new(crate::tickets::TicketStore::new(t.ttl))),
             auth: config.auth,
             verifiers,
             shutdown: CancellationToken::new(),

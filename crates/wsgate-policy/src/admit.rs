@@ -177,6 +177,11 @@ impl Checked {
         &self.route
     }
 
+    /// The route's index in the config.
+    pub fn route_index(&self) -> usize {
+        self.route_index
+    }
+
     /// The credentials to verify, non-ambient first; empty when the route
     /// needs none or none were presented.
     pub fn credentials(&self) -> &[Credential] {
@@ -212,6 +217,7 @@ impl Checked {
                     "no credentials the route accepts".into(),
                 )),
                 Err(AuthFailure::Invalid(why)) => Some((Reason::AuthInvalid, why)),
+                Err(AuthFailure::Ticket(why)) => Some((Reason::TicketInvalid, why)),
                 Err(AuthFailure::Expired) => {
                     Some((Reason::AuthExpired, "credential expired".into()))
                 }

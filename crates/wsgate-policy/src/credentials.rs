@@ -10,6 +10,10 @@ use http::{HeaderMap, header};
 use wsgate_config::auth::{AuthConfig, CertField, TokenSource};
 use wsgate_config::{Auth, AuthMethod, Route};
 
+/// The query parameter a one-time ticket comes in. A query is acceptable
+/// here, unlike for tokens: a ticket is single-use and lives seconds.
+pub const TICKET_PARAM: &str = "ticket";
+
 /// The subprotocol prefix that carries a bearer token (`bearer.<jwt>`).
 pub const BEARER_PROTOCOL_PREFIX: &str = "bearer.";
 
@@ -75,6 +79,11 @@ pub enum Credential {
         /// Password.
         password: String,
     },
+    /// A one-time ticket from the `ticket` query parameter.
+    Ticket {
+        /// The ticket.
+        ticket: String,
+    },
     /// A TLS client certificate, verified during the TLS handshake.
     ClientCert {
         /// The user its `user_from` field names, if present.
@@ -91,6 +100,7 @@ impl std::fmt::Debug for Credential {
             Credential::Bearer { source, .. } => write!(f, "Bearer(from {source:?})"),
             Credential::Basic { user, .. } => write!(f, "Basic({user})"),
             Credential::ClientCert { user, .. } => write!(f, "ClientCert({user:?})"),
+            Credential::Ticket { .. } => f.write_str("Ticket"),
         }
     }
 }
@@ -115,6 +125,7 @@ impl Credential {
             Credential::Bearer { .. } => AuthMethod::Jwt,
             Credential::Basic { .. } => AuthMethod::Basic,
             Credential::ClientCert { .. } => AuthMethod::Mtls,
+            Credential::Ticket { .. } => AuthMethod::Ticket,
         }
     }
 }
@@ -163,6 +174,11 @@ pub fn presented(
     }
     if methods.contains(&AuthMethod::Basic) {
         out.extend(basic(headers));
+    }
+    if methods.contains(&AuthMethod::Ticket)
+        && let Some(q) = query
+    {
+        out.extend(query_param(q, TICKET_PARAM).map(|ticket| Credential::Ticket { ticket }));
     }
     if methods.contains(&AuthMethod::Mtls)
         && let (Some(mtls), Some(cert)) = (&auth.mtls, client_cert)

@@ -29,6 +29,12 @@ pub enum Reason {
     AuthInvalid,
     /// Credentials were valid once and have expired.
     AuthExpired,
+    /// A one-time ticket that is unknown, used, expired, or bound elsewhere.
+    TicketInvalid,
+    /// Authenticated, but not allowed this (a ticket for a route that takes none).
+    Forbidden,
+    /// The state store (tickets, counters) cannot take the request.
+    StoreUnavailable,
     /// The route authenticates only by client certificate and none was presented.
     ClientCertRequired,
     /// The TLS handshake failed (a client certificate that is expired,
@@ -103,6 +109,9 @@ impl Reason {
             AuthExpired => ("auth_expired", Http(401)),
             CrossSiteCredentials => ("cross_site_credentials", Http(403)),
             ClientCertRequired => ("client_cert_required", Http(401)),
+            TicketInvalid => ("ticket_invalid", Http(401)),
+            StoreUnavailable => ("store_unavailable", Http(503)),
+            Forbidden => ("forbidden", Http(403)),
             TlsFailed => ("tls_failed", Drop),
             UpstreamUnavailable => ("upstream_unavailable", Http(502)),
             HandshakeTimeout => ("handshake_timeout", Drop),
@@ -158,14 +167,11 @@ impl From<&FrameError> for Reason {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn codes_are_unique_snake_case() {
+impl Reason {
+    /// Every reason, in the order of DESIGN.md's tables.
+    pub const ALL: [Reason; 28] = {
         use Reason::*;
-        let all = [
+        [
             BadHandshake,
             VersionUnsupported,
             HeadersTooLarge,
@@ -173,6 +179,14 @@ mod tests {
             OriginMissing,
             OriginNotAllowed,
             HostNotAllowed,
+            AuthMissing,
+            AuthInvalid,
+            AuthExpired,
+            TicketInvalid,
+            Forbidden,
+            ClientCertRequired,
+            TlsFailed,
+            CrossSiteCredentials,
             UpstreamUnavailable,
             HandshakeTimeout,
             ProtocolError,
@@ -182,16 +196,66 @@ mod tests {
             PongTimeout,
             LifetimeExceeded,
             ShuttingDown,
+            SessionExpired,
             UpstreamError,
             UpstreamGone,
-        ];
-        let mut codes: Vec<_> = all.iter().map(|r| r.code()).collect();
+            StoreUnavailable,
+        ]
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fails to compile when a variant is added without a number here, and
+    /// the test fails when it is numbered but missing from [`Reason::ALL`].
+    fn ordinal(r: Reason) -> usize {
+        use Reason::*;
+        match r {
+            BadHandshake => 0,
+            VersionUnsupported => 1,
+            HeadersTooLarge => 2,
+            RouteNotFound => 3,
+            OriginMissing => 4,
+            OriginNotAllowed => 5,
+            HostNotAllowed => 6,
+            AuthMissing => 7,
+            AuthInvalid => 8,
+            AuthExpired => 9,
+            TicketInvalid => 10,
+            Forbidden => 11,
+            ClientCertRequired => 12,
+            TlsFailed => 13,
+            CrossSiteCredentials => 14,
+            UpstreamUnavailable => 15,
+            HandshakeTimeout => 16,
+            ProtocolError => 17,
+            InvalidUtf8 => 18,
+            MessageTooBig => 19,
+            IdleTimeout => 20,
+            PongTimeout => 21,
+            LifetimeExceeded => 22,
+            ShuttingDown => 23,
+            SessionExpired => 24,
+            UpstreamError => 25,
+            UpstreamGone => 26,
+            StoreUnavailable => 27,
+        }
+    }
+
+    #[test]
+    fn all_lists_every_reason_once_with_a_unique_snake_case_code() {
+        let mut seen: Vec<usize> = Reason::ALL.iter().map(|r| ordinal(*r)).collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..Reason::ALL.len()).collect::<Vec<_>>());
+        let mut codes: Vec<_> = Reason::ALL.iter().map(|r| r.code()).collect();
         assert!(codes.iter().all(|c| {
             c.bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
         }));
-        codes.sort();
+        codes.sort_unstable();
         codes.dedup();
-        assert_eq!(codes.len(), all.len());
+        assert_eq!(codes.len(), Reason::ALL.len());
     }
 }

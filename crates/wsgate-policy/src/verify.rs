@@ -38,6 +38,8 @@ pub enum AuthFailure {
     Invalid(String),
     /// Valid once, expired now.
     Expired,
+    /// A ticket that is unknown, used, expired, or used elsewhere than issued for.
+    Ticket(String),
 }
 
 /// Verifies JWTs for `[auth.jwt]`.
@@ -189,6 +191,41 @@ pub fn client_cert(
         user: user.to_owned(),
         method: AuthMethod::Mtls,
         expires: not_after,
+    })
+}
+
+/// What a ticket was issued for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TicketGrant {
+    /// Who bought it.
+    pub identity: Identity,
+    /// The route (index in the config) it opens.
+    pub route: usize,
+    /// The origin that bought it (`None`: no Origin header).
+    pub origin: Option<wsgate_config::origin::Origin>,
+}
+
+/// Checks that a redeemed ticket is used where it was issued for: the same
+/// route, from the same origin. Single use and expiry are the store's part.
+pub fn ticket(
+    grant: TicketGrant,
+    route: usize,
+    origin: Option<&str>,
+) -> Result<Identity, AuthFailure> {
+    let origin = origin
+        .map(wsgate_config::origin::Origin::parse)
+        .transpose()
+        .ok()
+        .flatten();
+    if grant.route != route {
+        return Err(AuthFailure::Ticket("issued for another route".into()));
+    }
+    if grant.origin != origin {
+        return Err(AuthFailure::Ticket("issued to another origin".into()));
+    }
+    Ok(Identity {
+        method: AuthMethod::Ticket,
+        ..grant.identity
     })
 }
 

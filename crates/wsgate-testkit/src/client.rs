@@ -145,6 +145,20 @@ impl RawClient {
         }
     }
 
+    /// Sends a plain HTTP request with no body (Host `127.0.0.1` unless given).
+    pub async fn request(&mut self, method: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut req = format!("{method} {path} HTTP/1.1\r\n");
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+            req.push_str("Host: 127.0.0.1\r\n");
+        }
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("Content-Length: 0\r\n\r\n");
+        self.send_raw(req.as_bytes()).await;
+        self.read_reply().await
+    }
+
     /// Writes bytes as they are.
     pub async fn send_raw(&mut self, bytes: &[u8]) {
         self.io.write_all(bytes).await.expect("write");
