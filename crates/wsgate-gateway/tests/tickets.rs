@@ -145,6 +145,9 @@ async fn a_ticket_only_works_from_its_origin_and_on_its_route() {
     );
 }
 
+/// A target path, the request's headers, and the expected status and reason.
+type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, u16, &'a str);
+
 #[tokio::test]
 async fn buying_a_ticket_needs_a_credential_a_listed_origin_and_a_route_that_takes_tickets() {
     let echo = Echo::start().await;
@@ -152,7 +155,7 @@ async fn buying_a_ticket_needs_a_credential_a_listed_origin_and_a_route_that_tak
     let token = jwt::hs256(SECRET, &claims("alice", 300));
     let bearer = format!("Bearer {token}");
     let cookie = format!("session={token}");
-    let cases: Vec<(&str, Vec<(&str, &str)>, u16, &str)> = vec![
+    let cases: Vec<Case<'_>> = vec![
         ("/chat", vec![("Origin", APP)], 401, "auth_missing"),
         (
             "/chat",
