@@ -31,6 +31,8 @@ pub struct AuthConfig {
     pub mtls: Option<MtlsConfig>,
     /// `[auth.ticket]`.
     pub ticket: Option<TicketConfig>,
+    /// `[auth.forward]`.
+    pub forward: Option<ForwardConfig>,
     /// Grace after a credential's expiry before its connection is closed.
     pub session_grace: Duration,
 }
@@ -158,6 +160,28 @@ pub enum TokenSource {
     Subprotocol,
 }
 
+/// How long the gateway waits for the forward-auth service.
+pub const DEFAULT_FORWARD_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a forward-auth verdict is reused for the same credentials: a
+/// page that opens several sockets asks once.
+pub const DEFAULT_FORWARD_CACHE: Duration = Duration::from_secs(5);
+
+/// `[auth.forward]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardConfig {
+    /// The endpoint asked (`http://` or `https://`).
+    pub url: url::Url,
+    /// Response header naming the user.
+    pub user_header: String,
+    /// Time allowed for the answer.
+    pub timeout: Duration,
+    /// How long a verdict is reused; `None` is off.
+    pub cache: Option<Duration>,
+    /// How long a connection admitted this way may live before it is closed
+    /// (1008 `session_expired`); `None` is off.
+    pub max_age: Option<Duration>,
+}
+
 /// Where tickets are issued unless `issue_path` says otherwise.
 pub const DEFAULT_TICKET_PATH: &str = "/.wsgate/ticket";
 /// How long a ticket may wait to be used: long enough for a page to open its
@@ -232,14 +256,60 @@ pub(crate) fn auth(
     auth.basic = t.table("basic", errs).and_then(|b| basic(b, base, errs));
     auth.mtls = t.table("mtls", errs).and_then(|m| mtls(m, errs));
     auth.ticket = t.table("ticket", errs).and_then(|m| ticket(m, errs));
+    auth.forward = t.table("forward", errs).and_then(|m| forward(m, errs));
     if let Some(g) = t
         .duration("session_grace", errs, false)
         .and_then(|g| g.value)
     {
         auth.session_grace = g;
     }
-    t.finish(errs, &["forward"]);
+    t.finish(errs, &[]);
     auth
+}
+
+fn forward(mut t: Table<'_, '_>, errs: &mut Collector<'_>) -> Option<ForwardConfig> {
+    let url = match t.string("url", errs) {
+        None => {
+            errs.push(
+                &t.path_of("url"),
+                Some(t.at()),
+                "is required: the endpoint that judges a client's cookie",
+            );
+            None
+        }
+        Some(u) => match url::Url::parse(u.value) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+                Some(url)
+            }
+            _ => {
+                errs.push(
+                    &u.path,
+                    Some(u.at),
+                    format!("`{}` is not an http:// or https:// URL", u.value),
+                );
+                None
+            }
+        },
+    };
+    let user_header = t
+        .string("user_header", errs)
+        .map_or("x-user".to_owned(), |h| h.value.to_ascii_lowercase());
+    let timeout = t
+        .duration("timeout", errs, false)
+        .and_then(|d| d.value)
+        .unwrap_or(DEFAULT_FORWARD_TIMEOUT);
+    let cache = t
+        .duration("cache_ttl", errs, true)
+        .map_or(Some(DEFAULT_FORWARD_CACHE), |d| d.value);
+    let max_age = t.duration("max_age", errs, true).and_then(|d| d.value);
+    t.finish(errs, &[]);
+    Some(ForwardConfig {
+        url: url?,
+        user_header,
+        timeout,
+        cache,
+        max_age,
+    })
 }
 
 fn ticket(mut t: Table<'_, '_>, errs: &mut Collector<'_>) -> Option<TicketConfig> {

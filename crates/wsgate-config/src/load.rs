@@ -466,12 +466,13 @@ fn auth(
     for item in &items {
         match item.value {
             "none" => none = true,
-            "jwt" | "basic" | "mtls" | "ticket" => {
+            "jwt" | "basic" | "mtls" | "ticket" | "forward" => {
                 let (method, configured) = match item.value {
                     "jwt" => (AuthMethod::Jwt, config.jwt.is_some()),
                     "basic" => (AuthMethod::Basic, config.basic.is_some()),
                     "mtls" => (AuthMethod::Mtls, config.mtls.is_some()),
-                    _ => (AuthMethod::Ticket, config.ticket.is_some()),
+                    "ticket" => (AuthMethod::Ticket, config.ticket.is_some()),
+                    _ => (AuthMethod::Forward, config.forward.is_some()),
                 };
                 if !configured {
                     ok = false;
@@ -479,14 +480,6 @@ fn auth(
                     errs.push(&item.path, Some(item.at), msg);
                 }
                 methods.push(method);
-            }
-            "forward" => {
-                ok = false;
-                let msg = format!(
-                    "auth method `{}` is not implemented in this version of wsgate",
-                    item.value
-                );
-                errs.push(&item.path, Some(item.at), msg);
             }
             other => {
                 ok = false;

@@ -144,6 +144,8 @@ pub enum AuthMethod {
     Mtls,
     /// A one-time ticket, per `[auth.ticket]`.
     Ticket,
+    /// The application's own verdict on the client's cookie or `Authorization`, per `[auth.forward]`.
+    Forward,
 }
 
 impl AuthMethod {
@@ -154,6 +156,7 @@ impl AuthMethod {
             AuthMethod::Basic => "basic",
             AuthMethod::Mtls => "mtls",
             AuthMethod::Ticket => "ticket",
+            AuthMethod::Forward => "forward",
         }
     }
 }

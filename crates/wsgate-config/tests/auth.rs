@@ -294,3 +294,40 @@ fn tickets_are_bought_with_another_method() {
     let err = config(jwt, "[\"ticket\", \"jwt\"]", Path::new(".")).unwrap_err();
     assert!(err.contains("needs an [auth.ticket] table"), "{err}");
 }
+
+#[test]
+fn forward_auth_settings() {
+    let c = config(
+        "[auth.forward]\nurl = \"http://127.0.0.1:8080/auth/check\"",
+        "\"forward\"",
+        Path::new("."),
+    )
+    .unwrap();
+    let f = c.auth.forward.as_ref().unwrap();
+    assert_eq!(
+        (
+            f.user_header.as_str(),
+            f.timeout.as_secs(),
+            f.cache.map(|d| d.as_secs())
+        ),
+        ("x-user", 2, Some(5))
+    );
+    assert_eq!(f.max_age, None);
+    for (table, expect) in [
+        ("[auth.forward]", "url (line"),
+        (
+            "[auth.forward]\nurl = \"ftp://x/\"",
+            "not an http:// or https:// URL",
+        ),
+        (
+            "[auth.forward]\nurl = \"http://x/\"\ncache_ttl = \"0s\"",
+            "write \"off\"",
+        ),
+    ] {
+        let err = config(table, "\"forward\"", Path::new(".")).unwrap_err();
+        assert!(
+            err.contains(expect),
+            "{table:?}: expected {expect:?} in\n{err}"
+        );
+    }
+}

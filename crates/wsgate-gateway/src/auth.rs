@@ -24,6 +24,7 @@ pub(crate) struct Verifiers {
     jwt: Option<JwtVerifier>,
     basic: Option<Arc<BasicVerifier>>,
     basic_permits: Semaphore,
+    forward: Option<crate::forward::Forward>,
 }
 
 impl Verifiers {
@@ -53,10 +54,24 @@ impl Verifiers {
                 .map_err(|e| errors.push(format!("auth.basic: {e}")))
                 .ok()
         });
+        let forward = config.auth.forward.as_ref().and_then(|f| {
+            let tls = match f.url.scheme() {
+                "https" => match crate::tls::upstream(None) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        errors.push(format!("auth.forward.url: {e}"));
+                        return None;
+                    }
+                },
+                _ => None,
+            };
+            Some(crate::forward::Forward::new(f.clone(), tls))
+        });
         Verifiers {
             jwt,
             basic,
             basic_permits: Semaphore::new(BASIC_CONCURRENCY),
+            forward,
         }
     }
 
@@ -106,6 +121,15 @@ impl Verifiers {
                 .as_ref()
                 .ok_or_else(unavailable)?
                 .verify(token, SystemTime::now()),
+            Credential::Forward {
+                cookie,
+                authorization,
+            } => {
+                let forward = self.forward.as_ref().ok_or_else(unavailable)?;
+                forward
+                    .check(cookie.as_deref(), authorization.as_deref())
+                    .await
+            }
             Credential::Ticket { .. } => Err(AuthFailure::Ticket(
                 "tickets are redeemed by the store".into(),
             )),

@@ -18,6 +18,7 @@
 
 pub mod audit;
 mod auth;
+mod forward;
 mod handshake;
 mod listen;
 mod pump;

@@ -66,7 +66,9 @@ pub(crate) fn challenge(
                 format!("Basic realm=\"{realm}\", charset=\"UTF-8\"")
             }
             // No HTTP challenge asks for a certificate: TLS does that.
-            wsgate_config::AuthMethod::Mtls | wsgate_config::AuthMethod::Ticket => continue,
+            wsgate_config::AuthMethod::Mtls
+            | wsgate_config::AuthMethod::Ticket
+            | wsgate_config::AuthMethod::Forward => continue,
         };
         if let Ok(v) = HeaderValue::from_str(&value) {
             response.headers_mut().append(header::WWW_AUTHENTICATE, v);

@@ -79,6 +79,13 @@ pub enum Credential {
         /// Password.
         password: String,
     },
+    /// The client's `Cookie` and `Authorization`, for the application to judge.
+    Forward {
+        /// `Cookie`, all copies joined.
+        cookie: Option<String>,
+        /// `Authorization`.
+        authorization: Option<String>,
+    },
     /// A one-time ticket from the `ticket` query parameter.
     Ticket {
         /// The ticket.
@@ -101,6 +108,17 @@ impl std::fmt::Debug for Credential {
             Credential::Basic { user, .. } => write!(f, "Basic({user})"),
             Credential::ClientCert { user, .. } => write!(f, "ClientCert({user:?})"),
             Credential::Ticket { .. } => f.write_str("Ticket"),
+            Credential::Forward { cookie, .. } => {
+                write!(
+                    f,
+                    "Forward({})",
+                    if cookie.is_some() {
+                        "cookie"
+                    } else {
+                        "authorization"
+                    }
+                )
+            }
         }
     }
 }
@@ -108,6 +126,17 @@ impl std::fmt::Debug for Credential {
 impl Credential {
     /// Whether a browser would attach it to a cross-site handshake by itself.
     pub fn is_ambient(&self) -> bool {
+        if let Credential::Forward {
+            cookie,
+            authorization,
+        } = self
+        {
+            // A cookie or cached Basic credentials come with any page's handshake.
+            let basic = authorization
+                .as_deref()
+                .is_some_and(|a| a.get(..6).is_some_and(|s| s.eq_ignore_ascii_case("basic ")));
+            return cookie.is_some() || basic;
+        }
         matches!(
             self,
             Credential::Basic { .. }
@@ -126,6 +155,7 @@ impl Credential {
             Credential::Basic { .. } => AuthMethod::Basic,
             Credential::ClientCert { .. } => AuthMethod::Mtls,
             Credential::Ticket { .. } => AuthMethod::Ticket,
+            Credential::Forward { .. } => AuthMethod::Forward,
         }
     }
 }
@@ -174,6 +204,23 @@ pub fn presented(
     }
     if methods.contains(&AuthMethod::Basic) {
         out.extend(basic(headers));
+    }
+    if methods.contains(&AuthMethod::Forward) {
+        let joined = |name| {
+            let parts: Vec<&str> = headers
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            (!parts.is_empty()).then(|| parts.join("; "))
+        };
+        let (cookie, authorization) = (joined(header::COOKIE), joined(header::AUTHORIZATION));
+        if cookie.is_some() || authorization.is_some() {
+            out.push(Credential::Forward {
+                cookie,
+                authorization,
+            });
+        }
     }
     if methods.contains(&AuthMethod::Ticket)
         && let Some(q) = query

@@ -33,6 +33,8 @@ pub enum Reason {
     TicketInvalid,
     /// Authenticated, but not allowed this (a ticket for a route that takes none).
     Forbidden,
+    /// The forward-auth service could not be asked: refused, not admitted.
+    AuthUnavailable,
     /// The state store (tickets, counters) cannot take the request.
     StoreUnavailable,
     /// The route authenticates only by client certificate and none was presented.
@@ -111,6 +113,7 @@ impl Reason {
             ClientCertRequired => ("client_cert_required", Http(401)),
             TicketInvalid => ("ticket_invalid", Http(401)),
             StoreUnavailable => ("store_unavailable", Http(503)),
+            AuthUnavailable => ("auth_unavailable", Http(503)),
             Forbidden => ("forbidden", Http(403)),
             TlsFailed => ("tls_failed", Drop),
             UpstreamUnavailable => ("upstream_unavailable", Http(502)),
@@ -169,7 +172,7 @@ impl From<&FrameError> for Reason {
 
 impl Reason {
     /// Every reason, in the order of DESIGN.md's tables.
-    pub const ALL: [Reason; 28] = {
+    pub const ALL: [Reason; 29] = {
         use Reason::*;
         [
             BadHandshake,
@@ -200,6 +203,7 @@ impl Reason {
             UpstreamError,
             UpstreamGone,
             StoreUnavailable,
+            AuthUnavailable,
         ]
     };
 }
@@ -241,6 +245,7 @@ mod tests {
             UpstreamError => 25,
             UpstreamGone => 26,
             StoreUnavailable => 27,
+            AuthUnavailable => 28,
         }
     }
 

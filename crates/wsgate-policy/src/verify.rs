@@ -40,6 +40,8 @@ pub enum AuthFailure {
     Expired,
     /// A ticket that is unknown, used, expired, or used elsewhere than issued for.
     Ticket(String),
+    /// The service that judges credentials could not be asked.
+    Unavailable(String),
 }
 
 /// Verifies JWTs for `[auth.jwt]`.

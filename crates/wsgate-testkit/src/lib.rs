@@ -8,12 +8,14 @@
 //! - [`pki`]: a CA and certificates made in the test.
 //! - [`gateway`]: wsgate in-process on 127.0.0.1:0, with its audit events.
 //! - [`jwt`]: tokens signed in the test, with keys made in the test.
+//! - [`auth_server`]: a forward-auth service that judges cookie sessions.
 //!
 //! Nothing here mocks the network: every test talks over real sockets.
 
 // Test support: a panic with a message is how it reports a broken expectation.
 #![allow(clippy::unwrap_used, clippy::result_large_err)]
 
+pub mod auth_server;
 pub mod client;
 pub mod gateway;
 pub mod jwt;

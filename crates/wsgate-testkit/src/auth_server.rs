@@ -1,0 +1,101 @@
+//! A forward-auth service on 127.0.0.1:0, as an application would run one.
+//!
+//! `Cookie: session=<user>-session` is that user (200, `X-User`);
+//! `session=broken` answers 500; `session=silent` never answers;
+//! `Authorization: Bearer letmein` is the user `bot`; anything else is 401.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+/// The running service.
+pub struct AuthServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    asked: Arc<AtomicUsize>,
+}
+
+impl AuthServer {
+    /// Starts the service.
+    pub async fn start() -> AuthServer {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind auth server");
+        let addr = listener.local_addr().expect("addr");
+        let asked = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&asked);
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let counter = Arc::clone(&counter);
+                tokio::spawn(async move {
+                    let service =
+                        hyper::service::service_fn(move |req| judge(req, Arc::clone(&counter)));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), service)
+                        .await;
+                });
+            }
+        });
+        AuthServer { addr, asked }
+    }
+
+    /// The URL of its check endpoint.
+    pub fn url(&self) -> String {
+        format!("http://{}/auth/check", self.addr)
+    }
+
+    /// How many requests it has answered or received.
+    pub fn asked(&self) -> usize {
+        self.asked.load(Ordering::SeqCst)
+    }
+}
+
+async fn judge(
+    req: Request<Incoming>,
+    asked: Arc<AtomicUsize>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    asked.fetch_add(1, Ordering::SeqCst);
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let (cookie, authorization) = (header("cookie"), header("authorization"));
+    let session = cookie
+        .split(';')
+        .map(str::trim)
+        .find_map(|c| c.strip_prefix("session="))
+        .unwrap_or("");
+    let user = match (session, authorization.as_str()) {
+        ("silent", _) => std::future::pending().await,
+        ("broken", _) => return Ok(status(StatusCode::INTERNAL_SERVER_ERROR)),
+        (s, _) if s.ends_with("-session") => Some(s.trim_end_matches("-session").to_owned()),
+        (_, "Bearer letmein") => Some("bot".to_owned()),
+        _ => None,
+    };
+    Ok(match user {
+        Some(user) => {
+            let mut r = status(StatusCode::OK);
+            r.headers_mut()
+                .insert("x-user", user.parse().expect("user header"));
+            r
+        }
+        None => status(StatusCode::UNAUTHORIZED),
+    })
+}
+
+fn status(code: StatusCode) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = code;
+    r
+}
