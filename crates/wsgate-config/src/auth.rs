@@ -16,6 +16,11 @@ pub const DEFAULT_JWT_LEEWAY: Duration = Duration::from_secs(30);
 /// After the credential that admitted a connection expires, it is closed
 /// (1008 `session_expired`) once this grace has passed too.
 pub const DEFAULT_SESSION_GRACE: Duration = Duration::from_secs(0);
+/// Fetches of a JWKS URL are at least this far apart: a flood of tokens with
+/// made-up `kid`s must not become a flood of requests to the issuer.
+pub const DEFAULT_JWKS_REFRESH_MIN: Duration = Duration::from_secs(30);
+/// JWKS keys are fetched again after this, so keys the issuer removed stop working.
+pub const DEFAULT_JWKS_MAX_AGE: Duration = Duration::from_secs(600);
 /// Shortest HS256 secret accepted: RFC 7518 section 3.2 requires a key at
 /// least as long as the hash output (256 bits).
 pub const MIN_HS256_SECRET: usize = 32;
@@ -61,6 +66,15 @@ pub struct JwtConfig {
 pub enum JwtKeys {
     /// A JWKS document on disk.
     JwksFile(PathBuf),
+    /// A JWKS document fetched from the issuer, cached and refreshed.
+    JwksUrl {
+        /// Where it is published (`https://`, or `http://` on loopback).
+        url: url::Url,
+        /// Fetches are at least this far apart, however many unknown `kid`s arrive.
+        refresh_min: Duration,
+        /// Keys older than this are fetched again on next use (removed keys stop working).
+        max_age: Duration,
+    },
     /// An HMAC secret taken from an environment variable at load.
     Secret {
         /// The variable's name.
@@ -74,6 +88,7 @@ impl std::fmt::Debug for JwtKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             JwtKeys::JwksFile(p) => write!(f, "JwksFile({})", p.display()),
+            JwtKeys::JwksUrl { url, .. } => write!(f, "JwksUrl({url})"),
             // Never the secret itself, not even in debug output.
             JwtKeys::Secret { env, .. } => write!(f, "Secret(from ${env})"),
         }
@@ -368,12 +383,32 @@ fn jwt(
 ) -> Option<JwtConfig> {
     let file = t.string("keys", errs);
     let secret_env = t.string("hs256_secret_env", errs);
-    if let Some(url) = t.get("jwks_url") {
-        let msg = "is not implemented in this version of wsgate; use `keys` (a JWKS file) or `hs256_secret_env`";
-        errs.push(&t.path_of("jwks_url"), Some(url.span().start), msg);
-    }
-    let keys = match (file, secret_env) {
-        (Some(f), None) => {
+    let jwks_url = t.string("jwks_url", errs);
+    let refresh_min = t
+        .duration("jwks_refresh_min", errs, false)
+        .and_then(|d| d.value);
+    let max_age = t
+        .duration("jwks_max_age", errs, false)
+        .and_then(|d| d.value);
+    let keys = match (file, secret_env, jwks_url) {
+        (None, None, Some(u)) => match url::Url::parse(u.value) {
+            Ok(url) if url.scheme() == "https" || (url.scheme() == "http" && is_loopback(&url)) => {
+                Some(JwtKeys::JwksUrl {
+                    url,
+                    refresh_min: refresh_min.unwrap_or(DEFAULT_JWKS_REFRESH_MIN),
+                    max_age: max_age.unwrap_or(DEFAULT_JWKS_MAX_AGE),
+                })
+            }
+            _ => {
+                let msg = format!(
+                    "`{}`: keys are fetched over https:// (http:// only on loopback)",
+                    u.value
+                );
+                errs.push(&u.path, Some(u.at), msg);
+                None
+            }
+        },
+        (Some(f), None, None) => {
             let path = base.join(f.value);
             if path.is_file() {
                 Some(JwtKeys::JwksFile(path))
@@ -386,12 +421,12 @@ fn jwt(
                 None
             }
         }
-        (None, Some(e)) => secret(e, env, errs),
+        (None, Some(e), None) => secret(e, env, errs),
         _ => {
             errs.push(
                 t.path(),
                 Some(t.at()),
-                "give exactly one of `keys` (a JWKS file) or `hs256_secret_env`",
+                "give exactly one of `keys` (a JWKS file), `jwks_url` or `hs256_secret_env`",
             );
             None
         }
@@ -417,6 +452,15 @@ fn jwt(
         user_claim,
         leeway,
     })
+}
+
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    }
 }
 
 fn secret(e: At<&str>, env: Env<'_>, errs: &mut Collector<'_>) -> Option<JwtKeys> {

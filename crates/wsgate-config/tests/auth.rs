@@ -331,3 +331,44 @@ fn forward_auth_settings() {
         );
     }
 }
+
+#[test]
+fn jwks_urls_need_https_except_on_loopback() {
+    let ok = config(
+        "[auth.jwt]\njwks_url = \"https://id.example.com/jwks.json\"\nalgorithms = [\"RS256\"]",
+        "\"jwt\"",
+        Path::new("."),
+    )
+    .unwrap();
+    assert!(
+        matches!(&ok.auth.jwt.as_ref().unwrap().keys, JwtKeys::JwksUrl { refresh_min, .. } if refresh_min.as_secs() == 30)
+    );
+    assert!(
+        config(
+            "[auth.jwt]\njwks_url = \"http://127.0.0.1:9/jwks\"\nalgorithms = [\"ES256\"]",
+            "\"jwt\"",
+            Path::new(".")
+        )
+        .is_ok()
+    );
+    for (jwt, expect) in [
+        (
+            "jwks_url = \"http://id.example.com/jwks.json\"\nalgorithms = [\"RS256\"]",
+            "https://",
+        ),
+        (
+            "jwks_url = \"https://id.example.com/jwks.json\"\nalgorithms = [\"HS256\"]",
+            "does not fit the keys",
+        ),
+        (
+            "jwks_url = \"https://id.example.com/j\"\nhs256_secret_env = \"GOOD_SECRET\"\nalgorithms = [\"RS256\"]",
+            "exactly one of",
+        ),
+    ] {
+        let err = config(&format!("[auth.jwt]\n{jwt}"), "\"jwt\"", Path::new(".")).unwrap_err();
+        assert!(
+            err.contains(expect),
+            "{jwt:?}: expected {expect:?} in\n{err}"
+        );
+    }
+}

@@ -22,6 +22,7 @@ const BASIC_CONCURRENCY: usize = 4;
 /// The verifiers a config asks for.
 pub(crate) struct Verifiers {
     jwt: Option<JwtVerifier>,
+    jwks: Option<crate::jwks::RemoteJwks>,
     basic: Option<Arc<BasicVerifier>>,
     basic_permits: Semaphore,
     forward: Option<crate::forward::Forward>,
@@ -30,6 +31,18 @@ pub(crate) struct Verifiers {
 impl Verifiers {
     /// Builds them, reading the JWKS file; every problem is reported.
     pub(crate) fn new(config: &Config, errors: &mut Vec<String>) -> Verifiers {
+        let jwks = config.auth.jwt.as_ref().and_then(|j| {
+            let https = matches!(&j.keys, JwtKeys::JwksUrl { url, .. } if url.scheme() == "https");
+            let tls = match https.then(|| crate::tls::upstream(None)) {
+                Some(Err(e)) => {
+                    errors.push(format!("auth.jwt.jwks_url: {e}"));
+                    return None;
+                }
+                Some(Ok(c)) => Some(c),
+                None => None,
+            };
+            crate::jwks::RemoteJwks::new(j, tls)
+        });
         let jwt = config.auth.jwt.as_ref().and_then(|j| {
             let jwks = match &j.keys {
                 JwtKeys::JwksFile(path) => match std::fs::read_to_string(path) {
@@ -43,6 +56,7 @@ impl Verifiers {
                     }
                 },
                 JwtKeys::Secret { .. } => None,
+                JwtKeys::JwksUrl { .. } => return None,
             };
             JwtVerifier::new(j, jwks.as_deref())
                 .map_err(|e| errors.push(format!("auth.jwt.keys: {e}")))
@@ -69,6 +83,7 @@ impl Verifiers {
         });
         Verifiers {
             jwt,
+            jwks,
             basic,
             basic_permits: Semaphore::new(BASIC_CONCURRENCY),
             forward,
@@ -116,11 +131,11 @@ impl Verifiers {
     async fn one(&self, credential: &Credential) -> Result<Identity, AuthFailure> {
         let unavailable = || AuthFailure::Invalid("method not configured".into());
         match credential {
-            Credential::Bearer { token, .. } => self
-                .jwt
-                .as_ref()
-                .ok_or_else(unavailable)?
-                .verify(token, SystemTime::now()),
+            Credential::Bearer { token, .. } => match (&self.jwt, &self.jwks) {
+                (Some(fixed), _) => fixed.verify(token, SystemTime::now()),
+                (None, Some(remote)) => remote.verify(token).await,
+                (None, None) => Err(unavailable()),
+            },
             Credential::Forward {
                 cookie,
                 authorization,

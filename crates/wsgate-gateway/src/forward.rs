@@ -11,18 +11,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use bytes::Bytes;
-use http::{HeaderValue, Request, header};
-use http_body_util::Empty;
-use hyper_util::rt::TokioIo;
+use http::header;
 use rustls::ClientConfig;
 use sha2::{Digest, Sha256};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tokio_util::either::Either;
 use wsgate_config::AuthMethod;
 use wsgate_config::auth::ForwardConfig;
 use wsgate_policy::verify::{AuthFailure, Identity};
+
+/// Largest forward-auth answer body read (it is ignored anyway).
+const MAX_ANSWER: usize = 64 * 1024;
 
 /// Cached verdicts held at most; past this the cache is emptied.
 const MAX_CACHED: usize = 10_000;
@@ -110,67 +108,16 @@ impl Forward {
         cookie: Option<&str>,
         authorization: Option<&str>,
     ) -> Result<String, AuthFailure> {
-        let unavailable = |why: String| AuthFailure::Unavailable(format!("forward auth: {why}"));
-        let url = &self.config.url;
-        let host = url
-            .host_str()
-            .unwrap_or_default()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        let port = url.port_or_known_default().unwrap_or(80);
-        let tcp = TcpStream::connect((host.as_str(), port))
+        let mut headers = Vec::new();
+        headers.extend(cookie.map(|c| (header::COOKIE, c)));
+        headers.extend(authorization.map(|a| (header::AUTHORIZATION, a)));
+        let answer = crate::fetch::get(&self.config.url, self.tls.as_ref(), &headers, MAX_ANSWER)
             .await
-            .map_err(|e| unavailable(e.to_string()))?;
-        let stream = match (&self.tls, url.scheme()) {
-            (Some(config), "https") => {
-                let name = rustls::pki_types::ServerName::try_from(host.clone())
-                    .map_err(|e| unavailable(e.to_string()))?;
-                let tls = tokio_rustls::TlsConnector::from(Arc::clone(config))
-                    .connect(name, tcp)
-                    .await
-                    .map_err(|e| unavailable(e.to_string()))?;
-                Either::Right(tls)
-            }
-            _ => Either::Left(tcp),
-        };
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| unavailable(e.to_string()))?;
-        tokio::spawn(conn);
-        let path = match url.query() {
-            Some(q) => format!("{}?{q}", url.path()),
-            None => url.path().to_owned(),
-        };
-        let mut request = Request::get(path.as_str())
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| unavailable(e.to_string()))?;
-        let headers = request.headers_mut();
-        if let Some(authority) = url.host_str().and_then(|h| {
-            HeaderValue::from_str(&match url.port() {
-                Some(p) => format!("{h}:{p}"),
-                None => h.to_owned(),
-            })
-            .ok()
-        }) {
-            headers.insert(header::HOST, authority);
-        }
-        for (name, value) in [
-            (header::COOKIE, cookie),
-            (header::AUTHORIZATION, authorization),
-        ] {
-            if let Some(v) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
-                headers.insert(name, v);
-            }
-        }
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| unavailable(e.to_string()))?;
-        let status = response.status();
+            .map_err(|e| AuthFailure::Unavailable(format!("forward auth: {e}")))?;
+        let status = answer.status;
         if status.is_success() {
-            let user = response
-                .headers()
+            let user = answer
+                .headers
                 .get(self.config.user_header.as_str())
                 .and_then(|v| v.to_str().ok())
                 .filter(|u| !u.is_empty());
@@ -185,7 +132,9 @@ impl Forward {
             401 | 403 => Err(AuthFailure::Invalid(format!(
                 "forward auth answered {status}"
             ))),
-            _ => Err(unavailable(format!("answered {status}"))),
+            _ => Err(AuthFailure::Unavailable(format!(
+                "forward auth answered {status}"
+            ))),
         }
     }
 }

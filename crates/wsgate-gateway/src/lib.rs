@@ -18,8 +18,10 @@
 
 pub mod audit;
 mod auth;
+mod fetch;
 mod forward;
 mod handshake;
+mod jwks;
 mod listen;
 mod pump;
 pub mod relay;

@@ -59,23 +59,26 @@ impl JwtVerifier {
     pub fn new(config: &JwtConfig, jwks: Option<&str>) -> Result<JwtVerifier, String> {
         let keys = match (&config.keys, jwks) {
             (JwtKeys::Secret { secret, .. }, _) => vec![(None, DecodingKey::from_secret(secret))],
-            (JwtKeys::JwksFile(path), Some(text)) => {
+            (JwtKeys::JwksFile(_) | JwtKeys::JwksUrl { .. }, Some(text)) => {
+                let source = match &config.keys {
+                    JwtKeys::JwksUrl { url, .. } => url.to_string(),
+                    JwtKeys::JwksFile(path) => path.display().to_string(),
+                    JwtKeys::Secret { .. } => String::new(),
+                };
                 let set: jsonwebtoken::jwk::JwkSet = serde_json::from_str(text)
-                    .map_err(|e| format!("{}: not a JWKS document: {e}", path.display()))?;
+                    .map_err(|e| format!("{source}: not a JWKS document: {e}"))?;
                 let mut keys = Vec::new();
                 for (i, jwk) in set.keys.iter().enumerate() {
                     let key = DecodingKey::from_jwk(jwk)
-                        .map_err(|e| format!("{}: key {i} is not usable: {e}", path.display()))?;
+                        .map_err(|e| format!("{source}: key {i} is not usable: {e}"))?;
                     keys.push((jwk.common.key_id.clone(), key));
                 }
                 if keys.is_empty() {
-                    return Err(format!("{} holds no keys", path.display()));
+                    return Err(format!("{source} holds no keys"));
                 }
                 keys
             }
-            (JwtKeys::JwksFile(path), None) => {
-                return Err(format!("{}: JWKS not loaded", path.display()));
-            }
+            (_, None) => return Err("JWKS not loaded".into()),
         };
         let algorithms = config
             .algorithms
@@ -149,6 +152,17 @@ impl JwtVerifier {
             method: AuthMethod::Jwt,
             expires: Some(expires),
         })
+    }
+
+    /// Whether a token's `kid` names a key this verifier holds (or, without
+    /// a `kid`, whether there is exactly one key).
+    pub fn knows(&self, kid: Option<&str>) -> bool {
+        self.key(kid).is_ok()
+    }
+
+    /// The `kid` in a token's header, if it has one and parses.
+    pub fn kid_of(token: &str) -> Option<String> {
+        jsonwebtoken::decode_header(token).ok()?.kid
     }
 
     fn key(&self, kid: Option<&str>) -> Result<&DecodingKey, AuthFailure> {

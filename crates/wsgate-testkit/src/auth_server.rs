@@ -99,3 +99,72 @@ fn status(code: StatusCode) -> Response<Full<Bytes>> {
     *r.status_mut() = code;
     r
 }
+
+/// An issuer's JWKS endpoint on 127.0.0.1:0, whose key set the test swaps
+/// and which can be taken down (it then answers 503).
+pub struct JwksServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    body: Arc<std::sync::Mutex<String>>,
+    down: Arc<std::sync::atomic::AtomicBool>,
+    asked: Arc<AtomicUsize>,
+}
+
+impl JwksServer {
+    /// Serves `jwks`.
+    pub async fn start(jwks: String) -> JwksServer {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind JWKS server");
+        let addr = listener.local_addr().expect("addr");
+        let body = Arc::new(std::sync::Mutex::new(jwks));
+        let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let asked = Arc::new(AtomicUsize::new(0));
+        let (b, d, a) = (Arc::clone(&body), Arc::clone(&down), Arc::clone(&asked));
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (b, d, a) = (Arc::clone(&b), Arc::clone(&d), Arc::clone(&a));
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |_req: Request<Incoming>| {
+                        a.fetch_add(1, Ordering::SeqCst);
+                        let r = if d.load(Ordering::SeqCst) {
+                            status(StatusCode::SERVICE_UNAVAILABLE)
+                        } else {
+                            Response::new(Full::new(Bytes::from(b.lock().expect("body").clone())))
+                        };
+                        async move { Ok::<_, Infallible>(r) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), service)
+                        .await;
+                });
+            }
+        });
+        JwksServer {
+            addr,
+            body,
+            down,
+            asked,
+        }
+    }
+
+    /// The JWKS URL.
+    pub fn url(&self) -> String {
+        format!("http://{}/.well-known/jwks.json", self.addr)
+    }
+
+    /// Serves another key set from now on.
+    pub fn set(&self, jwks: String) {
+        *self.body.lock().expect("body") = jwks;
+    }
+
+    /// Takes the endpoint down (503) or back up.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    /// How many requests it has received.
+    pub fn asked(&self) -> usize {
+        self.asked.load(Ordering::SeqCst)
+    }
+}
