@@ -52,6 +52,9 @@ pub(crate) fn parse(
         .into_iter()
         .filter_map(|t| route(t, base, &auth, &mut errs))
         .collect();
+    let assertion = root
+        .table("assertion", &mut errs)
+        .and_then(|t| assertion(t, base, &mut errs));
     let log = root
         .table("log", &mut errs)
         .map(|t| log(t, base, &mut errs));
@@ -79,6 +82,7 @@ pub(crate) fn parse(
         log: log.unwrap_or_default(),
         shutdown: shutdown.unwrap_or_default(),
         auth,
+        assertion,
     })
 }
 
@@ -673,6 +677,55 @@ fn log(mut t: Table<'_, '_>, base: &Path, errs: &mut Collector<'_>) -> Log {
     }
     t.finish(errs, &[]);
     log
+}
+
+fn assertion(mut t: Table<'_, '_>, base: &Path, errs: &mut Collector<'_>) -> Option<Assertion> {
+    let header = match t.string("header", errs) {
+        Some(h) if is_token(h.value) && !h.value.to_ascii_lowercase().starts_with("sec-") => {
+            Some(h.value.to_ascii_lowercase())
+        }
+        Some(h) => {
+            errs.push(
+                &h.path,
+                Some(h.at),
+                format!("`{}` is not a header name of your own", h.value),
+            );
+            None
+        }
+        None => Some("x-wsgate-assertion".to_owned()),
+    };
+    let key = t
+        .string("key", errs)
+        .map(|k| existing_file(k.value, base, &k.path, k.at, errs));
+    let ttl = t
+        .duration("ttl", errs, false)
+        .and_then(|d| d.value)
+        .unwrap_or(DEFAULT_ASSERTION_TTL);
+    let jwks_path = match t.string("jwks_path", errs) {
+        Some(p) if p.value.starts_with('/') && !p.value.contains(['?', '#']) => {
+            Some(p.value.to_owned())
+        }
+        Some(p) => {
+            errs.push(
+                &p.path,
+                Some(p.at),
+                format!("`{}` is not an absolute path", p.value),
+            );
+            None
+        }
+        None => Some(DEFAULT_ASSERTION_JWKS_PATH.to_owned()),
+    };
+    t.finish(errs, &[]);
+    let key = match key {
+        Some(found) => Some(found?),
+        None => None,
+    };
+    Some(Assertion {
+        header: header?,
+        key,
+        ttl,
+        jwks_path: jwks_path?,
+    })
 }
 
 fn shutdown(mut t: Table<'_, '_>, errs: &mut Collector<'_>) -> Shutdown {

@@ -51,7 +51,29 @@ pub struct Config {
     pub shutdown: Shutdown,
     /// Authentication methods.
     pub auth: crate::auth::AuthConfig,
+    /// The signed identity assertion, when configured.
+    pub assertion: Option<Assertion>,
 }
+
+/// `[assertion]`: a short-lived JWT, signed by the gateway, that tells an
+/// upstream who the client is in a way a forger cannot copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assertion {
+    /// The request header it travels in (client copies are removed).
+    pub header: String,
+    /// ES256 private key (PEM, PKCS#8); `None`: one generated at start.
+    pub key: Option<PathBuf>,
+    /// Lifetime of each assertion.
+    pub ttl: Duration,
+    /// Path where the gateway publishes its public key as a JWKS.
+    pub jwks_path: String,
+}
+
+/// An assertion is good this long: enough for the upstream to check it on
+/// the handshake, too short to be worth stealing.
+pub const DEFAULT_ASSERTION_TTL: Duration = Duration::from_secs(60);
+/// Where the gateway's assertion key is published.
+pub const DEFAULT_ASSERTION_JWKS_PATH: &str = "/.wsgate/jwks.json";
 
 /// One `[[listener]]`.
 #[derive(Debug, Clone)]

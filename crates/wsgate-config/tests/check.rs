@@ -151,3 +151,32 @@ fn auth_must_be_written_out() {
     let errs = parse(&src, Path::new(".")).unwrap_err();
     assert!(errs.to_string().contains("route[0].auth"), "{errs}");
 }
+
+#[test]
+fn the_assertion_table() {
+    let with = |table: &str| parse(&format!("{GOOD}\n{table}"), Path::new("/nonexistent"));
+    let a = with("[assertion]").unwrap().assertion.unwrap();
+    assert_eq!(
+        (
+            a.header.as_str(),
+            a.ttl.as_secs(),
+            a.jwks_path.as_str(),
+            a.key
+        ),
+        ("x-wsgate-assertion", 60, "/.wsgate/jwks.json", None)
+    );
+    for (table, expect) in [
+        (
+            "[assertion]\nheader = \"Sec-Assert\"",
+            "not a header name of your own",
+        ),
+        ("[assertion]\nkey = \"id.pem\"", "no such file"),
+        ("[assertion]\njwks_path = \"jwks\"", "not an absolute path"),
+    ] {
+        let err = with(table).unwrap_err().to_string();
+        assert!(
+            err.contains(expect),
+            "{table:?}: expected {expect:?} in\n{err}"
+        );
+    }
+}

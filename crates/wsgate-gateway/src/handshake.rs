@@ -54,6 +54,11 @@ pub(crate) async fn handle(
     ev.host = header_text(&parts.headers, header::HOST);
     ev.origin = header_text(&parts.headers, header::ORIGIN);
     let state = &conn.state;
+    if let Some(signer) = &state.assertion
+        && parts.uri.path() == signer.jwks_path()
+    {
+        return Ok(crate::respond::jwks(signer.jwks()));
+    }
     if let Some(t) = &state.auth.ticket
         && parts.uri.path() == t.issue_path
     {
@@ -143,6 +148,14 @@ async fn decide(
         addr: conn.client,
         tls: conn.tls,
         client_cert: conn.client_cert.as_ref(),
+        assertion: state.assertion.as_ref().map(|s| {
+            let value = s.sign(
+                admitted.identity(),
+                &admitted.route().path,
+                conn.client.ip(),
+            );
+            (s.header(), value)
+        }),
     };
     let tls = state.upstream_tls[admitted.route_index()].as_ref();
     match upstream::connect(&admitted, &client, tls).await {

@@ -16,6 +16,7 @@
 //! has decided, and no byte reaches the client before the upstream has
 //! answered a correct 101.
 
+mod assertion;
 pub mod audit;
 mod auth;
 mod fetch;

@@ -76,6 +76,21 @@ pub(crate) fn challenge(
     }
 }
 
+/// The gateway's public JWKS (for upstreams checking identity assertions).
+pub(crate) fn jwks(body: &str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_owned())));
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/jwk-set+json"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=300"),
+    );
+    response
+}
+
 /// The 101 that completes an admitted handshake.
 pub(crate) fn switching(accept: &str, protocol: Option<&str>) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::new()));

@@ -32,6 +32,8 @@ pub(crate) struct State {
     pub(crate) audit: AuditLog,
     pub(crate) auth: wsgate_config::auth::AuthConfig,
     pub(crate) verifiers: crate::auth::Verifiers,
+    /// Signs identity assertions, when `[assertion]` is configured.
+    pub(crate) assertion: Option<crate::assertion::Signer>,
     /// Unused one-time tickets, when `[auth.ticket]` is configured.
     pub(crate) tickets: Option<crate::tickets::Tickets>,
     pub(crate) shutdown: CancellationToken,
@@ -52,6 +54,11 @@ impl State {
         let mut errors = Vec::new();
         let mut notes = Vec::new();
         let verifiers = crate::auth::Verifiers::new(&config, &mut errors);
+        let assertion = config.assertion.as_ref().and_then(|a| {
+            crate::assertion::Signer::new(a)
+                .map_err(|e| errors.push(format!("assertion.key: {e}")))
+                .ok()
+        });
         let mut listeners = Vec::new();
         for (i, l) in config.listeners.into_iter().enumerate() {
             let tls = match &l.tls {
@@ -114,6 +121,7 @@ impl State {
                 .map(|t| std::sync::Arc::new(crate::tickets::TicketStore::new(t.ttl))),
             auth: config.auth,
             verifiers,
+            assertion,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             grace: config.shutdown.grace,

@@ -54,6 +54,9 @@ pub(crate) struct ClientSide<'a> {
     pub(crate) addr: SocketAddr,
     pub(crate) tls: bool,
     pub(crate) client_cert: Option<&'a wsgate_policy::credentials::ClientCert>,
+    /// The signed identity assertion's header (client copies always
+    /// removed) and its value, when one could be signed.
+    pub(crate) assertion: Option<(&'a str, Option<String>)>,
 }
 
 /// Opens the upstream connection for an admitted handshake.
@@ -163,7 +166,8 @@ fn build_request(
         .collect();
     for (name, value) in client.headers {
         let n = name.as_str();
-        if !HOP_BY_HOP.contains(&n) && !named.iter().any(|t| t == n) {
+        let assertion = client.assertion.as_ref().is_some_and(|(h, _)| *h == n);
+        if !HOP_BY_HOP.contains(&n) && !named.iter().any(|t| t == n) && !assertion {
             headers.append(name, value.clone());
         }
     }
@@ -196,6 +200,13 @@ fn build_request(
     headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
     if let Some(h) = client.headers.get(header::HOST) {
         headers.insert("x-forwarded-host", h.clone());
+    }
+    if let Some((name, Some(value))) = &client.assertion {
+        let name = http::HeaderName::from_bytes(name.as_bytes()).map_err(http::Error::from)?;
+        headers.insert(
+            name,
+            HeaderValue::from_str(value).map_err(http::Error::from)?,
+        );
     }
     if let Some(cert) = client.client_cert {
         use base64::Engine as _;

@@ -421,3 +421,71 @@ identity_headers = {{ user = "X-Wsgate-User", method = "X-Wsgate-Auth" }}
     assert!(seen.get("x-wsgate-user").is_none(), "{seen:?}");
     assert_eq!(seen["x-wsgate-auth"], "none");
 }
+
+/// The upstream can check who the gateway vouched for, with the key the
+/// gateway publishes; a client's own assertion header never gets through.
+#[tokio::test]
+async fn the_signed_identity_assertion_verifies_with_the_published_key() {
+    let mut echo = Echo::start().await;
+    let config = format!(
+        r#"
+[[listener]]
+bind = "127.0.0.1:0"
+
+[assertion]
+ttl = "60s"
+
+[auth.jwt]
+hs256_secret_env = "JWT_SECRET"
+algorithms = ["HS256"]
+
+[[route]]
+path = "/chat"
+upstream = "ws://{}/chat"
+origins = ["https://app.example.com"]
+auth = "jwt"
+"#,
+        echo.addr
+    );
+    let mut gw = TestGateway::start_with_env(&config, None, &[("JWT_SECRET", SECRET)]).await;
+    let bearer = format!("Bearer {}", jwt::hs256(SECRET, &claims("alice", 300)));
+    let mut c = RawClient::connect(gw.addr).await;
+    let forged = ("X-Wsgate-Assertion", "eyJhbGciOiJub25lIn0.e30.");
+    assert_eq!(
+        c.handshake("/chat", &[ORIGIN, ("Authorization", &bearer), forged])
+            .await
+            .status,
+        101
+    );
+    gw.handshake_event().await;
+    let seen = echo.requests.recv().await.unwrap();
+    let assertions: Vec<_> = seen.get_all("x-wsgate-assertion").iter().collect();
+    assert_eq!(assertions.len(), 1);
+    let assertion = assertions[0].to_str().unwrap();
+    assert_ne!(assertion, forged.1);
+    // The upstream fetches the gateway's JWKS and verifies.
+    let mut admin = RawClient::connect(gw.addr).await;
+    let reply = admin.request("GET", "/.wsgate/jwks.json", &[]).await;
+    assert_eq!(reply.status, 200);
+    let set: jsonwebtoken::jwk::JwkSet = serde_json::from_str(&reply.body).unwrap();
+    let kid = jsonwebtoken::decode_header(assertion).unwrap().kid.unwrap();
+    let key = jsonwebtoken::DecodingKey::from_jwk(set.find(&kid).unwrap()).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    validation.set_issuer(&["wsgate"]);
+    validation.validate_aud = false;
+    let claims = jsonwebtoken::decode::<serde_json::Value>(assertion, &key, &validation)
+        .unwrap()
+        .claims;
+    assert_eq!(
+        (claims["sub"].as_str(), claims["auth"].as_str()),
+        (Some("alice"), Some("jwt"))
+    );
+    assert_eq!(
+        (claims["route"].as_str(), claims["client_ip"].as_str()),
+        (Some("/chat"), Some("127.0.0.1"))
+    );
+    assert_eq!(
+        claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(),
+        60
+    );
+}
