@@ -513,7 +513,11 @@ fn auth(
 
 fn identity_headers(mut t: Table<'_, '_>, errs: &mut Collector<'_>) -> IdentityHeaders {
     let mut out = IdentityHeaders::default();
-    for (key, slot) in [("user", &mut out.user), ("method", &mut out.method)] {
+    for (key, slot) in [
+        ("user", &mut out.user),
+        ("method", &mut out.method),
+        ("client_cert", &mut out.client_cert),
+    ] {
         if let Some(h) = t.string(key, errs) {
             let lower = h.value.to_ascii_lowercase();
             let reserved = lower.starts_with("sec-")
@@ -533,7 +537,7 @@ fn identity_headers(mut t: Table<'_, '_>, errs: &mut Collector<'_>) -> IdentityH
             }
         }
     }
-    t.finish(errs, &["client_cert"]);
+    t.finish(errs, &[]);
     out
 }
 

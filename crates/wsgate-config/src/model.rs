@@ -191,6 +191,8 @@ pub struct IdentityHeaders {
     pub user: Option<String>,
     /// Carries the method that verified it (`jwt`, `basic`, `none`).
     pub method: Option<String>,
+    /// Carries the verified TLS client certificate's subject (RFC 4514 form).
+    pub client_cert: Option<String>,
 }
 
 /// One `[[route]]`.

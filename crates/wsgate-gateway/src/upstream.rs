@@ -73,7 +73,11 @@ pub(crate) async fn connect(
         let stream = open(up, tls).await?;
         let key = handshake::new_key(rand::random());
         let mut request = build_request(up, &route.path, client, &key, admitted.protocols())?;
-        identity_headers(&mut request, admitted);
+        identity_headers(
+            &mut request,
+            admitted,
+            client.client_cert.map(|c| c.subject.as_str()),
+        );
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(async move {
@@ -225,7 +229,11 @@ fn build_request(
 
 /// Removes every client-sent copy of the route's identity headers, then sets
 /// them from what the gateway verified.
-fn identity_headers(request: &mut Request<Empty<Bytes>>, admitted: &Admitted) {
+fn identity_headers(
+    request: &mut Request<Empty<Bytes>>,
+    admitted: &Admitted,
+    cert_subject: Option<&str>,
+) {
     let names = &admitted.route().identity_headers;
     let identity = admitted.identity();
     let values = [
@@ -234,6 +242,7 @@ fn identity_headers(request: &mut Request<Empty<Bytes>>, admitted: &Admitted) {
             &names.method,
             Some(identity.map_or("none", |i| i.method.name()).to_owned()),
         ),
+        (&names.client_cert, cert_subject.map(str::to_owned)),
     ];
     for (name, value) in values {
         let Some(name) = name

@@ -43,7 +43,7 @@ upstream = "ws://{echo}/chat"
 origins = ["https://app.example.com"]
 allow_missing_origin = true
 auth = "mtls"
-identity_headers = {{ user = "X-Wsgate-User", method = "X-Wsgate-Auth" }}
+identity_headers = {{ user = "X-Wsgate-User", method = "X-Wsgate-Auth", client_cert = "X-Wsgate-Cert-Subject" }}
 
 [[route]]
 path = "/open"
@@ -92,6 +92,7 @@ async fn a_valid_certificate_names_the_user_and_reaches_the_upstream_as_client_c
     let seen = s.echo.requests.recv().await.unwrap();
     assert_eq!(seen["x-wsgate-user"], "alice@example.com");
     assert_eq!(seen["x-wsgate-auth"], "mtls");
+    assert_eq!(seen["x-wsgate-cert-subject"], "CN=Alice");
     let der = {
         use rustls::pki_types::pem::PemObject;
         rustls::pki_types::CertificateDer::from_pem_file(&s.alice.cert).unwrap()
