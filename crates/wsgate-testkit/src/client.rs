@@ -90,16 +90,9 @@ impl RawClient {
         config: Arc<rustls::ClientConfig>,
         name: &str,
     ) -> RawClient {
-        let tcp = TcpStream::connect(addr).await.expect("connect to gateway");
-        let server_name = rustls::pki_types::ServerName::try_from(name.to_owned()).expect("name");
-        let tls = tokio_rustls::TlsConnector::from(config)
-            .connect(server_name, tcp)
+        Self::try_connect_tls(addr, config, name)
             .await
-            .expect("TLS handshake with the gateway");
-        RawClient {
-            io: Box::new(tls),
-            buf: Vec::new(),
-        }
+            .expect("TLS handshake with the gateway")
     }
 
     /// Connects over TLS; the error when the handshake fails. In TLS 1.3 a

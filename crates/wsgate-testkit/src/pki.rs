@@ -140,10 +140,7 @@ impl Pki {
     /// may come from another [`Pki`].
     pub fn client_config_with_cert_from(&self, leaf: &Leaf) -> Arc<rustls::ClientConfig> {
         use rustls::pki_types::pem::PemObject;
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(CertificateDer::from(self.ca_cert.der().to_vec()))
-            .expect("add CA");
+        let roots = self.roots();
         let chain = CertificateDer::pem_file_iter(&leaf.cert)
             .expect("read")
             .collect::<Result<Vec<_>, _>>()
@@ -161,10 +158,7 @@ impl Pki {
 
     /// A TLS client config that trusts only this CA.
     pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(CertificateDer::from(self.ca_cert.der().to_vec()))
-            .expect("add CA");
+        let roots = self.roots();
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -190,6 +184,17 @@ impl Pki {
             .with_single_cert(certs, key)
             .expect("server config");
         Arc::new(config)
+    }
+}
+
+impl Pki {
+    /// A root store holding only this CA.
+    fn roots(&self) -> rustls::RootCertStore {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from(self.ca_cert.der().to_vec()))
+            .expect("add CA");
+        roots
     }
 }
 
