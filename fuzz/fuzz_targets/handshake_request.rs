@@ -1,9 +1,40 @@
 //! Any bytes as an HTTP request head, parsed the way hyper parses it
-//! (httparse), then through the RFC 6455 handshake checks and the Host and
-//! Origin parsers. Must never panic.
+//! (httparse), then through the RFC 6455 handshake checks, the Host and
+//! Origin parsers, and credential extraction (cookies, Basic, bearer tokens
+//! in headers, subprotocols and the query) for a route that accepts every
+//! method. Must never panic.
 #![no_main]
 
+use std::sync::LazyLock;
+
 use libfuzzer_sys::fuzz_target;
+
+/// A config whose one route accepts every kind of credential.
+static CONFIG: LazyLock<wsgate_config::Config> = LazyLock::new(|| {
+    let src = r#"
+[[listener]]
+bind = "127.0.0.1:0"
+
+[auth.jwt]
+hs256_secret_env = "S"
+algorithms = ["HS256"]
+from = ["header", "cookie:session", "subprotocol"]
+
+[auth.forward]
+url = "http://127.0.0.1:9/check"
+
+[auth.ticket]
+
+[[route]]
+path = "/"
+upstream = "ws://127.0.0.1:9/"
+allow_missing_origin = true
+auth = ["jwt", "forward", "ticket"]
+jwt_query_param = "access_token"
+"#;
+    let secret = |_: &str| Some("0123456789abcdef0123456789abcdef".to_owned());
+    wsgate_config::parse_with_env(src, std::path::Path::new("."), &secret).expect("fuzz config")
+});
 
 fuzz_target!(|data: &[u8]| {
     let mut headers = [httparse::EMPTY_HEADER; 64];
@@ -28,6 +59,19 @@ fuzz_target!(|data: &[u8]| {
             return;
         };
         map.append(name, value);
+    }
+    let query = req.path.and_then(|p| p.split_once('?')).map(|(_, q)| q);
+    let protocols: Vec<String> = map
+        .get_all(http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|p| p.trim().to_owned()))
+        .collect();
+    let route = &CONFIG.routes[0];
+    for credential in
+        wsgate_policy::credentials::presented(route, &CONFIG.auth, &map, query, &protocols, None)
+    {
+        let _ = credential.is_ambient();
     }
     if let Ok(hs) = wsgate_proto::handshake::check_request(&method, version, &map) {
         let _ = wsgate_config::host::HostHeader::parse(&hs.host);
