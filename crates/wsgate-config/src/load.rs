@@ -13,7 +13,7 @@ use crate::reader::Table;
 
 /// Keys DESIGN.md names for features later versions add. They are refused
 /// with a clear message rather than reported as typos or, worse, ignored.
-const LATER_TOP: &[&str] = &["store", "metrics"];
+const LATER_TOP: &[&str] = &["store"];
 const LATER_LISTENER: &[&str] = &[];
 const LATER_ROUTE: &[&str] = &["messages", "csp", "kind"];
 const LATER_LIMITS: &[&str] = &[
@@ -52,6 +52,9 @@ pub(crate) fn parse(
         .into_iter()
         .filter_map(|t| route(t, base, &auth, &mut errs))
         .collect();
+    let metrics = root
+        .table("metrics", &mut errs)
+        .and_then(|t| metrics(t, &mut errs));
     let assertion = root
         .table("assertion", &mut errs)
         .and_then(|t| assertion(t, base, &mut errs));
@@ -83,6 +86,7 @@ pub(crate) fn parse(
         shutdown: shutdown.unwrap_or_default(),
         auth,
         assertion,
+        metrics,
     })
 }
 
@@ -681,6 +685,32 @@ fn log(mut t: Table<'_, '_>, base: &Path, errs: &mut Collector<'_>) -> Log {
     }
     t.finish(errs, &[]);
     log
+}
+
+fn metrics(mut t: Table<'_, '_>, errs: &mut Collector<'_>) -> Option<SocketAddr> {
+    let bind = match t.string("bind", errs) {
+        Some(b) => match b.value.parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                errs.push(
+                    &b.path,
+                    Some(b.at),
+                    format!("`{}` is not an address, e.g. \"127.0.0.1:9090\"", b.value),
+                );
+                None
+            }
+        },
+        None => {
+            errs.push(
+                &t.path_of("bind"),
+                Some(t.at()),
+                "is required, e.g. \"127.0.0.1:9090\"",
+            );
+            None
+        }
+    };
+    t.finish(errs, &[]);
+    bind
 }
 
 fn assertion(mut t: Table<'_, '_>, base: &Path, errs: &mut Collector<'_>) -> Option<Assertion> {

@@ -53,6 +53,8 @@ pub struct Config {
     pub auth: crate::auth::AuthConfig,
     /// The signed identity assertion, when configured.
     pub assertion: Option<Assertion>,
+    /// `[metrics]`: where `/metrics`, `/healthz` and `/readyz` are served.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// `[assertion]`: a short-lived JWT, signed by the gateway, that tells an

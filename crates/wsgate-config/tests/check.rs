@@ -180,3 +180,21 @@ fn the_assertion_table() {
         );
     }
 }
+
+#[test]
+fn the_metrics_table() {
+    let c = parse(
+        &format!("{GOOD}\n[metrics]\nbind = \"127.0.0.1:9090\""),
+        Path::new("."),
+    )
+    .unwrap();
+    assert_eq!(c.metrics, Some("127.0.0.1:9090".parse().unwrap()));
+    let err = parse(
+        &format!("{GOOD}\n[metrics]\nbind = \"localhost\""),
+        Path::new("."),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("metrics.bind"), "{err}");
+    let err = parse(&format!("{GOOD}\n[metrics]"), Path::new(".")).unwrap_err();
+    assert!(err.to_string().contains("is required"), "{err}");
+}

@@ -19,6 +19,7 @@ use wsgate_policy::{Admitted, Reason, admit};
 use wsgate_proto::handshake::{self, HandshakeError};
 
 use crate::audit::AuditEvent;
+use crate::metrics::{CloseLabels, FlowLabels, RouteLabels};
 use crate::relay;
 use crate::state::State;
 use crate::upstream::{self, ClientSide, Connected};
@@ -72,6 +73,10 @@ pub(crate) async fn handle(
             let route = route.map(|i| &state.router.routes()[i]);
             ev.route = route.map(|r| r.path.clone());
             finish(&mut ev, started, "refused", reason, true, detail);
+            let secs = started.elapsed().as_secs_f64();
+            state
+                .metrics
+                .handshake(ev.route.as_deref(), "refused", Some(reason.code()), secs);
             let mut response = crate::respond::refusal(reason);
             if let Some(r) = route {
                 crate::respond::challenge(&mut response, reason, r, &state.auth);
@@ -94,6 +99,10 @@ pub(crate) async fn handle(
             ev.duration_ms = elapsed_ms(started);
             let accept = handshake::accept_key(&hs_key);
             let response = crate::respond::switching(&accept, connected.protocol.as_deref());
+            let secs = started.elapsed().as_secs_f64();
+            state
+                .metrics
+                .handshake(ev.route.as_deref(), "admitted", ev.reason, secs);
             let close_ev = ev.clone();
             state
                 .audit
@@ -182,6 +191,15 @@ fn spawn_relay(
         ev.decision = None;
         ev.status = None;
         ev.detail = None;
+        let route = admitted.route().path.clone();
+        let open = state
+            .metrics
+            .open
+            .get_or_create(&RouteLabels {
+                route: route.clone(),
+            })
+            .clone();
+        open.inc();
         let summary = match on_upgrade.await {
             Ok(upgraded) => {
                 let limits = &admitted.route().limits;
@@ -198,6 +216,8 @@ fn spawn_relay(
                 detail: Some("client left before the upgrade completed".into()),
             },
         };
+        open.dec();
+        count_close(&state.metrics, route, &summary);
         ev.time = crate::audit::now();
         ev.reason = Some(summary.outcome.code());
         ev.close_code = Some(summary.outcome.close_code());
@@ -210,6 +230,35 @@ fn spawn_relay(
         ev.detail = summary.detail;
         state.audit.write(ev);
     });
+}
+
+/// Counts a finished connection.
+fn count_close(metrics: &crate::metrics::Metrics, route: String, summary: &relay::Summary) {
+    let close = CloseLabels {
+        route: route.clone(),
+        reason: summary.outcome.code().to_owned(),
+        code: summary.outcome.close_code().to_string(),
+    };
+    metrics.closes.get_or_create(&close).inc();
+    for (direction, messages, bytes) in [
+        (
+            "in",
+            summary.messages_from_client,
+            summary.bytes_from_client,
+        ),
+        (
+            "out",
+            summary.messages_from_upstream,
+            summary.bytes_from_upstream,
+        ),
+    ] {
+        let labels = FlowLabels {
+            route: route.clone(),
+            direction: direction.to_owned(),
+        };
+        metrics.messages.get_or_create(&labels).inc_by(messages);
+        metrics.bytes.get_or_create(&labels).inc_by(bytes);
+    }
 }
 
 /// When the credential that admitted a connection stops covering it.

@@ -16,6 +16,7 @@
 //! has decided, and no byte reaches the client before the upstream has
 //! answered a correct 101.
 
+mod admin;
 mod assertion;
 pub mod audit;
 mod auth;
@@ -24,6 +25,7 @@ mod forward;
 mod handshake;
 mod jwks;
 mod listen;
+mod metrics;
 mod pump;
 pub mod relay;
 mod respond;
@@ -66,6 +68,7 @@ pub fn prepare(config: Config, audit: AuditLog) -> Result<Prepared, Vec<String>>
 pub struct Gateway {
     state: Arc<State>,
     addrs: Vec<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
 }
 
 impl Prepared {
@@ -79,14 +82,33 @@ impl Prepared {
             l.local = socket.local_addr()?;
             sockets.push(socket);
         }
+        let admin = match self.state.metrics_bind {
+            None => None,
+            Some(bind) => Some(TcpListener::bind(bind).await.map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot bind the metrics endpoint {bind}: {e}"),
+                )
+            })?),
+        };
+        let metrics_addr = admin.as_ref().map(TcpListener::local_addr).transpose()?;
         let state = Arc::new(self.state);
+        if let Some(listener) = admin {
+            state
+                .tasks
+                .spawn(admin::serve(Arc::clone(&state), listener));
+        }
         let addrs = state.listeners.iter().map(|l| l.local).collect();
         for (i, socket) in sockets.into_iter().enumerate() {
             state
                 .tasks
                 .spawn(listen::accept_loop(Arc::clone(&state), i, socket));
         }
-        Ok(Gateway { state, addrs })
+        Ok(Gateway {
+            state,
+            addrs,
+            metrics_addr,
+        })
     }
 }
 
@@ -94,6 +116,11 @@ impl Gateway {
     /// The bound address of each listener, in config order.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// The bound address of the metrics endpoint, when `[metrics]` is configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// The audit log, to subscribe to.

@@ -150,5 +150,9 @@ fn log_failure(conn: &Conn, reason: Reason, started: tokio::time::Instant, detai
     }
     ev.duration_ms = elapsed_ms(started);
     ev.detail = Some(detail.to_owned());
+    let secs = started.elapsed().as_secs_f64();
+    conn.state
+        .metrics
+        .handshake(None, "refused", Some(reason.code()), secs);
     conn.state.audit.write(ev);
 }

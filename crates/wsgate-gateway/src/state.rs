@@ -30,6 +30,9 @@ pub(crate) struct State {
     /// Per route, in config order: the TLS client config of a wss:// upstream.
     pub(crate) upstream_tls: Vec<Option<Arc<ClientConfig>>>,
     pub(crate) audit: AuditLog,
+    pub(crate) metrics: crate::metrics::Metrics,
+    /// Where `[metrics]` asks the operator endpoints to be served.
+    pub(crate) metrics_bind: Option<std::net::SocketAddr>,
     pub(crate) auth: wsgate_config::auth::AuthConfig,
     pub(crate) verifiers: crate::auth::Verifiers,
     /// Signs identity assertions, when `[assertion]` is configured.
@@ -114,6 +117,8 @@ impl State {
             listeners,
             upstream_tls,
             audit,
+            metrics: crate::metrics::Metrics::new(),
+            metrics_bind: config.metrics,
             tickets: config
                 .auth
                 .ticket

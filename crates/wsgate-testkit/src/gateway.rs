@@ -102,6 +102,11 @@ impl TestGateway {
         self.event(|e| e.event == "close").await
     }
 
+    /// Where `/metrics`, `/healthz` and `/readyz` are served, if configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.gateway.as_ref().and_then(Gateway::metrics_addr)
+    }
+
     /// Everything the audit log wrote, as text.
     pub fn audit_text(&self) -> String {
         String::from_utf8_lossy(&self.lines.lock().expect("lines")).into_owned()

@@ -1,0 +1,74 @@
+//! `/metrics`, `/healthz` and `/readyz`: exact counters after scripted traffic.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod common;
+
+use common::ORIGIN;
+use wsgate_testkit::client::RawClient;
+use wsgate_testkit::gateway::TestGateway;
+use wsgate_testkit::upstream::Echo;
+
+async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let mut c = RawClient::connect(addr).await;
+    let reply = c.request("GET", path, &[]).await;
+    (reply.status, reply.body)
+}
+
+#[tokio::test]
+async fn counters_after_scripted_traffic() {
+    let echo = Echo::start().await;
+    let config = common::config(echo.addr, "", "") + "\n[metrics]\nbind = \"127.0.0.1:0\"\n";
+    let mut gw = TestGateway::start(&config).await;
+    let admin = gw.metrics_addr().unwrap();
+    assert_eq!(get(admin, "/healthz").await, (200, "ok\n".into()));
+    assert_eq!(get(admin, "/readyz").await.0, 200);
+
+    // One connection: two messages in, two echoed, closed by the client.
+    let mut c = RawClient::connect(gw.addr).await;
+    assert_eq!(c.handshake("/chat", &[ORIGIN]).await.status, 101);
+    for text in ["one", "two"] {
+        c.send_text(text).await;
+        c.read_data().await;
+    }
+    c.send_frame(0x88, &1000u16.to_be_bytes(), true).await;
+    c.read_close().await;
+    gw.close_event().await;
+    // Two refusals.
+    let mut c = RawClient::connect(gw.addr).await;
+    assert_eq!(
+        c.handshake("/chat", &[("Origin", "https://evil.example")])
+            .await
+            .status,
+        403
+    );
+    let mut c = RawClient::connect(gw.addr).await;
+    assert_eq!(c.handshake("/nowhere", &[ORIGIN]).await.status, 404);
+    // (close_event() above already passed the admitted handshake's event.)
+    for _ in 0..2 {
+        gw.handshake_event().await;
+    }
+
+    let (status, text) = get(admin, "/metrics").await;
+    assert_eq!(status, 200);
+    for line in [
+        r#"wsgate_handshakes_total{route="/chat",decision="admitted",reason="none"} 1"#,
+        r#"wsgate_handshakes_total{route="/chat",decision="refused",reason="origin_not_allowed"} 1"#,
+        r#"wsgate_handshakes_total{route="none",decision="refused",reason="route_not_found"} 1"#,
+        r#"wsgate_closes_total{route="/chat",reason="client_closed",code="1000"} 1"#,
+        r#"wsgate_connections_open{route="/chat"} 0"#,
+        r#"wsgate_messages_total{route="/chat",direction="in"} 2"#,
+        r#"wsgate_messages_total{route="/chat",direction="out"} 2"#,
+        "wsgate_handshake_decision_seconds_count 3",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+    // Labels never carry users, origins or addresses.
+    assert!(
+        !text.contains("evil.example") && !text.contains("127.0.0.1"),
+        "{text}"
+    );
+    assert_eq!(get(admin, "/nope").await.0, 404);
+}
