@@ -15,7 +15,7 @@ use crate::reader::Table;
 /// with a clear message rather than reported as typos or, worse, ignored.
 const LATER_TOP: &[&str] = &["store"];
 const LATER_LISTENER: &[&str] = &[];
-const LATER_ROUTE: &[&str] = &["messages", "csp", "kind"];
+const LATER_ROUTE: &[&str] = &["csp", "kind"];
 const LATER_LIMITS: &[&str] = &[
     "messages_per_sec",
     "burst",
@@ -338,6 +338,10 @@ fn route(
         .table("identity_headers", errs)
         .map(|h| identity_headers(h, errs))
         .unwrap_or_default();
+    let messages = match t.table("messages", errs) {
+        Some(m) => messages(m, base, errs),
+        None => Some(Messages::default()),
+    };
     let subprotocols = subprotocols(&mut t, errs);
     let limits = match t.table("limits", errs) {
         Some(l) => limits(l, errs),
@@ -360,7 +364,83 @@ fn route(
         identity_headers,
         subprotocols: subprotocols?,
         limits: limits?,
+        messages: messages?,
     })
+}
+
+fn messages(mut t: Table<'_, '_>, base: &Path, errs: &mut Collector<'_>) -> Option<Messages> {
+    let mut m = Messages::default();
+    let mut ok = true;
+    if let Some(types) = t.strings("types", errs) {
+        m.text = false;
+        m.binary = false;
+        for ty in types {
+            match ty.value {
+                "text" => m.text = true,
+                "binary" => m.binary = true,
+                other => {
+                    ok = false;
+                    errs.push(
+                        &ty.path,
+                        Some(ty.at),
+                        format!("`{other}`: write \"text\" or \"binary\""),
+                    );
+                }
+            }
+        }
+    }
+    if let Some(j) = t.bool("json", errs) {
+        m.json = j.value;
+    }
+    if let Some(s) = t.string("schema", errs) {
+        let path = base.join(s.value);
+        match std::fs::read_to_string(&path) {
+            Err(e) => {
+                ok = false;
+                errs.push(
+                    &s.path,
+                    Some(s.at),
+                    format!("cannot read {}: {e}", path.display()),
+                );
+            }
+            Ok(text) => match serde_json::from_str(&text) {
+                Ok(value) => m.schema = Some((path, value)),
+                Err(e) => {
+                    ok = false;
+                    errs.push(
+                        &s.path,
+                        Some(s.at),
+                        format!("{} is not JSON: {e}", path.display()),
+                    );
+                }
+            },
+        }
+    }
+    if let Some(v) = t.string("on_violation", errs) {
+        m.on_violation = match v.value {
+            "close" => OnViolation::Close,
+            "drop" => OnViolation::Drop,
+            other => {
+                ok = false;
+                errs.push(
+                    &v.path,
+                    Some(v.at),
+                    format!("`{other}`: write \"close\" or \"drop\""),
+                );
+                OnViolation::Close
+            }
+        };
+    }
+    if m.assembles_text() && !m.text {
+        ok = false;
+        errs.push(
+            t.path(),
+            Some(t.at()),
+            "`json` and `schema` apply to text messages, which `types` does not allow",
+        );
+    }
+    t.finish(errs, &[]);
+    ok.then_some(m)
 }
 
 fn route_path(t: &mut Table<'_, '_>, errs: &mut Collector<'_>) -> Option<String> {

@@ -222,6 +222,51 @@ pub struct Route {
     pub subprotocols: Vec<String>,
     /// Limits.
     pub limits: Limits,
+    /// Rules every client message must follow.
+    pub messages: Messages,
+}
+
+/// `[route.messages]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Messages {
+    /// Text messages are allowed.
+    pub text: bool,
+    /// Binary messages are allowed.
+    pub binary: bool,
+    /// Every text message must be JSON.
+    pub json: bool,
+    /// A JSON Schema every text message must satisfy (implies `json`): the file and its content.
+    pub schema: Option<(PathBuf, serde_json::Value)>,
+    /// What happens to a message that breaks a rule.
+    pub on_violation: OnViolation,
+}
+
+impl Default for Messages {
+    fn default() -> Self {
+        Messages {
+            text: true,
+            binary: true,
+            json: false,
+            schema: None,
+            on_violation: OnViolation::Close,
+        }
+    }
+}
+
+impl Messages {
+    /// Whether text messages must be seen whole before any of it is forwarded.
+    pub fn assembles_text(&self) -> bool {
+        self.json || self.schema.is_some()
+    }
+}
+
+/// `on_violation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnViolation {
+    /// Close the connection with the rule's close code.
+    Close,
+    /// Drop the message, count it, keep the connection.
+    Drop,
 }
 
 /// A WebSocket upstream.

@@ -198,3 +198,34 @@ fn the_metrics_table() {
     let err = parse(&format!("{GOOD}\n[metrics]"), Path::new(".")).unwrap_err();
     assert!(err.to_string().contains("is required"), "{err}");
 }
+
+#[test]
+fn the_messages_table() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("s.json"), r#"{"type": "object"}"#).unwrap();
+    std::fs::write(dir.path().join("bad.json"), "{ not json").unwrap();
+    let with = |table: &str| parse(&format!("{GOOD}\n[route.messages]\n{table}"), dir.path());
+    let m = with("types = [\"text\"]\nschema = \"s.json\"\non_violation = \"drop\"")
+        .unwrap()
+        .routes[0]
+        .messages
+        .clone();
+    assert!(m.text && !m.binary && m.assembles_text());
+    assert_eq!(m.on_violation, wsgate_config::OnViolation::Drop);
+    for (table, expect) in [
+        ("types = [\"video\"]", "`video`"),
+        ("schema = \"missing.json\"", "cannot read"),
+        ("schema = \"bad.json\"", "is not JSON"),
+        ("on_violation = \"ignore\"", "`ignore`"),
+        (
+            "types = [\"binary\"]\njson = true",
+            "apply to text messages",
+        ),
+    ] {
+        let err = with(table).unwrap_err().to_string();
+        assert!(
+            err.contains(expect),
+            "{table:?}: expected {expect:?} in\n{err}"
+        );
+    }
+}

@@ -75,6 +75,9 @@ pub struct AuditEvent {
     /// Messages from the upstream.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub messages_out: Option<u64>,
+    /// Client messages dropped by `on_violation = "drop"`, when any were.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub messages_dropped: Option<u64>,
     /// Milliseconds: the handshake's decision time, or the connection's life.
     pub duration_ms: u64,
     /// A sentence for the operator.
@@ -107,6 +110,7 @@ impl AuditEvent {
             bytes_out: None,
             messages_in: None,
             messages_out: None,
+            messages_dropped: None,
             duration_ms: 0,
             detail: None,
         }

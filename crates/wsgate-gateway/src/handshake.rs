@@ -204,8 +204,17 @@ fn spawn_relay(
             Ok(upgraded) => {
                 let limits = &admitted.route().limits;
                 let session_end = session_end(&admitted, &state);
+                let rules = state.rules[admitted.route_index()].clone();
                 let client = TokioIo::new(upgraded);
-                relay::relay(client, connected.io, limits, session_end, &state.shutdown).await
+                relay::relay(
+                    client,
+                    connected.io,
+                    limits,
+                    rules,
+                    session_end,
+                    &state.shutdown,
+                )
+                .await
             }
             Err(_) => relay::Summary {
                 outcome: relay::Outcome::ClientGone,
@@ -213,6 +222,7 @@ fn spawn_relay(
                 bytes_from_upstream: 0,
                 messages_from_client: 0,
                 messages_from_upstream: 0,
+                messages_dropped: 0,
                 detail: Some("client left before the upgrade completed".into()),
             },
         };
@@ -226,6 +236,7 @@ fn spawn_relay(
         ev.bytes_out = Some(summary.bytes_from_upstream);
         ev.messages_in = Some(summary.messages_from_client);
         ev.messages_out = Some(summary.messages_from_upstream);
+        ev.messages_dropped = (summary.messages_dropped > 0).then_some(summary.messages_dropped);
         ev.duration_ms = elapsed_ms(started);
         ev.detail = summary.detail;
         state.audit.write(ev);

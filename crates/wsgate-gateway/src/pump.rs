@@ -9,14 +9,18 @@
 //! forwarding and only drains what the peer still sends, so that closing the
 //! socket later does not turn into a reset that destroys the close frame.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::{Mutex, mpsc};
 use tokio::time::Instant;
+use wsgate_config::OnViolation;
+use wsgate_policy::Reason;
+use wsgate_policy::messages::MessageRules;
 use wsgate_proto::close::Close;
-use wsgate_proto::frame::{ControlFrame, Decoder, FrameError, Step};
+use wsgate_proto::frame::{ControlFrame, Decoder, Step};
 use wsgate_proto::mask::MaskSource;
 
 use crate::sink::{PendingPong, Sink};
@@ -39,8 +43,9 @@ pub(crate) enum Side {
 pub(crate) enum Event {
     /// The peer sent a valid close frame.
     Closed(Side, Close),
-    /// The peer broke a rule; `other_mid_frame` says the other side holds part of a frame.
-    Violation(Side, FrameError, bool),
+    /// The peer broke a rule (with a detail for the log); the flag says the
+    /// other side holds part of a frame.
+    Violation(Side, Reason, String, bool),
     /// The peer's stream ended or failed.
     Gone(Side),
 }
@@ -55,6 +60,8 @@ pub(crate) struct Activity {
     pub(crate) bytes_from_upstream: AtomicU64,
     pub(crate) messages_from_client: AtomicU64,
     pub(crate) messages_from_upstream: AtomicU64,
+    /// Client messages dropped by `on_violation = "drop"`.
+    pub(crate) messages_dropped: AtomicU64,
 }
 
 impl Activity {
@@ -67,6 +74,7 @@ impl Activity {
             bytes_from_upstream: AtomicU64::new(0),
             messages_from_client: AtomicU64::new(0),
             messages_from_upstream: AtomicU64::new(0),
+            messages_dropped: AtomicU64::new(0),
         }
     }
 
@@ -99,15 +107,79 @@ impl MaskSource for GatewayMasks {
     }
 }
 
+/// What happens to the message being decoded.
+enum Handling {
+    /// Its frames go through as they arrive.
+    Forward,
+    /// Dropped (a type the route refuses, `on_violation = "drop"`).
+    Skip,
+    /// Collected whole, checked, then sent on in one frame.
+    Assemble(Vec<u8>),
+}
+
 /// Reads from one peer until its stream ends.
 pub(crate) struct Pump {
     side: Side,
     decoder: Decoder,
+    rules: Option<Arc<MessageRules>>,
+    handling: Handling,
 }
 
 impl Pump {
-    pub(crate) fn new(side: Side, decoder: Decoder) -> Self {
-        Pump { side, decoder }
+    /// A pump; `rules` apply to the messages it reads (the client's).
+    pub(crate) fn new(side: Side, mut decoder: Decoder, rules: Option<Arc<MessageRules>>) -> Self {
+        decoder.set_plain_text(rules.as_ref().is_some_and(|r| r.assembles_text()));
+        Pump {
+            side,
+            decoder,
+            rules,
+            handling: Handling::Forward,
+        }
+    }
+
+    /// How the message starting now is handled, or the reason to close.
+    fn start_message(&self, text: bool) -> Result<Handling, Reason> {
+        let Some(rules) = &self.rules else {
+            return Ok(Handling::Forward);
+        };
+        if !rules.allows(text) {
+            return match rules.on_violation {
+                OnViolation::Drop => Ok(Handling::Skip),
+                OnViolation::Close => Err(Reason::MessageTypeNotAllowed),
+            };
+        }
+        Ok(if text && rules.assembles_text() {
+            Handling::Assemble(Vec::new())
+        } else {
+            Handling::Forward
+        })
+    }
+
+    /// A whole assembled text message: sent on in one frame, or refused.
+    async fn finish_message<A: AsyncWrite + Unpin>(
+        &self,
+        body: Vec<u8>,
+        to: &Mutex<Sink<A>>,
+        activity: &Activity,
+    ) -> Option<Event> {
+        let checked = self.rules.as_ref().map_or(Ok(()), |r| r.check_text(&body));
+        match checked {
+            Ok(()) => {
+                let frame = wsgate_proto::frame::encode_data(0x1, &body, Some(rand::random()));
+                Self::forward(to, &frame, false).await;
+                None
+            }
+            Err(_)
+                if self
+                    .rules
+                    .as_ref()
+                    .is_some_and(|r| r.on_violation == OnViolation::Drop) =>
+            {
+                activity.messages_dropped.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            Err((reason, detail)) => Some(Event::Violation(self.side, reason, detail, false)),
+        }
     }
 
     /// Relays until the peer's stream ends; reports closes, violations and the end.
@@ -172,17 +244,64 @@ impl Pump {
             let was_mid_frame = self.decoder.mid_frame();
             match self.decoder.next(&mut buf[pos..], &mut GatewayMasks) {
                 Ok(Step::NeedMore) => break,
-                Ok(Step::Data { len, message_end }) => {
-                    if !was_mid_frame {
-                        frame_start = Some(pos);
-                    }
-                    pos += len;
+                Ok(Step::Data {
+                    len,
+                    message_end,
+                    payload,
+                    message_start,
+                    text,
+                }) => {
                     moved = true;
-                    if !self.decoder.mid_frame() {
-                        frame_start = None;
+                    if message_start {
+                        match self.start_message(text) {
+                            Ok(h) => self.handling = h,
+                            Err(reason) => {
+                                Self::forward(to, &buf[forward_from..pos], false).await;
+                                let other_mid_frame = to.lock().await.mid_frame();
+                                let kind = if text { "text" } else { "binary" };
+                                let detail =
+                                    format!("{kind} messages are not allowed on this route");
+                                stop = Some(Event::Violation(
+                                    self.side,
+                                    reason,
+                                    detail,
+                                    other_mid_frame,
+                                ));
+                                break;
+                            }
+                        }
+                    }
+                    if let Handling::Forward = self.handling {
+                        if !was_mid_frame {
+                            frame_start = Some(pos);
+                        }
+                        pos += len;
+                        if !self.decoder.mid_frame() {
+                            frame_start = None;
+                        }
+                    } else {
+                        // Nothing of this message goes on as it arrives.
+                        Self::forward(to, &buf[forward_from..pos], false).await;
+                        if let (Handling::Assemble(body), true) = (&mut self.handling, payload) {
+                            body.extend_from_slice(&buf[pos..pos + len]);
+                        }
+                        pos += len;
+                        forward_from = pos;
                     }
                     if message_end {
                         self.count_message(activity);
+                        match std::mem::replace(&mut self.handling, Handling::Forward) {
+                            Handling::Assemble(body) => {
+                                stop = self.finish_message(body, to, activity).await;
+                                if stop.is_some() {
+                                    break;
+                                }
+                            }
+                            Handling::Skip => {
+                                activity.messages_dropped.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Handling::Forward => {}
+                        }
                     }
                 }
                 Ok(Step::Control {
@@ -200,20 +319,27 @@ impl Pump {
                     }
                 }
                 Err(e) => {
+                    let forwarding = matches!(self.handling, Handling::Forward);
                     let (end, mid) = match frame_start {
                         Some(start) => (start, false),
-                        None => (pos, self.decoder.mid_frame()),
+                        None => (pos, forwarding && self.decoder.mid_frame()),
                     };
-                    Self::forward(to, &buf[forward_from..end], mid).await;
+                    Self::forward(to, &buf[forward_from..end.max(forward_from)], mid).await;
                     forward_from = pos;
                     let other_mid_frame = to.lock().await.mid_frame();
-                    stop = Some(Event::Violation(self.side, e, other_mid_frame));
+                    stop = Some(Event::Violation(
+                        self.side,
+                        Reason::from(&e),
+                        e.to_string(),
+                        other_mid_frame,
+                    ));
                     break;
                 }
             }
         }
         if stop.is_none() {
-            Self::forward(to, &buf[forward_from..pos], self.decoder.mid_frame()).await;
+            let mid = matches!(self.handling, Handling::Forward) && self.decoder.mid_frame();
+            Self::forward(to, &buf[forward_from..pos], mid).await;
         }
         if moved {
             activity

@@ -22,6 +22,7 @@ use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use wsgate_config::Limits;
 use wsgate_policy::Reason;
+use wsgate_policy::messages::MessageRules;
 use wsgate_proto::close::Close;
 use wsgate_proto::frame::{self, Decoder, Sender};
 
@@ -88,6 +89,8 @@ pub struct Summary {
     pub messages_from_client: u64,
     /// Messages from the upstream.
     pub messages_from_upstream: u64,
+    /// Client messages dropped by `on_violation = "drop"`.
+    pub messages_dropped: u64,
     /// A rule broken, in words, when one was.
     pub detail: Option<String>,
 }
@@ -98,6 +101,7 @@ pub async fn relay<C, U>(
     client: C,
     upstream: U,
     limits: &Limits,
+    rules: Option<Arc<MessageRules>>,
     session_end: Option<Instant>,
     shutdown: &CancellationToken,
 ) -> Summary
@@ -117,16 +121,16 @@ where
         max_frame: limits.max_frame,
         max_message: limits.max_message,
     };
-    let c2u = Pump::new(Side::Client, Decoder::new(Sender::Client, client_limits)).run(
-        client_read,
-        &upstream_sink,
-        &client_pongs,
-        &tx,
-        &activity,
-    );
+    let c2u = Pump::new(
+        Side::Client,
+        Decoder::new(Sender::Client, client_limits),
+        rules,
+    )
+    .run(client_read, &upstream_sink, &client_pongs, &tx, &activity);
     let u2c = Pump::new(
         Side::Upstream,
         Decoder::new(Sender::Upstream, frame::Limits::NONE),
+        None,
     )
     .run(upstream_read, &client_sink, &upstream_pongs, &tx, &activity);
     tokio::pin!(c2u, u2c);
@@ -170,6 +174,7 @@ where
         bytes_from_upstream: activity.bytes_from_upstream.load(Relaxed),
         messages_from_client: activity.messages_from_client.load(Relaxed),
         messages_from_upstream: activity.messages_from_upstream.load(Relaxed),
+        messages_dropped: activity.messages_dropped.load(Relaxed),
         detail: st.detail,
     }
 }
@@ -223,9 +228,8 @@ impl Closing {
         match event {
             Event::Closed(Side::Client, close) => self.client_closed(close, legs).await,
             Event::Closed(Side::Upstream, close) => self.upstream_closed(close, legs).await,
-            Event::Violation(Side::Client, error, upstream_mid_frame) => {
-                let reason = Reason::from(&error);
-                self.detail = Some(error.to_string());
+            Event::Violation(Side::Client, reason, detail, upstream_mid_frame) => {
+                self.detail = Some(detail);
                 self.begin(Outcome::Gateway(reason));
                 self.client_received = true;
                 if upstream_mid_frame || self.upstream_aborted {
@@ -238,8 +242,8 @@ impl Closing {
                         .await;
                 }
             }
-            Event::Violation(Side::Upstream, error, _) => {
-                self.detail = Some(error.to_string());
+            Event::Violation(Side::Upstream, _, detail, _) => {
+                self.detail = Some(detail);
                 self.begin(Outcome::Gateway(Reason::UpstreamError));
                 self.abort_upstream(legs).await;
                 self.send_client(Some(Reason::UpstreamError), None, legs)

@@ -31,6 +31,8 @@ pub(crate) struct State {
     pub(crate) upstream_tls: Vec<Option<Arc<ClientConfig>>>,
     pub(crate) audit: AuditLog,
     pub(crate) metrics: crate::metrics::Metrics,
+    /// Per route, in config order: compiled message rules, when the route has any.
+    pub(crate) rules: Vec<Option<std::sync::Arc<wsgate_policy::messages::MessageRules>>>,
     /// Where `[metrics]` asks the operator endpoints to be served.
     pub(crate) metrics_bind: Option<std::net::SocketAddr>,
     pub(crate) auth: wsgate_config::auth::AuthConfig,
@@ -95,6 +97,20 @@ impl State {
                 ));
             }
         }
+        let mut rules = Vec::new();
+        for (i, r) in config.routes.iter().enumerate() {
+            if r.messages == wsgate_config::Messages::default() {
+                rules.push(None);
+                continue;
+            }
+            match wsgate_policy::messages::MessageRules::new(&r.messages) {
+                Ok(compiled) => rules.push(Some(std::sync::Arc::new(compiled))),
+                Err(e) => {
+                    errors.push(format!("route[{i}].messages.schema: {e}"));
+                    rules.push(None);
+                }
+            }
+        }
         let mut upstream_tls = Vec::new();
         for (i, r) in config.routes.iter().enumerate() {
             if !r.upstream.tls {
@@ -118,6 +134,7 @@ impl State {
             upstream_tls,
             audit,
             metrics: crate::metrics::Metrics::new(),
+            rules,
             metrics_bind: config.metrics,
             tickets: config
                 .auth

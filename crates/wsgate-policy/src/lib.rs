@@ -18,6 +18,7 @@
 
 pub mod admit;
 pub mod credentials;
+pub mod messages;
 pub mod reason;
 pub mod route;
 pub mod verify;

@@ -56,6 +56,12 @@ pub enum Reason {
     InvalidUtf8,
     /// A frame or message over the route's limit.
     MessageTooBig,
+    /// A message type (text, binary) the route does not allow.
+    MessageTypeNotAllowed,
+    /// A text message that is not JSON on a route that requires it.
+    InvalidJson,
+    /// A JSON message that breaks the route's schema.
+    SchemaViolation,
     /// No data either way for the route's `idle_timeout`.
     IdleTimeout,
     /// The client did not answer the gateway's ping before the next one was due.
@@ -121,6 +127,9 @@ impl Reason {
             ProtocolError => ("protocol_error", Close(1002)),
             InvalidUtf8 => ("invalid_utf8", Close(1007)),
             MessageTooBig => ("message_too_big", Close(1009)),
+            MessageTypeNotAllowed => ("message_type_not_allowed", Close(1003)),
+            InvalidJson => ("invalid_json", Close(1008)),
+            SchemaViolation => ("schema_violation", Close(1008)),
             IdleTimeout => ("idle_timeout", Close(1001)),
             PongTimeout => ("pong_timeout", Close(1001)),
             LifetimeExceeded => ("lifetime_exceeded", Close(1001)),
@@ -172,7 +181,7 @@ impl From<&FrameError> for Reason {
 
 impl Reason {
     /// Every reason, in the order of DESIGN.md's tables.
-    pub const ALL: [Reason; 29] = {
+    pub const ALL: [Reason; 32] = {
         use Reason::*;
         [
             BadHandshake,
@@ -204,6 +213,9 @@ impl Reason {
             UpstreamGone,
             StoreUnavailable,
             AuthUnavailable,
+            MessageTypeNotAllowed,
+            InvalidJson,
+            SchemaViolation,
         ]
     };
 }
@@ -246,6 +258,9 @@ mod tests {
             UpstreamGone => 26,
             StoreUnavailable => 27,
             AuthUnavailable => 28,
+            MessageTypeNotAllowed => 29,
+            InvalidJson => 30,
+            SchemaViolation => 31,
         }
     }
 

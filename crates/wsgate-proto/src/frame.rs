@@ -123,14 +123,19 @@ pub enum ControlFrame {
 /// What the next bytes of input are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
-    /// The first `len` bytes of the input belong to data frames and, as
-    /// transformed in place, go to the other peer. `message_end` is true when
-    /// they finish a message.
+    /// The first `len` bytes of the input belong to a data frame and, as
+    /// transformed in place, go to the other peer.
     Data {
         /// Bytes consumed.
         len: usize,
         /// Whether a message ended with them.
         message_end: bool,
+        /// Payload bytes (else a frame header).
+        payload: bool,
+        /// The header of a message's first frame.
+        message_start: bool,
+        /// The message is text (else binary).
+        text: bool,
     },
     /// A whole control frame of `len` bytes; `payload` (unmasked in place) is
     /// its payload's range within the input.
@@ -170,6 +175,9 @@ pub struct Decoder {
     limits: Limits,
     frame: Option<FrameState>,
     message: Option<MessageState>,
+    /// Leave text payloads unmasked: the caller assembles text messages to
+    /// check them whole and sends them on in a frame of its own.
+    plain_text: bool,
 }
 
 impl Decoder {
@@ -180,7 +188,13 @@ impl Decoder {
             limits,
             frame: None,
             message: None,
+            plain_text: false,
         }
+    }
+
+    /// Leaves text payloads unmasked (see [`Step::Data`]); for assembling.
+    pub fn set_plain_text(&mut self, plain: bool) {
+        self.plain_text = plain;
     }
 
     /// Whether the data forwarded so far ends inside a frame, so that nothing
@@ -305,6 +319,7 @@ impl Decoder {
         });
         message.len = size;
         let out_key = match self.sender {
+            Sender::Client if text && self.plain_text => None,
             Sender::Client => {
                 let k = masks.next_mask();
                 input[header_len - 4..header_len].copy_from_slice(&k);
@@ -324,6 +339,9 @@ impl Decoder {
         Ok(Step::Data {
             len: header_len,
             message_end,
+            payload: false,
+            message_start: d != Data::Continue,
+            text,
         })
     }
 
@@ -349,6 +367,7 @@ impl Decoder {
         }
         f.offset += n;
         f.remaining -= n as u64;
+        let text = f.text;
         let message_end = if f.remaining == 0 {
             self.end_frame()?
         } else {
@@ -357,6 +376,9 @@ impl Decoder {
         Ok(Step::Data {
             len: n,
             message_end,
+            payload: true,
+            message_start: false,
+            text,
         })
     }
 
@@ -373,4 +395,24 @@ impl Decoder {
         }
         Ok(true)
     }
+}
+
+/// Encodes a whole final data frame (`opcode` 0x1 or 0x2), masked with `key`
+/// when given: how an assembled and checked message is sent on.
+pub fn encode_data(opcode: u8, payload: &[u8], key: Option<[u8; 4]>) -> Vec<u8> {
+    let header = FrameHeader {
+        opcode: OpCode::from(opcode),
+        mask: key,
+        ..FrameHeader::default()
+    };
+    let len = payload.len() as u64;
+    let mut out = Vec::with_capacity(header.len(len) + payload.len());
+    // Writing into a Vec cannot fail.
+    let _ = header.format(len, &mut out);
+    let start = out.len();
+    out.extend_from_slice(payload);
+    if let Some(k) = key {
+        mask::apply(&mut out[start..], k, 0);
+    }
+    out
 }

@@ -82,12 +82,18 @@ fn a_client_text_frame_is_remasked_with_the_gateways_key() {
         [
             Step::Data {
                 len: 6,
-                message_end: false
+                message_end: false,
+                payload: false,
+                message_start: true,
+                text: true
             },
             Step::Data {
                 len: 5,
-                message_end: true
-            }
+                message_end: true,
+                payload: true,
+                message_start: false,
+                text: true
+            },
         ]
     );
     assert_eq!(&frame[..2], &[0x81, 0x85]);
