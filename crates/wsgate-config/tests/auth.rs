@@ -170,7 +170,7 @@ fn basic_credentials_never_cross_a_public_cleartext_listener() {
     std::fs::write(dir.path().join("u.htpasswd"), format!("alice:{bcrypt}\n")).unwrap();
     let src = r#"
 [[listener]]
-bind = "0.0.0.0:8080"
+bind = "0.0.0.0:0"
 allow_cleartext = true
 
 [auth.basic]

@@ -45,7 +45,7 @@ fn a_good_config_loads_with_its_values() {
 fn every_error_is_reported_at_once_with_path_and_line() {
     let src = r#"
 [[listener]]
-bind = "0.0.0.0:8080"
+bind = "0.0.0.0:0"
 tls = { self_signed = false }
 handshake_timeout = "soon"
 
@@ -97,12 +97,12 @@ origins = ["https://a.example.com"]
 
 #[test]
 fn cleartext_on_a_public_address_needs_consent() {
-    let src = GOOD.replace("127.0.0.1:0", "0.0.0.0:8080");
+    let src = GOOD.replace("127.0.0.1:0", "0.0.0.0:0");
     let errs = parse(&src, Path::new(".")).unwrap_err();
     assert!(errs.to_string().contains("allow_cleartext"), "{errs}");
     let src = src.replace(
-        "bind = \"0.0.0.0:8080\"",
-        "bind = \"0.0.0.0:8080\"\nallow_cleartext = true",
+        "bind = \"0.0.0.0:0\"",
+        "bind = \"0.0.0.0:0\"\nallow_cleartext = true",
     );
     let c = parse(&src, Path::new(".")).unwrap();
     assert!(matches!(c.listeners[0].hosts, Hosts::Any));
@@ -184,11 +184,11 @@ fn the_assertion_table() {
 #[test]
 fn the_metrics_table() {
     let c = parse(
-        &format!("{GOOD}\n[metrics]\nbind = \"127.0.0.1:9090\""),
+        &format!("{GOOD}\n[metrics]\nbind = \"127.0.0.1:0\""),
         Path::new("."),
     )
     .unwrap();
-    assert_eq!(c.metrics, Some("127.0.0.1:9090".parse().unwrap()));
+    assert_eq!(c.metrics, Some("127.0.0.1:0".parse().unwrap()));
     let err = parse(
         &format!("{GOOD}\n[metrics]\nbind = \"localhost\""),
         Path::new("."),
