@@ -65,7 +65,7 @@ fn decide(
 fn decisions_in_order() {
     let ok = Some("https://app.example.com");
     assert_eq!(decide("", "/chat", "127.0.0.1", ok), Ok(None));
-    assert_eq!(decide("", "/chat/room/1", "localhost:8080", ok), Ok(None));
+    assert_eq!(decide("", "/chat/room/1", "localhost:80", ok), Ok(None));
     assert_eq!(
         decide("", "/chatroom", "127.0.0.1", ok),
         Err(Reason::RouteNotFound)
