@@ -10,9 +10,17 @@ use clap::{Parser, Subcommand};
 use wsgate_config::{AuditTarget, Config, LogFormat};
 use wsgate_gateway::AuditLog;
 
+/// The version and the commit it was built from (see build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("WSGATE_GIT_HASH"),
+    ")"
+);
+
 /// A WebSocket security gateway.
 #[derive(Parser)]
-#[command(name = "wsgate", version, about, long_about = None)]
+#[command(name = "wsgate", version = VERSION, about, long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -32,6 +40,11 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> ExitCode {
@@ -39,6 +52,11 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Serve { config } => serve(&config),
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(shell, &mut Cli::command(), "wsgate", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
     }
 }
 

@@ -206,9 +206,29 @@ auth = "none"
 }
 
 #[test]
-fn version_prints_the_version() {
+fn version_prints_the_version_and_the_commit() {
     let out = wsgate().arg("--version").output().unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("wsgate "));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let expected = format!("wsgate {} (", env!("CARGO_PKG_VERSION"));
+    assert!(
+        text.starts_with(&expected) && text.trim_end().ends_with(')'),
+        "{text}"
+    );
+}
+
+#[test]
+fn completions_are_generated_for_each_shell() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = wsgate().args(["completions", shell]).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            script.contains("serve") && script.contains("check"),
+            "{shell}: {script}"
+        );
+    }
+    let out = wsgate().args(["completions", "tcsh"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
 }
 
 /// Regression: with its stderr pipe closed, the gateway hung on SIGTERM
