@@ -117,6 +117,19 @@ impl AuditEvent {
     }
 }
 
+impl AuditEvent {
+    /// Marks the event a refusal for `reason`: its code, and the HTTP status
+    /// the one table gives it (none for reasons answered by closing).
+    pub(crate) fn refuse(&mut self, reason: wsgate_policy::Reason, detail: String) {
+        self.decision = Some("refused");
+        self.reason = Some(reason.code());
+        if let wsgate_policy::Response::Http(status) = reason.response() {
+            self.status = Some(status);
+        }
+        self.detail = Some(detail);
+    }
+}
+
 /// The current time as audit lines write it.
 pub fn now() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()

@@ -72,7 +72,8 @@ pub(crate) async fn handle(
         Err((reason, route, detail)) => {
             let route = route.map(|i| &state.router.routes()[i]);
             ev.route = route.map(|r| r.path.clone());
-            finish(&mut ev, started, "refused", reason, true, detail);
+            ev.refuse(reason, detail.unwrap_or_default());
+            ev.duration_ms = elapsed_ms(started);
             let secs = started.elapsed().as_secs_f64();
             state
                 .metrics
@@ -279,24 +280,6 @@ fn session_end(admitted: &Admitted, state: &State) -> Option<Instant> {
         .duration_since(std::time::SystemTime::now())
         .unwrap_or_default();
     Some(Instant::now() + left + state.auth.session_grace)
-}
-
-fn finish(
-    ev: &mut AuditEvent,
-    started: Instant,
-    decision: &'static str,
-    reason: Reason,
-    enforced: bool,
-    detail: Option<String>,
-) {
-    ev.decision = Some(decision);
-    ev.reason = Some(reason.code());
-    ev.enforced = enforced;
-    if let wsgate_policy::Response::Http(status) = reason.response() {
-        ev.status = Some(status);
-    }
-    ev.detail = detail;
-    ev.duration_ms = elapsed_ms(started);
 }
 
 pub(crate) fn elapsed_ms(since: Instant) -> u64 {

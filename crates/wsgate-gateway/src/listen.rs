@@ -143,13 +143,8 @@ where
 
 fn log_failure(conn: &Conn, reason: Reason, started: tokio::time::Instant, detail: &str) {
     let mut ev = conn.event("handshake");
-    ev.decision = Some("refused");
-    ev.reason = Some(reason.code());
-    if let wsgate_policy::Response::Http(status) = reason.response() {
-        ev.status = Some(status);
-    }
+    ev.refuse(reason, detail.to_owned());
     ev.duration_ms = elapsed_ms(started);
-    ev.detail = Some(detail.to_owned());
     let secs = started.elapsed().as_secs_f64();
     conn.state
         .metrics

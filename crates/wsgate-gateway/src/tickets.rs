@@ -182,12 +182,7 @@ pub(crate) async fn handle(
 }
 
 fn refuse(ev: &mut AuditEvent, reason: Reason, detail: String) -> Response<Full<Bytes>> {
-    ev.decision = Some("refused");
-    ev.reason = Some(reason.code());
-    if let wsgate_policy::Response::Http(status) = reason.response() {
-        ev.status = Some(status);
-    }
-    ev.detail = Some(detail);
+    ev.refuse(reason, detail);
     crate::respond::refusal(reason)
 }
 

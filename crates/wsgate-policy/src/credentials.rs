@@ -147,17 +147,6 @@ impl Credential {
                 }
         )
     }
-
-    /// The method that verifies it.
-    pub fn method(&self) -> AuthMethod {
-        match self {
-            Credential::Bearer { .. } => AuthMethod::Jwt,
-            Credential::Basic { .. } => AuthMethod::Basic,
-            Credential::ClientCert { .. } => AuthMethod::Mtls,
-            Credential::Ticket { .. } => AuthMethod::Ticket,
-            Credential::Forward { .. } => AuthMethod::Forward,
-        }
-    }
 }
 
 /// The credentials a route's methods look for, non-ambient ones first so a

@@ -1,16 +1,16 @@
 //! A WebSocket echo server to put wsgate in front of: `scripts/run-example`
 //! and `scripts/conformance` start it.
 //!
-//! Usage: `echo-upstream [ADDR]` (default 127.0.0.1:9001; port 0 picks a free
-//! port). Prints `echo-upstream: listening on ADDR` once ready.
+//! Usage: `echo-upstream ADDR` (port 0 picks a free port). Prints
+//! `echo-upstream: listening on ADDR` once ready.
 
 use std::io::Write;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let addr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:9001".into());
+    let Some(addr) = std::env::args().nth(1) else {
+        anyhow::bail!("usage: echo-upstream ADDR   (e.g. 127.0.0.1:0)");
+    };
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     let echo = wsgate_testkit::upstream::Echo::serve(listener, Default::default());
     let _ = writeln!(
