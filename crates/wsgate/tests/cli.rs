@@ -275,3 +275,36 @@ auth = "none"
     );
     assert_eq!(wait_exit(child).code(), Some(0));
 }
+
+/// SIGINT (Ctrl-C) stops the gateway as SIGTERM does: exit 0.
+#[test]
+fn sigint_stops_the_gateway_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        &dir,
+        "gw.toml",
+        "[[listener]]\nbind = \"127.0.0.1:0\"\n\n[[route]]\npath = \"/\"\nupstream = \"ws://127.0.0.1:9/\"\nallow_missing_origin = true\nauth = \"none\"\n",
+    );
+    let mut child = Reap(
+        wsgate()
+            .args(["serve", "--config"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(child.0.stderr.take().unwrap()).lines();
+    // Readiness: the plain listening line (signal handlers are in place by then).
+    assert!(lines.any(|l| l.unwrap().starts_with("wsgate: listening on ")));
+    let pid = child.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::thread::spawn(move || lines.for_each(drop));
+    assert_eq!(wait_exit(child).code(), Some(0));
+}
