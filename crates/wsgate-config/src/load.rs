@@ -9,21 +9,13 @@ use crate::error::{Collector, ConfigErrors};
 use crate::host::HostPattern;
 use crate::model::*;
 use crate::origin::OriginPattern;
-use crate::reader::Table;
+use crate::reader::{At, Table};
 
 /// Keys DESIGN.md names for features later versions add. They are refused
 /// with a clear message rather than reported as typos or, worse, ignored.
 const LATER_TOP: &[&str] = &["store"];
 const LATER_LISTENER: &[&str] = &[];
 const LATER_ROUTE: &[&str] = &["csp", "kind"];
-const LATER_LIMITS: &[&str] = &[
-    "messages_per_sec",
-    "burst",
-    "bytes_per_sec",
-    "max_conns_per_ip",
-    "max_conns_per_user",
-    "handshakes_per_ip_per_min",
-];
 
 /// Parses and validates a config; `base` resolves relative file paths.
 pub(crate) fn parse(
@@ -64,6 +56,9 @@ pub(crate) fn parse(
     let shutdown = root
         .table("shutdown", &mut errs)
         .map(|t| shutdown(t, &mut errs));
+    let global_limits = root
+        .table("limits", &mut errs)
+        .map(|t| global_limits(t, &mut errs));
     root.finish(&mut errs, LATER_TOP);
     if errs.is_empty() {
         if listeners.is_empty() {
@@ -87,6 +82,7 @@ pub(crate) fn parse(
         auth,
         assertion,
         metrics,
+        limits: global_limits.unwrap_or_default(),
     })
 }
 
@@ -630,6 +626,10 @@ fn identity_headers(mut t: Table<'_, '_>, errs: &mut Collector<'_>) -> IdentityH
 fn check_auth_methods(routes: &[Route], listeners: &[Listener], errs: &mut Collector<'_>) {
     for (i, r) in routes.iter().enumerate() {
         let Auth::Any(methods) = &r.auth else {
+            if r.limits.max_conns_per_user.is_some() {
+                let msg = "needs an authenticated user to count; this route has auth = \"none\" (use max_conns_per_ip)";
+                errs.push(&format!("route[{i}].limits.max_conns_per_user"), None, msg);
+            }
             continue;
         };
         if r.jwt_query_param.is_some() && !methods.contains(&AuthMethod::Jwt) {
@@ -740,7 +740,8 @@ fn limits(mut t: Table<'_, '_>, errs: &mut Collector<'_>) -> Option<Limits> {
         let msg = "moved to [[listener]]: the route is only known once the request head is read, which is what this timeout bounds";
         errs.push(&t.path_of("handshake_timeout"), Some(h.span().start), msg);
     }
-    t.finish(errs, LATER_LIMITS);
+    rates(&mut t, &mut l, errs);
+    t.finish(errs, &[]);
     Some(l)
 }
 
@@ -840,6 +841,61 @@ fn assertion(mut t: Table<'_, '_>, base: &Path, errs: &mut Collector<'_>) -> Opt
         ttl,
         jwks_path: jwks_path?,
     })
+}
+
+/// The per-client rates and counts of `[route.limits]`.
+fn rates(t: &mut Table<'_, '_>, l: &mut Limits, errs: &mut Collector<'_>) {
+    const MAX: u64 = u32::MAX as u64;
+    let small = |v: At<u64>| u32::try_from(v.value).ok();
+    let per_sec = t.count("messages_per_sec", errs, 1, MAX);
+    let burst = t.count("burst", errs, 1, MAX);
+    if let (Some(b), None) = (&burst, &per_sec) {
+        errs.push(
+            &b.path,
+            Some(b.at),
+            "`burst` needs `messages_per_sec`: it is how far above that rate a client may go at once",
+        );
+    }
+    if let (Some(b), Some(r)) = (&burst, &per_sec)
+        && b.value < r.value
+    {
+        let msg = format!(
+            "`burst` ({}) is below `messages_per_sec` ({}): a client could never send one second's worth at once; leave it out to use the rate",
+            b.value, r.value
+        );
+        errs.push(&b.path, Some(b.at), msg);
+    }
+    l.messages_per_sec = per_sec.and_then(small);
+    l.burst = burst.and_then(small);
+    if let Some(b) = t.size("bytes_per_sec", errs) {
+        if b.value == 0 {
+            errs.push(&b.path, Some(b.at), "must be at least 1 byte");
+        }
+        l.bytes_per_sec = Some(b.value);
+    }
+    l.max_conns_per_ip = t.count("max_conns_per_ip", errs, 1, MAX).and_then(small);
+    l.max_conns_per_user = t.count("max_conns_per_user", errs, 1, MAX).and_then(small);
+    l.handshakes_per_ip_per_min = t
+        .count("handshakes_per_ip_per_min", errs, 1, MAX)
+        .and_then(small);
+    if let Some(p) = t.count("ipv6_prefix", errs, 1, 128) {
+        l.ipv6_prefix = u8::try_from(p.value).unwrap_or(128);
+    }
+}
+
+fn global_limits(mut t: Table<'_, '_>, errs: &mut Collector<'_>) -> GlobalLimits {
+    let mut g = GlobalLimits::default();
+    if let Some(m) = t.count("max_connections", errs, 1, u64::from(u32::MAX)) {
+        g.max_connections = m.value;
+    }
+    if let Some(m) = t.size("assembly_memory", errs) {
+        if m.value == 0 {
+            errs.push(&m.path, Some(m.at), "must be at least 1 byte");
+        }
+        g.assembly_memory = m.value;
+    }
+    t.finish(errs, &[]);
+    g
 }
 
 fn shutdown(mut t: Table<'_, '_>, errs: &mut Collector<'_>) -> Shutdown {

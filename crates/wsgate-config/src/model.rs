@@ -38,6 +38,18 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long open connections get to close after SIGTERM before the process exits.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// Most connections one gateway process holds at once (`[limits]
+/// max_connections`): far above one machine's ordinary load, well below what
+/// exhausts file descriptors and memory.
+pub const DEFAULT_MAX_CONNECTIONS: u64 = 10_000;
+/// Memory the whole process may hold for messages being assembled for a
+/// message rule (`[limits] assembly_memory`): 1,024 connections each halfway
+/// through a 64 KiB message.
+pub const DEFAULT_ASSEMBLY_MEMORY: u64 = 64 * 1024 * 1024;
+/// IPv6 clients are counted per /64: one host usually holds a whole /64, so
+/// counting single addresses would let it take 2^64 slots.
+pub const DEFAULT_IPV6_PREFIX: u8 = 64;
+
 /// A whole, validated config.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -55,6 +67,27 @@ pub struct Config {
     pub assertion: Option<Assertion>,
     /// `[metrics]`: where `/metrics`, `/healthz` and `/readyz` are served.
     pub metrics: Option<SocketAddr>,
+    /// `[limits]`: bounds on the whole process.
+    pub limits: GlobalLimits,
+}
+
+/// `[limits]`: what one gateway process holds at most, whatever the routes say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GlobalLimits {
+    /// Open client connections; handshakes beyond it get 429 `too_many_connections`.
+    pub max_connections: u64,
+    /// Bytes held for messages being assembled, across all connections; a
+    /// message that would take more is closed with 1013 `overloaded`.
+    pub assembly_memory: u64,
+}
+
+impl Default for GlobalLimits {
+    fn default() -> Self {
+        GlobalLimits {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            assembly_memory: DEFAULT_ASSEMBLY_MEMORY,
+        }
+    }
 }
 
 /// `[assertion]`: a short-lived JWT, signed by the gateway, that tells an
@@ -299,6 +332,20 @@ pub struct Limits {
     pub max_lifetime: Option<Duration>,
     /// Time allowed to connect to the upstream.
     pub connect_timeout: Duration,
+    /// Messages per second a client may send, on average; `None` is off.
+    pub messages_per_sec: Option<u32>,
+    /// Messages a client may send at once above the average rate.
+    pub burst: Option<u32>,
+    /// Frame bytes per second a client may send (one second's worth at once); `None` is off.
+    pub bytes_per_sec: Option<u64>,
+    /// Open connections from one client address (IPv6: one prefix) on this route.
+    pub max_conns_per_ip: Option<u32>,
+    /// Open connections of one authenticated user on this route.
+    pub max_conns_per_user: Option<u32>,
+    /// Handshakes from one client address (IPv6: one prefix) per minute on this route.
+    pub handshakes_per_ip_per_min: Option<u32>,
+    /// The IPv6 prefix length that counts as one client address.
+    pub ipv6_prefix: u8,
 }
 
 impl Default for Limits {
@@ -310,6 +357,13 @@ impl Default for Limits {
             ping_interval: Some(DEFAULT_PING_INTERVAL),
             max_lifetime: Some(DEFAULT_MAX_LIFETIME),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            messages_per_sec: None,
+            burst: None,
+            bytes_per_sec: None,
+            max_conns_per_ip: None,
+            max_conns_per_user: None,
+            handshakes_per_ip_per_min: None,
+            ipv6_prefix: DEFAULT_IPV6_PREFIX,
         }
     }
 }

@@ -131,6 +131,35 @@ impl<'a, 'i> Table<'a, 'i> {
         Some(out)
     }
 
+    /// A whole number in `min..=max`.
+    pub(crate) fn count(
+        &mut self,
+        key: &str,
+        errs: &mut Collector<'_>,
+        min: u64,
+        max: u64,
+    ) -> Option<At<u64>> {
+        let n = self.typed(key, errs, "a whole number", |v| match v {
+            DeValue::Integer(i) => Some(i.as_str().parse::<i128>().ok()),
+            _ => None,
+        })?;
+        match n.value {
+            Some(v) if (i128::from(min)..=i128::from(max)).contains(&v) => Some(At {
+                value: u64::try_from(v).unwrap_or(max),
+                path: n.path,
+                at: n.at,
+            }),
+            _ => {
+                errs.push(
+                    &n.path,
+                    Some(n.at),
+                    format!("must be a whole number from {min} to {max}"),
+                );
+                None
+            }
+        }
+    }
+
     pub(crate) fn size(&mut self, key: &str, errs: &mut Collector<'_>) -> Option<At<u64>> {
         let value = self.get(key)?;
         let path = self.path_of(key);

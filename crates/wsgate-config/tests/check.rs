@@ -58,13 +58,14 @@ colour = "blue"
 
 [route.limits]
 max_frame = "12 parsecs"
-messages_per_sec = 20
+burst = 0
 
 [[route]]
 path = "/b"
 upstream = "ws://127.0.0.1:9001"
 auth = "jwt"
 origins = ["https://a.example.com"]
+csp = {}
 "#;
     let errs = parse(src, Path::new(".")).unwrap_err().0;
     let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
@@ -78,7 +79,8 @@ origins = ["https://a.example.com"]
         ("route[0].mode", 11),
         ("route[0].colour", 12),
         ("route[0].limits.max_frame", 15),
-        ("route[0].limits.messages_per_sec", 16),
+        ("route[0].limits.burst", 16),
+        ("route[1].csp", 23),
         ("route[0].auth", 7),
         ("route[1].auth", 21),
     ];
@@ -228,4 +230,66 @@ fn the_messages_table() {
             "{table:?}: expected {expect:?} in\n{err}"
         );
     }
+}
+
+#[test]
+fn client_limits_load_and_their_mistakes_are_named() {
+    let src = format!(
+        "{GOOD}{}",
+        r#"messages_per_sec = 20
+burst = 40
+bytes_per_sec = "64KiB"
+max_conns_per_ip = 50
+handshakes_per_ip_per_min = 120
+ipv6_prefix = 56
+
+[limits]
+max_connections = 500
+assembly_memory = "8MiB"
+"#
+    );
+    let c = parse(&src, Path::new(".")).unwrap();
+    let l = &c.routes[0].limits;
+    assert_eq!(l.messages_per_sec, Some(20));
+    assert_eq!(l.burst, Some(40));
+    assert_eq!(l.bytes_per_sec, Some(64 << 10));
+    assert_eq!(l.max_conns_per_ip, Some(50));
+    assert_eq!(l.handshakes_per_ip_per_min, Some(120));
+    assert_eq!(l.ipv6_prefix, 56);
+    assert_eq!(c.limits.max_connections, 500);
+    assert_eq!(c.limits.assembly_memory, 8 << 20);
+
+    let bad = format!(
+        "{GOOD}{}",
+        r#"burst = 5
+max_conns_per_user = 2
+ipv6_prefix = 129
+max_conns_per_ip = -1
+
+[limits]
+max_connections = 0
+"#
+    );
+    let errs = parse(&bad, Path::new(".")).unwrap_err();
+    let text = errs.to_string();
+    for (path, words) in [
+        ("route[0].limits.burst", "needs `messages_per_sec`"),
+        ("route[0].limits.max_conns_per_user", "auth = \"none\""),
+        ("route[0].limits.ipv6_prefix", "from 1 to 128"),
+        ("route[0].limits.max_conns_per_ip", "whole number"),
+        ("limits.max_connections", "from 1 to"),
+    ] {
+        assert!(
+            errs.0
+                .iter()
+                .any(|e| e.path == path && e.to_string().contains(words)),
+            "no `{words}` error at {path} in {text}"
+        );
+    }
+    let low = GOOD.replace(
+        "idle_timeout = \"off\"",
+        "idle_timeout = \"off\"\nmessages_per_sec = 10\nburst = 5",
+    );
+    let text = parse(&low, Path::new(".")).unwrap_err().to_string();
+    assert!(text.contains("below `messages_per_sec`"), "{text}");
 }

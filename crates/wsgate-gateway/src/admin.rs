@@ -41,7 +41,7 @@ async fn answer(
     let (status, body, kind) = match req.uri().path() {
         "/metrics" => (
             StatusCode::OK,
-            state.metrics.encode(),
+            state.metrics.encode(&state.slots, &state.budget),
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         ),
         "/healthz" => (StatusCode::OK, "ok\n".to_owned(), "text/plain"),

@@ -15,6 +15,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
+use wsgate_policy::limits::ClientKey;
 use wsgate_policy::{Admitted, Reason, admit};
 use wsgate_proto::handshake::{self, HandshakeError};
 
@@ -69,7 +70,12 @@ pub(crate) async fn handle(
         return Ok(response);
     }
     let response = match decide(&conn, &parts).await {
-        Err((reason, route, detail)) => {
+        Err(Refusal {
+            reason,
+            route,
+            detail,
+            retry_after,
+        }) => {
             let route = route.map(|i| &state.router.routes()[i]);
             ev.route = route.map(|r| r.path.clone());
             ev.refuse(reason, detail.unwrap_or_default());
@@ -79,12 +85,20 @@ pub(crate) async fn handle(
                 .metrics
                 .handshake(ev.route.as_deref(), "refused", Some(reason.code()), secs);
             let mut response = crate::respond::refusal(reason);
+            if let Some(after) = retry_after {
+                crate::respond::retry_after(&mut response, after);
+            }
             if let Some(r) = route {
                 crate::respond::challenge(&mut response, reason, r, &state.auth);
             }
             response
         }
-        Ok((admitted, hs_key, connected)) => {
+        Ok(Decided {
+            admitted,
+            key: hs_key,
+            connected,
+            held,
+        }) => {
             ev.route = Some(admitted.route().path.clone());
             let (reason, detail) = match admitted.report() {
                 Some(r) => (Some(r.reason), Some(r.detail.clone())),
@@ -108,7 +122,7 @@ pub(crate) async fn handle(
             state
                 .audit
                 .write(std::mem::replace(&mut ev, conn.event("handshake")));
-            spawn_relay(&conn, admitted, connected, on_upgrade, close_ev);
+            spawn_relay(&conn, admitted, connected, held, on_upgrade, close_ev);
             return Ok(response);
         }
     };
@@ -116,14 +130,60 @@ pub(crate) async fn handle(
     Ok(response)
 }
 
-type Refusal = (Reason, Option<usize>, Option<String>);
+/// Why a handshake was refused, with what the response and the log need.
+struct Refusal {
+    reason: Reason,
+    route: Option<usize>,
+    detail: Option<String>,
+    retry_after: Option<std::time::Duration>,
+}
 
-async fn decide(
-    conn: &Conn,
-    parts: &http::request::Parts,
-) -> Result<(Admitted, String, Connected), Refusal> {
+impl Refusal {
+    fn new(reason: Reason, route: Option<usize>, detail: String) -> Self {
+        Refusal {
+            reason,
+            route,
+            detail: Some(detail),
+            retry_after: None,
+        }
+    }
+
+    fn denied(d: crate::store::Denied, route: usize) -> Self {
+        Refusal {
+            reason: d.reason,
+            route: Some(route),
+            detail: Some(d.detail),
+            retry_after: d.retry_after,
+        }
+    }
+}
+
+/// What an open connection holds until it closes: its slot in the
+/// gateway's `max_connections` and its counts in the store.
+pub(crate) struct Held {
+    _slot: crate::limits::Slot,
+    _lease: crate::store::Lease,
+}
+
+/// An admitted handshake whose upstream has answered its 101.
+struct Decided {
+    admitted: Admitted,
+    key: String,
+    connected: Connected,
+    held: Held,
+}
+
+async fn decide(conn: &Conn, parts: &http::request::Parts) -> Result<Decided, Refusal> {
     let state = &conn.state;
     let path = parts.uri.path();
+    // Taken first, before any work: a gateway at its bound answers at once.
+    let slot = state.slots.take().ok_or_else(|| {
+        let detail = format!(
+            "the gateway holds its [limits] max_connections ({})",
+            state.slots.max()
+        );
+        Refusal::new(Reason::TooManyConnections, None, detail)
+    })?;
     let hs =
         handshake::check_request(&parts.method, parts.version, &parts.headers).map_err(|e| {
             let reason = match e {
@@ -132,7 +192,7 @@ async fn decide(
                 }
                 ref e => Reason::from(e),
             };
-            (reason, None, Some(e.to_string()))
+            Refusal::new(reason, None, e.to_string())
         })?;
     let request = wsgate_policy::Request {
         path,
@@ -144,15 +204,35 @@ async fn decide(
         protocols: &hs.protocols,
     };
     let hosts = &state.listeners[conn.listener].config.hosts;
-    let refused = |r: wsgate_policy::Refused| (r.reason, r.route, Some(r.detail));
+    // Every handshake that names a route counts, whatever is decided
+    // after: guessing origins, passwords or tokens is as slow as the
+    // route's handshake rate. Limits apply in report mode too: they
+    // protect the gateway, not a policy being rolled out.
+    if let Some((route, r)) = state.router.find(path) {
+        let client = ClientKey::new(conn.client.ip(), r.limits.ipv6_prefix);
+        state
+            .store
+            .handshake(route, client)
+            .await
+            .map_err(|d| Refusal::denied(d, route))?;
+    }
+    let refused = |r: wsgate_policy::Refused| Refusal::new(r.reason, r.route, r.detail);
     let checked = admit(hosts, &state.router, &state.auth, &request).map_err(refused)?;
+    let route = checked.route_index();
+    let client = ClientKey::new(conn.client.ip(), checked.route().limits.ipv6_prefix);
     let tickets = state.tickets.as_deref();
     let outcome = state
         .verifiers
         .verify(&checked, tickets, hs.origin.as_deref())
         .await;
     let admitted = checked.finish(outcome).map_err(refused)?;
-    let client = ClientSide {
+    let user = admitted.identity().map(|i| i.user.as_str());
+    let lease = state
+        .store
+        .open(route, client, user)
+        .await
+        .map_err(|d| Refusal::denied(d, route))?;
+    let client_side = ClientSide {
         path_and_query: parts.uri.path_and_query().map_or(path, |p| p.as_str()),
         headers: &parts.headers,
         addr: conn.client,
@@ -168,12 +248,20 @@ async fn decide(
         }),
     };
     let tls = state.upstream_tls[admitted.route_index()].as_ref();
-    match upstream::connect(&admitted, &client, tls).await {
-        Ok(connected) => Ok((admitted, hs.key, connected)),
-        Err(e) => Err((
+    match upstream::connect(&admitted, &client_side, tls).await {
+        Ok(connected) => Ok(Decided {
+            admitted,
+            key: hs.key,
+            connected,
+            held: Held {
+                _slot: slot,
+                _lease: lease,
+            },
+        }),
+        Err(e) => Err(Refusal::new(
             Reason::UpstreamUnavailable,
-            Some(admitted.route_index()),
-            Some(e.to_string()),
+            Some(route),
+            e.to_string(),
         )),
     }
 }
@@ -182,11 +270,14 @@ fn spawn_relay(
     conn: &Arc<Conn>,
     admitted: Admitted,
     connected: Connected,
+    held: Held,
     on_upgrade: hyper::upgrade::OnUpgrade,
     mut ev: AuditEvent,
 ) {
     let state = Arc::clone(&conn.state);
     conn.state.tasks.spawn(async move {
+        // Given back when this task ends, however the connection ended.
+        let _held = held;
         let started = Instant::now();
         ev.event = "close";
         ev.decision = None;
@@ -205,13 +296,17 @@ fn spawn_relay(
             Ok(upgraded) => {
                 let limits = &admitted.route().limits;
                 let session_end = session_end(&admitted, &state);
-                let rules = state.rules[admitted.route_index()].clone();
+                let checks = relay::Checks {
+                    rules: state.rules[admitted.route_index()].clone(),
+                    meter: wsgate_policy::limits::Meter::for_limits(limits),
+                    budget: Some(Arc::clone(&state.budget)),
+                };
                 let client = TokioIo::new(upgraded);
                 relay::relay(
                     client,
                     connected.io,
                     limits,
-                    rules,
+                    checks,
                     session_end,
                     &state.shutdown,
                 )

@@ -46,6 +46,9 @@ pub(crate) struct Metrics {
     pub(crate) messages: Family<FlowLabels, Counter>,
     pub(crate) bytes: Family<FlowLabels, Counter>,
     pub(crate) decision_seconds: Histogram,
+    /// Read from the limits when scraped.
+    assembly_bytes: Gauge,
+    slots_in_use: Gauge,
 }
 
 impl Metrics {
@@ -87,7 +90,21 @@ impl Metrics {
             "Time from request head to answer",
             decision_seconds.clone(),
         );
+        let assembly_bytes = Gauge::default();
+        registry.register(
+            "assembly_bytes",
+            "Bytes held for messages being assembled for message rules, all connections",
+            assembly_bytes.clone(),
+        );
+        let slots_in_use = Gauge::default();
+        registry.register(
+            "connection_slots_in_use",
+            "Handshakes in progress and connections open, against [limits] max_connections",
+            slots_in_use.clone(),
+        );
         Metrics {
+            assembly_bytes,
+            slots_in_use,
             registry,
             handshakes,
             open,
@@ -115,8 +132,16 @@ impl Metrics {
         self.decision_seconds.observe(seconds);
     }
 
-    /// The Prometheus text exposition.
-    pub(crate) fn encode(&self) -> String {
+    /// The Prometheus text exposition, with the limits' gauges read now.
+    pub(crate) fn encode(
+        &self,
+        slots: &crate::limits::Slots,
+        budget: &crate::limits::Budget,
+    ) -> String {
+        self.assembly_bytes
+            .set(i64::try_from(budget.in_use()).unwrap_or(i64::MAX));
+        self.slots_in_use
+            .set(i64::try_from(slots.in_use()).unwrap_or(i64::MAX));
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

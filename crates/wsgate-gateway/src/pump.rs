@@ -18,11 +18,13 @@ use tokio::sync::{Mutex, mpsc};
 use tokio::time::Instant;
 use wsgate_config::OnViolation;
 use wsgate_policy::Reason;
+use wsgate_policy::limits::Meter;
 use wsgate_policy::messages::MessageRules;
 use wsgate_proto::close::Close;
 use wsgate_proto::frame::{ControlFrame, Decoder, Step};
 use wsgate_proto::mask::MaskSource;
 
+use crate::limits::{Budget, Reservation};
 use crate::sink::{PendingPong, Sink};
 
 /// Bytes read at a time. Large enough to move a 16 KiB frame in one read;
@@ -113,43 +115,65 @@ enum Handling {
     Forward,
     /// Dropped (a type the route refuses, `on_violation = "drop"`).
     Skip,
-    /// Collected whole, checked, then sent on in one frame.
-    Assemble(Vec<u8>),
+    /// Collected whole, checked, then sent on in one frame; the reservation
+    /// holds its bytes in the gateway's assembly budget.
+    Assemble(Vec<u8>, Option<Reservation>),
+}
+
+/// What the messages a pump reads are held to: the route's rules and rates
+/// for the client; nothing for the upstream, which is trusted (its frames
+/// are still decoded and must be well-formed).
+#[derive(Default)]
+pub(crate) struct Checks {
+    pub(crate) rules: Option<Arc<MessageRules>>,
+    pub(crate) meter: Option<Meter>,
+    /// Where assembled messages take their memory from.
+    pub(crate) budget: Option<Arc<Budget>>,
 }
 
 /// Reads from one peer until its stream ends.
 pub(crate) struct Pump {
     side: Side,
     decoder: Decoder,
-    rules: Option<Arc<MessageRules>>,
+    checks: Checks,
     handling: Handling,
 }
 
 impl Pump {
-    /// A pump; `rules` apply to the messages it reads (the client's).
-    pub(crate) fn new(side: Side, mut decoder: Decoder, rules: Option<Arc<MessageRules>>) -> Self {
-        decoder.set_plain_text(rules.as_ref().is_some_and(|r| r.assembles_text()));
+    /// A pump whose reads are held to `checks`.
+    pub(crate) fn new(side: Side, mut decoder: Decoder, checks: Checks) -> Self {
+        decoder.set_plain_text(checks.rules.as_ref().is_some_and(|r| r.assembles_text()));
         Pump {
             side,
             decoder,
-            rules,
+            checks,
             handling: Handling::Forward,
         }
     }
 
     /// How the message starting now is handled, or the reason to close.
-    fn start_message(&self, text: bool) -> Result<Handling, Reason> {
-        let Some(rules) = &self.rules else {
+    fn start_message(&self, text: bool) -> Result<Handling, (Reason, String)> {
+        if let Some(meter) = &self.checks.meter {
+            meter
+                .message()
+                .map_err(|e| (Reason::MessageRateExceeded, e.0))?;
+        }
+        let Some(rules) = &self.checks.rules else {
             return Ok(Handling::Forward);
         };
         if !rules.allows(text) {
+            let kind = if text { "text" } else { "binary" };
             return match rules.on_violation {
                 OnViolation::Drop => Ok(Handling::Skip),
-                OnViolation::Close => Err(Reason::MessageTypeNotAllowed),
+                OnViolation::Close => Err((
+                    Reason::MessageTypeNotAllowed,
+                    format!("{kind} messages are not allowed on this route"),
+                )),
             };
         }
         Ok(if text && rules.assembles_text() {
-            Handling::Assemble(Vec::new())
+            let reservation = self.checks.budget.as_ref().map(Reservation::new);
+            Handling::Assemble(Vec::new(), reservation)
         } else {
             Handling::Forward
         })
@@ -162,19 +186,15 @@ impl Pump {
         to: &Mutex<Sink<A>>,
         activity: &Activity,
     ) -> Option<Event> {
-        let checked = self.rules.as_ref().map_or(Ok(()), |r| r.check_text(&body));
+        let rules = self.checks.rules.as_ref();
+        let checked = rules.map_or(Ok(()), |r| r.check_text(&body));
         match checked {
             Ok(()) => {
                 let frame = wsgate_proto::frame::encode_data(0x1, &body, Some(rand::random()));
                 Self::forward(to, &frame, false).await;
                 None
             }
-            Err(_)
-                if self
-                    .rules
-                    .as_ref()
-                    .is_some_and(|r| r.on_violation == OnViolation::Drop) =>
-            {
+            Err(_) if rules.is_some_and(|r| r.on_violation == OnViolation::Drop) => {
                 activity.messages_dropped.fetch_add(1, Ordering::Relaxed);
                 None
             }
@@ -207,6 +227,18 @@ impl Pump {
             self.count_bytes(activity, n);
             if draining {
                 buf.clear();
+                continue;
+            }
+            if let Some(Err(e)) = self.checks.meter.as_ref().map(|m| m.bytes(n)) {
+                // Nothing of this read is forwarded; what went before was
+                // forwarded whole or leaves the other side mid-frame, which
+                // the sink knows.
+                let other_mid_frame = to.lock().await.mid_frame();
+                let event =
+                    Event::Violation(self.side, Reason::MessageRateExceeded, e.0, other_mid_frame);
+                draining = true;
+                buf.clear();
+                let _ = events.send(event).await;
                 continue;
             }
             let (used, stop) = self.process(&mut buf, to, pongs, activity).await;
@@ -255,12 +287,9 @@ impl Pump {
                     if message_start {
                         match self.start_message(text) {
                             Ok(h) => self.handling = h,
-                            Err(reason) => {
+                            Err((reason, detail)) => {
                                 Self::forward(to, &buf[forward_from..pos], false).await;
                                 let other_mid_frame = to.lock().await.mid_frame();
-                                let kind = if text { "text" } else { "binary" };
-                                let detail =
-                                    format!("{kind} messages are not allowed on this route");
                                 stop = Some(Event::Violation(
                                     self.side,
                                     reason,
@@ -282,7 +311,24 @@ impl Pump {
                     } else {
                         // Nothing of this message goes on as it arrives.
                         Self::forward(to, &buf[forward_from..pos], false).await;
-                        if let (Handling::Assemble(body), true) = (&mut self.handling, payload) {
+                        if let (Handling::Assemble(body, held), true) =
+                            (&mut self.handling, payload)
+                        {
+                            if let Some(r) = held.as_mut()
+                                && !r.grow(len)
+                            {
+                                let detail = format!(
+                                    "the gateway's memory for assembling messages ([limits] assembly_memory, {} bytes) is in use",
+                                    r.budget().max()
+                                );
+                                stop = Some(Event::Violation(
+                                    self.side,
+                                    Reason::Overloaded,
+                                    detail,
+                                    false,
+                                ));
+                                break;
+                            }
                             body.extend_from_slice(&buf[pos..pos + len]);
                         }
                         pos += len;
@@ -291,7 +337,7 @@ impl Pump {
                     if message_end {
                         self.count_message(activity);
                         match std::mem::replace(&mut self.handling, Handling::Forward) {
-                            Handling::Assemble(body) => {
+                            Handling::Assemble(body, _held) => {
                                 stop = self.finish_message(body, to, activity).await;
                                 if stop.is_some() {
                                     break;

@@ -22,10 +22,10 @@ use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use wsgate_config::Limits;
 use wsgate_policy::Reason;
-use wsgate_policy::messages::MessageRules;
 use wsgate_proto::close::Close;
 use wsgate_proto::frame::{self, Decoder, Sender};
 
+pub(crate) use crate::pump::Checks;
 use crate::pump::{Activity, Event, Pump, Side};
 use crate::sink::{PendingPong, Sink};
 
@@ -97,11 +97,11 @@ pub struct Summary {
 
 /// Relays between an upgraded client and an upgraded upstream until both
 /// legs are closed.
-pub async fn relay<C, U>(
+pub(crate) async fn relay<C, U>(
     client: C,
     upstream: U,
     limits: &Limits,
-    rules: Option<Arc<MessageRules>>,
+    checks: Checks,
     session_end: Option<Instant>,
     shutdown: &CancellationToken,
 ) -> Summary
@@ -124,13 +124,13 @@ where
     let c2u = Pump::new(
         Side::Client,
         Decoder::new(Sender::Client, client_limits),
-        rules,
+        checks,
     )
     .run(client_read, &upstream_sink, &client_pongs, &tx, &activity);
     let u2c = Pump::new(
         Side::Upstream,
         Decoder::new(Sender::Upstream, frame::Limits::NONE),
-        None,
+        Checks::default(),
     )
     .run(upstream_read, &client_sink, &upstream_pongs, &tx, &activity);
     tokio::pin!(c2u, u2c);

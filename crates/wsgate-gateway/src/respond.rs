@@ -36,6 +36,14 @@ pub(crate) fn refusal(reason: Reason) -> Response<Full<Bytes>> {
     response
 }
 
+/// Adds `Retry-After` (RFC 9110 section 10.2.3) in whole seconds, rounded up.
+pub(crate) fn retry_after(response: &mut Response<Full<Bytes>>, after: std::time::Duration) {
+    let secs = crate::store::retry_secs(after);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+}
+
 /// Adds `WWW-Authenticate` to a 401: one challenge per method the route
 /// accepts (RFC 9110 section 11.6.1; RFC 6750 section 3 for Bearer).
 pub(crate) fn challenge(

@@ -41,6 +41,12 @@ pub(crate) struct State {
     pub(crate) assertion: Option<crate::assertion::Signer>,
     /// Unused one-time tickets, when `[auth.ticket]` is configured.
     pub(crate) tickets: Option<crate::tickets::Tickets>,
+    /// Handshake rates and connection counts per client and user.
+    pub(crate) store: crate::store::Store,
+    /// `[limits] max_connections`: one slot per handshake in progress or connection open.
+    pub(crate) slots: Arc<crate::limits::Slots>,
+    /// `[limits] assembly_memory`: bytes for messages being assembled.
+    pub(crate) budget: Arc<crate::limits::Budget>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: TaskTracker,
     pub(crate) grace: std::time::Duration,
@@ -128,8 +134,12 @@ impl State {
         if !errors.is_empty() {
             return Err(errors);
         }
+        let router = Router::new(config.routes);
         let state = State {
-            router: Router::new(config.routes),
+            store: crate::store::Store::memory(router.routes()),
+            slots: crate::limits::Slots::new(config.limits.max_connections),
+            budget: crate::limits::Budget::new(config.limits.assembly_memory),
+            router,
             listeners,
             upstream_tls,
             audit,

@@ -13,11 +13,15 @@
 //!   an upstream without passing every check.
 //! - [`credentials`]: what a request presents, and which of it is ambient.
 //! - [`verify`]: JWT and Basic verification, with the clock passed in.
+//! - [`limits`]: one connection's message and byte rates, and the address
+//!   (IPv6: the prefix) a client is counted under.
+//! - [`messages`]: the route's rules for each message a client sends.
 //!
 //! A Rust WebSocket server can embed this crate to make the same decisions.
 
 pub mod admit;
 pub mod credentials;
+pub mod limits;
 pub mod messages;
 pub mod reason;
 pub mod route;

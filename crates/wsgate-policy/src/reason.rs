@@ -49,6 +49,11 @@ pub enum Reason {
     UpstreamUnavailable,
     /// The client did not finish TLS and its request head in time.
     HandshakeTimeout,
+    /// Too many handshakes from one client address on this route in the last minute.
+    RateLimited,
+    /// The client address, the user, or the whole gateway holds as many
+    /// connections as it may.
+    TooManyConnections,
     // Closes after the upgrade.
     /// The client broke the framing rules.
     ProtocolError,
@@ -76,6 +81,11 @@ pub enum Reason {
     UpstreamError,
     /// The upstream closed its connection without a close frame.
     UpstreamGone,
+    /// The client sent more messages or bytes per second than the route allows.
+    MessageRateExceeded,
+    /// The gateway's memory for assembling messages is used up: this message
+    /// would take more, and the client may try again later.
+    Overloaded,
 }
 
 /// What the client is told.
@@ -124,6 +134,8 @@ impl Reason {
             TlsFailed => ("tls_failed", Drop),
             UpstreamUnavailable => ("upstream_unavailable", Http(502)),
             HandshakeTimeout => ("handshake_timeout", Drop),
+            RateLimited => ("rate_limited", Http(429)),
+            TooManyConnections => ("too_many_connections", Http(429)),
             ProtocolError => ("protocol_error", Close(1002)),
             InvalidUtf8 => ("invalid_utf8", Close(1007)),
             MessageTooBig => ("message_too_big", Close(1009)),
@@ -139,6 +151,9 @@ impl Reason {
             // (tungstenite refuses it), so upstream failures close with 1011.
             UpstreamError => ("upstream_error", Close(1011)),
             UpstreamGone => ("upstream_gone", Close(1011)),
+            MessageRateExceeded => ("message_rate_exceeded", Close(1008)),
+            // RFC 6455's registry: 1013 "Try Again Later".
+            Overloaded => ("overloaded", Close(1013)),
         }
     }
 
@@ -181,7 +196,7 @@ impl From<&FrameError> for Reason {
 
 impl Reason {
     /// Every reason, in the order of DESIGN.md's tables.
-    pub const ALL: [Reason; 32] = {
+    pub const ALL: [Reason; 36] = {
         use Reason::*;
         [
             BadHandshake,
@@ -216,6 +231,10 @@ impl Reason {
             MessageTypeNotAllowed,
             InvalidJson,
             SchemaViolation,
+            RateLimited,
+            TooManyConnections,
+            MessageRateExceeded,
+            Overloaded,
         ]
     };
 }
@@ -261,6 +280,10 @@ mod tests {
             MessageTypeNotAllowed => 29,
             InvalidJson => 30,
             SchemaViolation => 31,
+            RateLimited => 32,
+            TooManyConnections => 33,
+            MessageRateExceeded => 34,
+            Overloaded => 35,
         }
     }
 

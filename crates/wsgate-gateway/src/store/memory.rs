@@ -1,0 +1,257 @@
+//! The memory store: the counts of one gateway process.
+//!
+//! Handshake rates are one keyed GCRA limiter per route (governor), pruned
+//! of idle keys as it grows so a spray of addresses cannot grow it without
+//! bound. Open connections are counters in one map, removed at zero.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
+use wsgate_config::{Limits, Route};
+use wsgate_policy::Reason;
+use wsgate_policy::limits::ClientKey;
+
+use super::Denied;
+
+/// Checks between prunings of idle handshake-rate keys.
+const PRUNE_EVERY: u64 = 1024;
+
+type Keyed<C> = RateLimiter<
+    ClientKey,
+    DefaultKeyedStateStore<ClientKey>,
+    C,
+    NoOpMiddleware<<C as Clock>::Instant>,
+>;
+
+/// What an open connection is counted under.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Key {
+    Client(usize, ClientKey),
+    User(usize, String),
+}
+
+/// The counts of this process.
+pub(crate) struct Memory<C: Clock = DefaultClock> {
+    clock: C,
+    limits: Vec<Limits>,
+    handshakes: Vec<Option<Keyed<C>>>,
+    checks: AtomicU64,
+    open: Mutex<HashMap<Key, u32>>,
+}
+
+/// The counts one connection holds; given back when dropped.
+pub(crate) struct Lease {
+    store: Arc<Memory>,
+    keys: Vec<Key>,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease").field("keys", &self.keys).finish()
+    }
+}
+
+impl Memory<DefaultClock> {
+    pub(crate) fn new(routes: &[Arc<Route>]) -> Arc<Self> {
+        Arc::new(Self::with_clock(routes, DefaultClock::default()))
+    }
+
+    pub(crate) fn open(
+        self: &Arc<Self>,
+        route: usize,
+        client: ClientKey,
+        user: Option<&str>,
+    ) -> Result<Lease, Denied> {
+        let keys = self.take(route, client, user)?;
+        Ok(Lease {
+            store: Arc::clone(self),
+            keys,
+        })
+    }
+}
+
+impl<C: Clock + Clone> Memory<C> {
+    fn with_clock(routes: &[Arc<Route>], clock: C) -> Self {
+        let handshakes = routes
+            .iter()
+            .map(|r| {
+                let per_min = r
+                    .limits
+                    .handshakes_per_ip_per_min
+                    .and_then(NonZeroU32::new)?;
+                Some(RateLimiter::hashmap_with_clock(
+                    Quota::per_minute(per_min),
+                    clock.clone(),
+                ))
+            })
+            .collect();
+        Memory {
+            clock,
+            limits: routes.iter().map(|r| r.limits.clone()).collect(),
+            handshakes,
+            checks: AtomicU64::new(0),
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(crate) fn handshake(&self, route: usize, client: ClientKey) -> Result<(), Denied> {
+        let Some(Some(limiter)) = self.handshakes.get(route) else {
+            return Ok(());
+        };
+        if self.checks.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
+            limiter.retain_recent();
+        }
+        limiter.check_key(&client).map_err(|not_until| {
+            let per_min = self.limits[route].handshakes_per_ip_per_min.unwrap_or(0);
+            Denied {
+                reason: Reason::RateLimited,
+                detail: format!("more than {per_min} handshakes per minute from {client}"),
+                retry_after: Some(not_until.wait_time_from(self.clock.now())),
+            }
+        })
+    }
+
+    /// Counts one connection under each key the route limits, or none if any is full.
+    fn take(
+        &self,
+        route: usize,
+        client: ClientKey,
+        user: Option<&str>,
+    ) -> Result<Vec<Key>, Denied> {
+        let limits = &self.limits[route];
+        let mut wanted = Vec::with_capacity(2);
+        if let Some(max) = limits.max_conns_per_ip {
+            wanted.push((Key::Client(route, client), max));
+        }
+        if let (Some(max), Some(user)) = (limits.max_conns_per_user, user) {
+            wanted.push((Key::User(route, user.to_owned()), max));
+        }
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        for (key, max) in &wanted {
+            if open.get(key).copied().unwrap_or(0) >= *max {
+                return Err(full(key, *max));
+            }
+        }
+        for (key, _) in &wanted {
+            *open.entry(key.clone()).or_insert(0) += 1;
+        }
+        Ok(wanted.into_iter().map(|(k, _)| k).collect())
+    }
+
+    fn give_back(&self, keys: &[Key]) {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        for key in keys {
+            if let Some(n) = open.get_mut(key) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    open.remove(key);
+                }
+            }
+        }
+    }
+}
+
+/// The refusal for a full count.
+fn full(key: &Key, max: u32) -> Denied {
+    let detail = match key {
+        Key::Client(_, c) => format!("{c} already holds {max} connections on this route"),
+        Key::User(_, u) => format!("user {u:?} already holds {max} connections on this route"),
+    };
+    Denied {
+        reason: Reason::TooManyConnections,
+        detail,
+        retry_after: None,
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.store.give_back(&self.keys);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use governor::clock::FakeRelativeClock;
+
+    use super::*;
+
+    fn route(limits: Limits) -> Arc<Route> {
+        let src = r#"
+[[listener]]
+bind = "127.0.0.1:0"
+[[route]]
+path = "/"
+upstream = "ws://127.0.0.1:1"
+auth = "none"
+allow_missing_origin = true
+"#;
+        let mut r = wsgate_config::parse(src, std::path::Path::new("."))
+            .expect("config")
+            .routes
+            .remove(0);
+        r.limits = limits;
+        Arc::new(r)
+    }
+
+    fn key(ip: &str) -> ClientKey {
+        ClientKey::new(ip.parse().expect("ip"), 64)
+    }
+
+    #[test]
+    fn handshakes_per_minute_refill_and_say_when_to_retry() {
+        let clock = FakeRelativeClock::default();
+        let limits = Limits {
+            handshakes_per_ip_per_min: Some(2),
+            ..Limits::default()
+        };
+        let store = Memory::with_clock(&[route(limits)], clock.clone());
+        let a = key("192.0.2.1");
+        assert_eq!(store.handshake(0, a), Ok(()));
+        assert_eq!(store.handshake(0, a), Ok(()));
+        let denied = store.handshake(0, a).unwrap_err();
+        assert_eq!(denied.reason, Reason::RateLimited);
+        assert_eq!(denied.retry_after, Some(Duration::from_secs(30)));
+        assert!(denied.detail.contains("192.0.2.1"), "{}", denied.detail);
+        // Another address has its own allowance.
+        assert_eq!(store.handshake(0, key("192.0.2.2")), Ok(()));
+        clock.advance(Duration::from_secs(30));
+        assert_eq!(store.handshake(0, a), Ok(()));
+        assert!(store.handshake(0, a).is_err());
+    }
+
+    #[test]
+    fn connection_counts_hold_per_address_and_user_and_are_given_back() {
+        let limits = Limits {
+            max_conns_per_ip: Some(2),
+            max_conns_per_user: Some(1),
+            ..Limits::default()
+        };
+        let store = Arc::new(Memory::with_clock(
+            &[route(limits)],
+            DefaultClock::default(),
+        ));
+        let a = key("2001:db8::1");
+        let a_sibling = key("2001:db8::2");
+        let first = store.open(0, a, Some("alice")).expect("first");
+        let denied = store.open(0, a_sibling, Some("alice")).unwrap_err();
+        assert_eq!(denied.reason, Reason::TooManyConnections);
+        assert!(denied.detail.contains("\"alice\""), "{}", denied.detail);
+        // The refused attempt took nothing: the same /64 still has one slot.
+        let bob = store.open(0, a_sibling, Some("bob")).expect("bob");
+        let denied = store.open(0, a, Some("carol")).unwrap_err();
+        assert!(denied.detail.contains("2001:db8::/64"), "{}", denied.detail);
+        drop(first);
+        let again = store.open(0, a, Some("alice")).expect("alice again");
+        drop((bob, again));
+        assert!(store.open.lock().unwrap().is_empty());
+    }
+}

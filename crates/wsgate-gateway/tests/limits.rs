@@ -1,0 +1,214 @@
+//! Limits over real sockets: message and byte rates per connection,
+//! handshakes per minute and connections per client address and per user,
+//! the gateway's own bound on connections, and its bound on memory held for
+//! assembling messages.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod common;
+
+use common::ORIGIN;
+use wsgate_testkit::client::{RawClient, encode};
+use wsgate_testkit::gateway::TestGateway;
+use wsgate_testkit::jwt::{self, claims};
+use wsgate_testkit::upstream::Echo;
+
+const SECRET: &str = "a-test-secret-of-at-least-32-bytes!!";
+
+async fn open(gw: &TestGateway, headers: &[(&str, &str)]) -> RawClient {
+    let mut c = RawClient::connect(gw.addr).await;
+    let reply = c.handshake("/chat", headers).await;
+    assert_eq!(reply.status, 101, "{}", reply.body);
+    c
+}
+
+/// Refused with `status` and `reason` as the body; returns the reply for more checks.
+async fn refused(
+    gw: &mut TestGateway,
+    headers: &[(&str, &str)],
+    status: u16,
+    reason: &str,
+) -> wsgate_testkit::client::Reply {
+    let mut c = RawClient::connect(gw.addr).await;
+    let reply = c.handshake("/chat", headers).await;
+    assert_eq!(reply.status, status);
+    assert_eq!(reply.body.trim(), reason);
+    let ev = gw.handshake_event().await;
+    assert_eq!((ev.decision, ev.reason), (Some("refused"), Some(reason)));
+    reply
+}
+
+#[tokio::test]
+async fn a_burst_passes_and_the_message_after_it_closes_with_1008() {
+    let echo = Echo::start().await;
+    let mut gw = TestGateway::start(&common::config(
+        echo.addr,
+        "",
+        "messages_per_sec = 1\nburst = 3",
+    ))
+    .await;
+    let mut c = open(&gw, &[ORIGIN]).await;
+    // Six messages in one write: the burst of three goes through, the fourth
+    // is over the rate (a second's refill cannot happen within one write).
+    let mut burst = Vec::new();
+    for i in 0..6 {
+        burst.extend(encode(0x81, format!("m{i}").as_bytes(), true));
+    }
+    c.send_raw(&burst).await;
+    for i in 0..3 {
+        assert_eq!(c.read_data().await.payload, format!("m{i}").as_bytes());
+    }
+    let close = c.read_close().await;
+    assert_eq!(
+        (close.close_code(), close.close_reason().as_str()),
+        (Some(1008), "message_rate_exceeded")
+    );
+    let ev = gw.close_event().await;
+    assert_eq!(ev.reason, Some("message_rate_exceeded"));
+    assert_eq!(ev.messages_in, Some(3));
+    let detail = ev.detail.as_deref().unwrap_or_default();
+    assert!(
+        detail.contains("1 messages per second (burst 3)"),
+        "{detail}"
+    );
+}
+
+#[tokio::test]
+async fn more_bytes_than_a_second_allows_closes_with_1008() {
+    let echo = Echo::start().await;
+    let mut gw =
+        TestGateway::start(&common::config(echo.addr, "", "bytes_per_sec = \"1KiB\"")).await;
+    let mut c = open(&gw, &[ORIGIN]).await;
+    c.send_text("small").await;
+    assert_eq!(c.read_data().await.payload, b"small");
+    c.send_frame(0x82, &[7u8; 2048], true).await;
+    let close = c.read_close().await;
+    assert_eq!(
+        (close.close_code(), close.close_reason().as_str()),
+        (Some(1008), "message_rate_exceeded")
+    );
+    let ev = gw.close_event().await;
+    let detail = ev.detail.as_deref().unwrap_or_default();
+    assert!(detail.contains("1024 bytes per second"), "{detail}");
+}
+
+#[tokio::test]
+async fn handshakes_per_minute_are_counted_per_address_with_retry_after() {
+    let echo = Echo::start().await;
+    let mut gw = TestGateway::start(&common::config(
+        echo.addr,
+        "",
+        "handshakes_per_ip_per_min = 2",
+    ))
+    .await;
+    let _a = open(&gw, &[ORIGIN]).await;
+    gw.handshake_event().await;
+    // A refused handshake counts too: guessing costs the same as connecting.
+    refused(
+        &mut gw,
+        &[("Origin", "https://evil.example")],
+        403,
+        "origin_not_allowed",
+    )
+    .await;
+    let reply = refused(&mut gw, &[ORIGIN], 429, "rate_limited").await;
+    // Two per minute: the next one is earned 30 s after the first.
+    let after: u64 = reply.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=30).contains(&after), "Retry-After: {after}");
+}
+
+#[tokio::test]
+async fn connections_per_address_are_bounded_and_given_back_on_close() {
+    let echo = Echo::start().await;
+    let mut gw = TestGateway::start(&common::config(echo.addr, "", "max_conns_per_ip = 2")).await;
+    let mut a = open(&gw, &[ORIGIN]).await;
+    gw.handshake_event().await;
+    let _b = open(&gw, &[ORIGIN]).await;
+    gw.handshake_event().await;
+    let reply = refused(&mut gw, &[ORIGIN], 429, "too_many_connections").await;
+    assert!(reply.header("retry-after").is_none());
+    let ev = gw.audit_text();
+    assert!(ev.contains("127.0.0.1 already holds 2 connections"), "{ev}");
+    a.send_frame(0x88, &1000u16.to_be_bytes(), true).await;
+    a.read_close().await;
+    gw.close_event().await;
+    let _c = open(&gw, &[ORIGIN]).await;
+}
+
+#[tokio::test]
+async fn connections_per_user_are_bounded_across_addresses() {
+    let echo = Echo::start().await;
+    let config = common::config(echo.addr, "", "max_conns_per_user = 1")
+        .replace("auth = \"none\"", "auth = [\"jwt\"]")
+        + r#"
+[auth.jwt]
+hs256_secret_env = "JWT_SECRET"
+algorithms = ["HS256"]
+"#;
+    let mut gw = TestGateway::start_with_env(&config, None, &[("JWT_SECRET", SECRET)]).await;
+    let alice = format!("Bearer {}", jwt::hs256(SECRET, &claims("alice", 300)));
+    let bob = format!("Bearer {}", jwt::hs256(SECRET, &claims("bob", 300)));
+    let _a = open(&gw, &[ORIGIN, ("Authorization", &alice)]).await;
+    gw.handshake_event().await;
+    refused(
+        &mut gw,
+        &[ORIGIN, ("Authorization", &alice)],
+        429,
+        "too_many_connections",
+    )
+    .await;
+    assert!(
+        gw.audit_text()
+            .contains("user \\\"alice\\\" already holds 1")
+    );
+    let _b = open(&gw, &[ORIGIN, ("Authorization", &bob)]).await;
+}
+
+#[tokio::test]
+async fn the_gateway_holds_at_most_max_connections() {
+    let echo = Echo::start().await;
+    let config = common::config(echo.addr, "", "") + "\n[limits]\nmax_connections = 2\n";
+    let mut gw = TestGateway::start(&config).await;
+    let mut a = open(&gw, &[ORIGIN]).await;
+    gw.handshake_event().await;
+    let _b = open(&gw, &[ORIGIN]).await;
+    gw.handshake_event().await;
+    refused(&mut gw, &[ORIGIN], 429, "too_many_connections").await;
+    assert!(gw.audit_text().contains("max_connections (2)"));
+    a.send_frame(0x88, &1000u16.to_be_bytes(), true).await;
+    a.read_close().await;
+    gw.close_event().await;
+    let _c = open(&gw, &[ORIGIN]).await;
+}
+
+#[tokio::test]
+async fn assembly_memory_is_shared_and_the_message_over_it_closes_with_1013() {
+    let echo = Echo::start().await;
+    let config = common::config(echo.addr, "", "")
+        + "\n[route.messages]\njson = true\n\n[limits]\nassembly_memory = \"1KiB\"\n";
+    let mut gw = TestGateway::start(&config).await;
+    let mut a = open(&gw, &[ORIGIN]).await;
+    let mut b = open(&gw, &[ORIGIN]).await;
+    // A holds 800 bytes of an unfinished message. The ping behind it is
+    // answered only after the fragment was taken in: the readiness signal.
+    let body = format!("\"{}\"", "a".repeat(798));
+    a.send_frame(0x01, body.as_bytes(), true).await;
+    a.send_frame(0x89, b"sync", true).await;
+    assert_eq!(a.read_frame().await.unwrap().opcode(), 0xA);
+    // B's 400 bytes do not fit in what is left.
+    b.send_frame(0x01, format!("\"{}", "b".repeat(399)).as_bytes(), true)
+        .await;
+    let close = b.read_close().await;
+    assert_eq!(
+        (close.close_code(), close.close_reason().as_str()),
+        (Some(1013), "overloaded")
+    );
+    let ev = gw.close_event().await;
+    assert_eq!(ev.reason, Some("overloaded"));
+    // A is not disturbed: it finishes its message and gets it back whole.
+    a.send_frame(0x80, b"", true).await;
+    assert_eq!(a.read_data().await.payload, body.as_bytes());
+    // And the memory came back: a new message of the same size fits.
+    let mut c = open(&gw, &[ORIGIN]).await;
+    c.send_text(&body).await;
+    assert_eq!(c.read_data().await.payload, body.as_bytes());
+}
