@@ -13,7 +13,7 @@ use crate::reader::{At, Table};
 
 /// Keys DESIGN.md names for features later versions add. They are refused
 /// with a clear message rather than reported as typos or, worse, ignored.
-const LATER_TOP: &[&str] = &["store"];
+const LATER_TOP: &[&str] = &[];
 const LATER_LISTENER: &[&str] = &[];
 const LATER_ROUTE: &[&str] = &["csp", "kind"];
 
@@ -56,6 +56,7 @@ pub(crate) fn parse(
     let shutdown = root
         .table("shutdown", &mut errs)
         .map(|t| shutdown(t, &mut errs));
+    let store = root.table("store", &mut errs).map(|t| store(t, &mut errs));
     let global_limits = root
         .table("limits", &mut errs)
         .map(|t| global_limits(t, &mut errs));
@@ -83,6 +84,7 @@ pub(crate) fn parse(
         assertion,
         metrics,
         limits: global_limits.unwrap_or_default(),
+        store: store.unwrap_or_default(),
     })
 }
 
@@ -880,6 +882,117 @@ fn rates(t: &mut Table<'_, '_>, l: &mut Limits, errs: &mut Collector<'_>) {
         .and_then(small);
     if let Some(p) = t.count("ipv6_prefix", errs, 1, 128) {
         l.ipv6_prefix = u8::try_from(p.value).unwrap_or(128);
+    }
+}
+
+fn store(mut t: Table<'_, '_>, errs: &mut Collector<'_>) -> Store {
+    let kind = t.string("kind", errs);
+    let url = t.string("url", errs);
+    let on_error = t.string("on_error", errs);
+    let timeout = t.duration("timeout", errs, false).and_then(|d| d.value);
+    let lease = t.duration("lease", errs, false);
+    let prefix = t.string("prefix", errs);
+    let redis = match kind.as_ref().map(|k| k.value) {
+        None | Some("memory") => false,
+        Some("redis") => true,
+        Some(other) => {
+            let k = kind.as_ref().map_or(0, |k| k.at);
+            errs.push(
+                &t.path_of("kind"),
+                Some(k),
+                format!("`{other}` is not a store; write \"memory\" or \"redis\""),
+            );
+            false
+        }
+    };
+    if !redis {
+        let given = [
+            ("url", url.is_some()),
+            ("on_error", on_error.is_some()),
+            ("prefix", prefix.is_some()),
+        ];
+        for (key, present) in given {
+            if present {
+                errs.push(
+                    &t.path_of(key),
+                    Some(t.at()),
+                    "only means something with kind = \"redis\"",
+                );
+            }
+        }
+        t.finish(errs, &[]);
+        return Store::Memory;
+    }
+    let url = match url {
+        Some(u) if u.value.starts_with("redis://") || u.value.starts_with("rediss://") => {
+            Some(u.value.to_owned())
+        }
+        Some(u) => {
+            errs.push(
+                &u.path,
+                Some(u.at),
+                "must be a redis:// or rediss:// URL, e.g. \"redis://127.0.0.1:6379/0\"",
+            );
+            None
+        }
+        None => {
+            errs.push(
+                &t.path_of("url"),
+                Some(t.at()),
+                "is required with kind = \"redis\"",
+            );
+            None
+        }
+    };
+    let on_error = match on_error.as_ref().map(|o| o.value) {
+        None | Some("deny") => OnStoreError::Deny,
+        Some("allow") => OnStoreError::Allow,
+        Some(other) => {
+            let at = on_error.as_ref().map_or(0, |o| o.at);
+            errs.push(
+                &t.path_of("on_error"),
+                Some(at),
+                format!("`{other}` is not a choice; write \"deny\" (refuse while Redis is unreachable) or \"allow\""),
+            );
+            OnStoreError::Deny
+        }
+    };
+    let lease = match lease {
+        Some(At { value: Some(l), .. }) if l >= std::time::Duration::from_secs(1) => l,
+        Some(l) => {
+            errs.push(
+                &l.path,
+                Some(l.at),
+                "must be at least 1s: it is renewed every third of it",
+            );
+            DEFAULT_STORE_LEASE
+        }
+        None => DEFAULT_STORE_LEASE,
+    };
+    let prefix = match prefix {
+        Some(p) if !p.value.is_empty() && p.value.bytes().all(|b| b.is_ascii_graphic()) => {
+            p.value.to_owned()
+        }
+        Some(p) => {
+            errs.push(
+                &p.path,
+                Some(p.at),
+                "must be non-empty printable ASCII without spaces",
+            );
+            String::new()
+        }
+        None => "wsgate".to_owned(),
+    };
+    t.finish(errs, &[]);
+    match url {
+        Some(url) => Store::Redis(RedisStore {
+            url,
+            on_error,
+            timeout: timeout.unwrap_or(DEFAULT_STORE_TIMEOUT),
+            lease,
+            prefix,
+        }),
+        None => Store::Memory,
     }
 }
 

@@ -69,6 +69,8 @@ pub struct Config {
     pub metrics: Option<SocketAddr>,
     /// `[limits]`: bounds on the whole process.
     pub limits: GlobalLimits,
+    /// `[store]`: where shared counts live.
+    pub store: Store,
 }
 
 /// `[limits]`: what one gateway process holds at most, whatever the routes say.
@@ -396,6 +398,47 @@ pub enum AuditTarget {
     /// Appended to a file.
     File(PathBuf),
 }
+
+/// `[store]`: where counts, tickets and revocations live.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Store {
+    /// In this process: right for one instance.
+    #[default]
+    Memory,
+    /// In Redis, shared by every instance that names the same server and prefix.
+    Redis(RedisStore),
+}
+
+/// `[store] kind = "redis"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisStore {
+    /// `redis://` or `rediss://` URL (with database number, user and password if any).
+    pub url: String,
+    /// What handshakes get while Redis cannot be reached.
+    pub on_error: OnStoreError,
+    /// Longest wait for one Redis operation before it counts as unreachable.
+    pub timeout: Duration,
+    /// How long a connection's count outlives the instance that stops renewing it.
+    pub lease: Duration,
+    /// Prefix of every key and channel, so several deployments can share a server.
+    pub prefix: String,
+}
+
+/// `[store] on_error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnStoreError {
+    /// Refuse handshakes that need the store: 503 `store_unavailable`.
+    Deny,
+    /// Admit them without counting (and without tickets, which cannot be checked).
+    Allow,
+}
+
+/// A Redis operation that takes longer than this counts as a failure: a
+/// handshake should not wait on a dying server.
+pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_millis(500);
+/// A crashed instance's connections stop counting within this time; the
+/// live instance renews its leases every third of it.
+pub const DEFAULT_STORE_LEASE: Duration = Duration::from_secs(30);
 
 /// `[shutdown]`.
 #[derive(Debug, Clone)]

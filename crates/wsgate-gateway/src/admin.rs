@@ -1,19 +1,31 @@
 //! The operator's endpoints on `[metrics].bind`: `/metrics` (Prometheus
-//! text), `/healthz` (the process answers) and `/readyz` (every listener is
-//! bound; this server starts only after they are).
+//! text), `/healthz` (the process answers), `/readyz` (every listener is
+//! bound; this server starts only after they are), and `POST /revoke`
+//! (close a user's connections on every instance and refuse them for a
+//! while; what `wsgate revoke` calls).
+//!
+//! `/revoke` changes state, so it refuses what a browser could send on a
+//! hostile page's behalf: any request with an `Origin` header (browsers send
+//! one on every POST), and any body that is not `application/json` (which a
+//! cross-origin page cannot send without a preflight this server never
+//! answers). Keep the endpoint on loopback or a private network all the same.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode, header};
-use http_body_util::Full;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+use crate::audit::AuditEvent;
 use crate::state::State;
 
 /// Serves until shutdown.
@@ -23,10 +35,10 @@ pub(crate) async fn serve(state: Arc<State>, listener: TcpListener) {
             () = state.shutdown.cancelled() => break,
             a = listener.accept() => a,
         };
-        let Ok((tcp, _)) = accepted else { continue };
+        let Ok((tcp, peer)) = accepted else { continue };
         let state = Arc::clone(&state);
         tokio::spawn(async move {
-            let service = service_fn(move |req| answer(req, Arc::clone(&state)));
+            let service = service_fn(move |req| answer(req, Arc::clone(&state), peer));
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(tcp), service)
                 .await;
@@ -37,8 +49,10 @@ pub(crate) async fn serve(state: Arc<State>, listener: TcpListener) {
 async fn answer(
     req: Request<Incoming>,
     state: Arc<State>,
+    peer: SocketAddr,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (status, body, kind) = match req.uri().path() {
+        "/revoke" => revoke(req, &state, peer).await,
         "/metrics" => (
             StatusCode::OK,
             state.metrics.encode(&state.slots, &state.budget),
@@ -59,10 +73,118 @@ async fn answer(
             "text/plain",
         ),
     };
+    Ok(text(status, body, kind))
+}
+
+fn text(status: StatusCode, body: String, kind: &'static str) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
-    Ok(response)
+    response
+}
+
+/// Largest `/revoke` body read.
+const MAX_REVOKE_BODY: usize = 4096;
+/// How long a revocation refuses new handshakes when the request does not say.
+pub(crate) const DEFAULT_REVOKE_FOR: Duration = Duration::from_secs(15 * 60);
+
+/// `POST /revoke` with `{"user": "alice", "for": "15m"}` or `{"user": "alice", "until": 1767225600}`.
+async fn revoke(
+    req: Request<Incoming>,
+    state: &State,
+    peer: SocketAddr,
+) -> (StatusCode, String, &'static str) {
+    let refuse = |status: StatusCode, why: &str| {
+        (
+            status,
+            format!("{{\"error\":{}}}\n", serde_json::json!(why)),
+            "application/json",
+        )
+    };
+    if req.method() != Method::POST {
+        return refuse(StatusCode::METHOD_NOT_ALLOWED, "POST a JSON body");
+    }
+    if req.headers().contains_key(header::ORIGIN) {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "requests from browsers are refused here",
+        );
+    }
+    let json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+        });
+    if !json {
+        return refuse(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/json",
+        );
+    }
+    let body = match Limited::new(req.into_body(), MAX_REVOKE_BODY)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the body is too large or broken",
+            );
+        }
+    };
+    let asked: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, &format!("not JSON: {e}")),
+    };
+    let Some(user) = asked["user"].as_str().filter(|u| !u.is_empty()) else {
+        return refuse(StatusCode::BAD_REQUEST, "`user` is required");
+    };
+    let until = match (&asked["for"], &asked["until"]) {
+        (serde_json::Value::Null, serde_json::Value::Null) => {
+            SystemTime::now() + DEFAULT_REVOKE_FOR
+        }
+        (serde_json::Value::String(d), serde_json::Value::Null) => {
+            match humantime::parse_duration(d) {
+                Ok(d) => SystemTime::now() + d,
+                Err(e) => return refuse(StatusCode::BAD_REQUEST, &format!("`for`: {e}")),
+            }
+        }
+        (serde_json::Value::Null, u) if u.is_u64() => {
+            UNIX_EPOCH + Duration::from_secs(u.as_u64().unwrap_or(0))
+        }
+        _ => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "give `for` (a duration such as \"15m\") or `until` (Unix seconds), not both",
+            );
+        }
+    };
+    let mut ev = AuditEvent::new("revoke", 0, peer.to_string(), "admin".into());
+    ev.user = Some(user.to_owned());
+    let unix = until.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let answer = match state.store.revoke(user, until, &state.live).await {
+        Ok(closed) => {
+            ev.decision = Some("revoked");
+            ev.detail = Some(format!("until {unix}; {closed} connection(s) closed here"));
+            let body = serde_json::json!({ "user": user, "until": unix, "closed_here": closed });
+            (StatusCode::OK, format!("{body}\n"), "application/json")
+        }
+        Err(e) => {
+            ev.decision = Some("failed");
+            ev.detail = Some(e.0.clone());
+            refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("the store cannot be reached: {}", e.0),
+            )
+        }
+    };
+    state.audit.write(ev);
+    answer
 }

@@ -13,7 +13,6 @@ use wsgate_config::auth::JwtKeys;
 use wsgate_policy::credentials::Credential;
 use wsgate_policy::verify::{AuthFailure, BasicVerifier, Identity, JwtVerifier};
 
-use crate::tickets::TicketStore;
 use wsgate_policy::{Checked, Verified};
 
 /// Password hashes verified at once; more wait. Two cores' worth, doubled.
@@ -96,7 +95,7 @@ impl Verifiers {
     pub(crate) async fn verify(
         &self,
         checked: &Checked,
-        tickets: Option<&TicketStore>,
+        tickets: Option<(&crate::store::Store, &wsgate_policy::Router)>,
         origin: Option<&str>,
     ) -> Result<Verified, AuthFailure> {
         let mut first_failure = None;
@@ -104,11 +103,15 @@ impl Verifiers {
             let result = match credential {
                 Credential::Ticket { ticket } => match tickets {
                     None => Err(AuthFailure::Ticket("a ticket cannot buy a ticket".into())),
-                    Some(store) => match store.redeem(ticket) {
-                        None => Err(AuthFailure::Ticket("unknown, used or expired".into())),
-                        Some(grant) => {
+                    Some((store, routes)) => match store.redeem_ticket(ticket, routes).await {
+                        Ok(None) => Err(AuthFailure::Ticket("unknown, used or expired".into())),
+                        Ok(Some(grant)) => {
                             wsgate_policy::verify::ticket(grant, checked.route_index(), origin)
                         }
+                        Err(e) => Err(AuthFailure::StoreUnavailable(format!(
+                            "the ticket store cannot be reached: {}",
+                            e.0
+                        ))),
                     },
                 },
                 other => self.one(other).await,

@@ -220,7 +220,11 @@ async fn decide(conn: &Conn, parts: &http::request::Parts) -> Result<Decided, Re
     let checked = admit(hosts, &state.router, &state.auth, &request).map_err(refused)?;
     let route = checked.route_index();
     let client = ClientKey::new(conn.client.ip(), checked.route().limits.ipv6_prefix);
-    let tickets = state.tickets.as_deref();
+    let tickets = state
+        .auth
+        .ticket
+        .is_some()
+        .then_some((&state.store, &state.router));
     let outcome = state
         .verifiers
         .verify(&checked, tickets, hs.origin.as_deref())
@@ -292,6 +296,11 @@ fn spawn_relay(
             })
             .clone();
         open.inc();
+        let registration = admitted
+            .identity()
+            .map(|i| state.live.register(&i.user, ev.conn));
+        let never = tokio_util::sync::CancellationToken::new();
+        let revoked = registration.as_ref().map_or(&never, |r| &r.revoked);
         let summary = match on_upgrade.await {
             Ok(upgraded) => {
                 let limits = &admitted.route().limits;
@@ -309,6 +318,7 @@ fn spawn_relay(
                     checks,
                     session_end,
                     &state.shutdown,
+                    revoked,
                 )
                 .await
             }

@@ -26,6 +26,7 @@ mod handshake;
 mod jwks;
 mod limits;
 mod listen;
+mod live;
 mod metrics;
 mod pump;
 pub mod relay;
@@ -95,6 +96,9 @@ impl Prepared {
         };
         let metrics_addr = admin.as_ref().map(TcpListener::local_addr).transpose()?;
         let state = Arc::new(self.state);
+        if let store::Store::Redis { redis, .. } = &state.store {
+            redis.start(Arc::clone(&state.live), state.shutdown.clone());
+        }
         if let Some(listener) = admin {
             state
                 .tasks

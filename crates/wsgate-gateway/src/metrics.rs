@@ -49,6 +49,8 @@ pub(crate) struct Metrics {
     /// Read from the limits when scraped.
     assembly_bytes: Gauge,
     slots_in_use: Gauge,
+    /// 1 while the store answers (always 1 for the memory store).
+    pub(crate) store_up: Gauge,
 }
 
 impl Metrics {
@@ -102,7 +104,15 @@ impl Metrics {
             "Handshakes in progress and connections open, against [limits] max_connections",
             slots_in_use.clone(),
         );
+        let store_up = Gauge::default();
+        store_up.set(1);
+        registry.register(
+            "store_up",
+            "1 while the state store answers, 0 while it cannot be reached",
+            store_up.clone(),
+        );
         Metrics {
+            store_up,
             assembly_bytes,
             slots_in_use,
             registry,

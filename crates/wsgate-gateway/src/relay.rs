@@ -104,6 +104,7 @@ pub(crate) async fn relay<C, U>(
     checks: Checks,
     session_end: Option<Instant>,
     shutdown: &CancellationToken,
+    revoked: &CancellationToken,
 ) -> Summary
 where
     C: AsyncRead + AsyncWrite + Unpin + Send,
@@ -154,6 +155,9 @@ where
             }
             () = shutdown.cancelled(), if st.outcome.is_none() => {
                 st.gateway_close(Reason::ShuttingDown, &legs).await;
+            }
+            () = revoked.cancelled(), if st.outcome.is_none() => {
+                st.gateway_close(Reason::Revoked, &legs).await;
             }
             () = sleep_until(wake) => {
                 if st.deadline.is_some_and(|d| Instant::now() >= d) {

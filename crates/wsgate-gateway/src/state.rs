@@ -39,10 +39,10 @@ pub(crate) struct State {
     pub(crate) verifiers: crate::auth::Verifiers,
     /// Signs identity assertions, when `[assertion]` is configured.
     pub(crate) assertion: Option<crate::assertion::Signer>,
-    /// Unused one-time tickets, when `[auth.ticket]` is configured.
-    pub(crate) tickets: Option<crate::tickets::Tickets>,
     /// Handshake rates and connection counts per client and user.
     pub(crate) store: crate::store::Store,
+    /// This process's connections by user, for revocation.
+    pub(crate) live: Arc<crate::live::Live>,
     /// `[limits] max_connections`: one slot per handshake in progress or connection open.
     pub(crate) slots: Arc<crate::limits::Slots>,
     /// `[limits] assembly_memory`: bytes for messages being assembled.
@@ -131,26 +131,50 @@ impl State {
                 }
             }
         }
+        let router = Router::new(config.routes);
+        let metrics = crate::metrics::Metrics::new();
+        let ticket_ttl = config
+            .auth
+            .ticket
+            .as_ref()
+            .map_or(std::time::Duration::from_secs(30), |t| t.ttl);
+        let store = match &config.store {
+            wsgate_config::Store::Memory => {
+                crate::store::Store::memory(router.routes(), ticket_ttl)
+            }
+            wsgate_config::Store::Redis(r) => {
+                match crate::store::redis::Redis::new(
+                    r,
+                    router.routes(),
+                    ticket_ttl,
+                    metrics.store_up.clone(),
+                ) {
+                    Ok(redis) => crate::store::Store::Redis {
+                        redis,
+                        on_error: r.on_error,
+                    },
+                    Err(e) => {
+                        errors.push(e);
+                        crate::store::Store::memory(router.routes(), ticket_ttl)
+                    }
+                }
+            }
+        };
         if !errors.is_empty() {
             return Err(errors);
         }
-        let router = Router::new(config.routes);
         let state = State {
-            store: crate::store::Store::memory(router.routes()),
+            store,
+            live: Arc::new(crate::live::Live::default()),
             slots: crate::limits::Slots::new(config.limits.max_connections),
             budget: crate::limits::Budget::new(config.limits.assembly_memory),
             router,
             listeners,
             upstream_tls,
             audit,
-            metrics: crate::metrics::Metrics::new(),
+            metrics,
             rules,
             metrics_bind: config.metrics,
-            tickets: config
-                .auth
-                .ticket
-                .as_ref()
-                .map(|t| std::sync::Arc::new(crate::tickets::TicketStore::new(t.ttl))),
             auth: config.auth,
             verifiers,
             assertion,

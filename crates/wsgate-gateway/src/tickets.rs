@@ -6,14 +6,13 @@
 //! origins read the answer), then opens the socket with `?ticket=`. A hostile
 //! page can neither read a ticket nor use one bound to another origin.
 //!
-//! Tickets live in memory here, bounded; sharing them across instances is the
-//! state store's job (Redis), which comes with the limits work.
+//! Tickets live in the store: [`TicketStore`] in memory, bounded, for one
+//! instance; Redis for several, where any instance redeems what another
+//! issued, once.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Response, StatusCode, header};
 use http_body_util::Full;
@@ -44,7 +43,7 @@ impl TicketStore {
     }
 
     /// A new random ticket for `grant`; `None` when the store is full.
-    fn issue(&self, grant: TicketGrant) -> Option<String> {
+    pub(crate) fn issue(&self, grant: TicketGrant) -> Option<String> {
         let now = Instant::now();
         let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
         if waiting.len() >= MAX_OUTSTANDING {
@@ -53,8 +52,7 @@ impl TicketStore {
                 return None;
             }
         }
-        let ticket =
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
+        let ticket = crate::store::new_ticket();
         waiting.insert(ticket.clone(), (grant, now + self.ttl));
         Some(ticket)
     }
@@ -155,20 +153,17 @@ pub(crate) async fn handle(
         route: index,
         origin: origin.and_then(|o| Origin::parse(o).ok()),
     };
-    let Some(store) = &state.tickets else {
+    let Some(config) = &state.auth.ticket else {
         return refuse(ev, Reason::Forbidden, "tickets are not configured".into());
     };
-    let Some(ticket) = store.issue(grant) else {
-        return refuse(
-            ev,
-            Reason::StoreUnavailable,
-            "too many unused tickets".into(),
-        );
+    let ticket = match state.store.issue_ticket(&grant, &route.path).await {
+        Ok(t) => t,
+        Err(e) => return refuse(ev, Reason::StoreUnavailable, e.0),
     };
     ev.decision = Some("issued");
     ev.status = Some(200);
     let body =
-        serde_json::json!({ "ticket": ticket, "expires_in": store.ttl.as_secs() }).to_string();
+        serde_json::json!({ "ticket": ticket, "expires_in": config.ttl.as_secs() }).to_string();
     let mut response = Response::new(Full::new(Bytes::from(body)));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -227,9 +222,6 @@ fn cors(response: &mut Response<Full<Bytes>>, origin: Option<&str>) {
         );
     }
 }
-
-/// Shared handle, for the verify stage.
-pub(crate) type Tickets = Arc<TicketStore>;
 
 #[cfg(test)]
 mod tests {

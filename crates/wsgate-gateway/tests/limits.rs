@@ -212,3 +212,98 @@ async fn assembly_memory_is_shared_and_the_message_over_it_closes_with_1013() {
     c.send_text(&body).await;
     assert_eq!(c.read_data().await.payload, body.as_bytes());
 }
+
+/// A gateway with JWT auth and an admin endpoint.
+async fn jwt_gateway(echo: &Echo) -> TestGateway {
+    let config = common::config(echo.addr, "", "").replace("auth = \"none\"", "auth = [\"jwt\"]")
+        + r#"
+[metrics]
+bind = "127.0.0.1:0"
+
+[auth.jwt]
+hs256_secret_env = "JWT_SECRET"
+algorithms = ["HS256"]
+"#;
+    TestGateway::start_with_env(&config, None, &[("JWT_SECRET", SECRET)]).await
+}
+
+async fn post_revoke(gw: &TestGateway, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+    let admin = gw.metrics_addr().unwrap();
+    let mut c = RawClient::connect(admin).await;
+    let len = body.len().to_string();
+    let mut all = headers.to_vec();
+    all.push(("Content-Length", &len));
+    let mut head = "POST /revoke HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n".to_owned();
+    for (k, v) in &all {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    head.push_str(body);
+    c.send_raw(head.as_bytes()).await;
+    let reply = c.read_reply().await;
+    (reply.status, reply.body)
+}
+
+#[tokio::test]
+async fn revoking_a_user_closes_their_connections_and_refuses_them() {
+    let echo = Echo::start().await;
+    let mut gw = jwt_gateway(&echo).await;
+    let alice = format!("Bearer {}", jwt::hs256(SECRET, &claims("alice", 300)));
+    let bob = format!("Bearer {}", jwt::hs256(SECRET, &claims("bob", 300)));
+    let mut a = open(&gw, &[ORIGIN, ("Authorization", &alice)]).await;
+    gw.handshake_event().await;
+    let mut b = open(&gw, &[ORIGIN, ("Authorization", &bob)]).await;
+    gw.handshake_event().await;
+    let json = ("Content-Type", "application/json");
+    let (status, body) = post_revoke(&gw, &[json], r#"{"user": "alice", "for": "10m"}"#).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"closed_here\":1"), "{body}");
+    let close = a.read_close().await;
+    assert_eq!(
+        (close.close_code(), close.close_reason().as_str()),
+        (Some(1008), "revoked")
+    );
+    a.send_frame(0x88, &1008u16.to_be_bytes(), true).await;
+    let ev = gw.event(|e| e.event == "revoke").await;
+    assert_eq!(ev.user.as_deref(), Some("alice"));
+    let ev = gw.close_event().await;
+    assert_eq!(ev.reason, Some("revoked"));
+    refused(
+        &mut gw,
+        &[ORIGIN, ("Authorization", &alice)],
+        403,
+        "forbidden",
+    )
+    .await;
+    b.send_text("bob stays").await;
+    assert_eq!(b.read_data().await.payload, b"bob stays");
+}
+
+#[tokio::test]
+async fn the_revoke_endpoint_refuses_what_a_browser_could_send() {
+    let echo = Echo::start().await;
+    let gw = jwt_gateway(&echo).await;
+    let json = ("Content-Type", "application/json");
+    let body = r#"{"user": "alice"}"#;
+    for (headers, want) in [
+        (vec![json, ("Origin", "https://evil.example")], 403),
+        (vec![("Content-Type", "text/plain")], 415),
+        (vec![], 415),
+    ] {
+        assert_eq!(
+            post_revoke(&gw, &headers, body).await.0,
+            want,
+            "{headers:?}"
+        );
+    }
+    for bad in [
+        r#"{"for": "10m"}"#,
+        r#"{"user": "alice", "for": "soon"}"#,
+        r#"{"user": "alice", "for": "1m", "until": 1}"#,
+        "not json",
+    ] {
+        assert_eq!(post_revoke(&gw, &[json], bad).await.0, 400, "{bad}");
+    }
+    let mut c = RawClient::connect(gw.metrics_addr().unwrap()).await;
+    assert_eq!(c.request("GET", "/revoke", &[]).await.status, 405);
+}

@@ -219,6 +219,7 @@ impl Checked {
                 Err(AuthFailure::Invalid(why)) => Some((Reason::AuthInvalid, why)),
                 Err(AuthFailure::Ticket(why)) => Some((Reason::TicketInvalid, why)),
                 Err(AuthFailure::Unavailable(why)) => Some((Reason::AuthUnavailable, why)),
+                Err(AuthFailure::StoreUnavailable(why)) => Some((Reason::StoreUnavailable, why)),
                 Err(AuthFailure::Expired) => {
                     Some((Reason::AuthExpired, "credential expired".into()))
                 }

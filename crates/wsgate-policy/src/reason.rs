@@ -86,6 +86,8 @@ pub enum Reason {
     /// The gateway's memory for assembling messages is used up: this message
     /// would take more, and the client may try again later.
     Overloaded,
+    /// An operator revoked the connection's user (`wsgate revoke`).
+    Revoked,
 }
 
 /// What the client is told.
@@ -154,6 +156,7 @@ impl Reason {
             MessageRateExceeded => ("message_rate_exceeded", Close(1008)),
             // RFC 6455's registry: 1013 "Try Again Later".
             Overloaded => ("overloaded", Close(1013)),
+            Revoked => ("revoked", Close(1008)),
         }
     }
 
@@ -196,7 +199,7 @@ impl From<&FrameError> for Reason {
 
 impl Reason {
     /// Every reason, in the order of DESIGN.md's tables.
-    pub const ALL: [Reason; 36] = {
+    pub const ALL: [Reason; 37] = {
         use Reason::*;
         [
             BadHandshake,
@@ -235,6 +238,7 @@ impl Reason {
             TooManyConnections,
             MessageRateExceeded,
             Overloaded,
+            Revoked,
         ]
     };
 }
@@ -284,6 +288,7 @@ mod tests {
             TooManyConnections => 33,
             MessageRateExceeded => 34,
             Overloaded => 35,
+            Revoked => 36,
         }
     }
 

@@ -42,6 +42,8 @@ pub enum AuthFailure {
     Ticket(String),
     /// The service that judges credentials could not be asked.
     Unavailable(String),
+    /// The state store that holds tickets could not be asked.
+    StoreUnavailable(String),
 }
 
 /// Verifies JWTs for `[auth.jwt]`.

@@ -9,6 +9,8 @@
 //! - [`gateway`]: wsgate in-process on 127.0.0.1:0, with its audit events.
 //! - [`jwt`]: tokens signed in the test, with keys made in the test.
 //! - [`auth_server`]: a forward-auth service that judges cookie sessions.
+//! - [`redis`]: a real `redis-server` on a free loopback port.
+//! - [`process`]: the `wsgate` binary as a child process, for clusters and crashes.
 //!
 //! Nothing here mocks the network: every test talks over real sockets.
 
@@ -20,6 +22,8 @@ pub mod client;
 pub mod gateway;
 pub mod jwt;
 pub mod pki;
+pub mod process;
+pub mod redis;
 pub mod upstream;
 
 /// How long a test waits for something that should happen at once before it

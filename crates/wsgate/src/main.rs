@@ -6,6 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod revoke;
+
 use clap::{Parser, Subcommand};
 use wsgate_config::{AuditTarget, Config, LogFormat};
 use wsgate_gateway::AuditLog;
@@ -40,6 +42,26 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Close a user's connections on every instance and refuse their
+    /// handshakes for a while, through a running gateway's admin endpoint
+    /// (`[metrics] bind` in the config, or --admin).
+    Revoke {
+        /// The config file of a running gateway (for its admin address).
+        #[arg(long, short, required_unless_present = "admin")]
+        config: Option<PathBuf>,
+        /// The admin endpoint's address, instead of the config's `[metrics] bind`.
+        #[arg(long)]
+        admin: Option<std::net::SocketAddr>,
+        /// The user, as the gateway names them (the JWT claim, the certificate's user...).
+        #[arg(long)]
+        user: String,
+        /// How long to refuse their handshakes, e.g. "15m" (the default) or "2h".
+        #[arg(long = "for", conflicts_with = "until")]
+        duration: Option<String>,
+        /// Refuse until this time instead, RFC 3339 (e.g. "2026-12-01T00:00:00Z").
+        #[arg(long)]
+        until: Option<String>,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -52,6 +74,13 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Serve { config } => serve(&config),
+        Command::Revoke {
+            config,
+            admin,
+            user,
+            duration,
+            until,
+        } => revoke::run(config.as_deref(), admin, &user, duration, until),
         Command::Completions { shell } => {
             use clap::CommandFactory as _;
             clap_complete::generate(shell, &mut Cli::command(), "wsgate", &mut std::io::stdout());
@@ -168,6 +197,10 @@ async fn run(prepared: wsgate_gateway::Prepared) -> anyhow::Result<()> {
     // means a graceful stop, never the default action (kill).
     let signals = Signals::register()?;
     let gateway = prepared.start().await?;
+    if let Some(addr) = gateway.metrics_addr() {
+        tracing::info!(%addr, "admin endpoint");
+        say(&format!("wsgate: admin on {addr}"));
+    }
     for addr in gateway.local_addrs() {
         tracing::info!(%addr, "listening");
         // A plain line for scripts and tests that start wsgate on port 0.

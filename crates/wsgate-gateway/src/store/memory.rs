@@ -1,4 +1,4 @@
-//! The memory store: the counts of one gateway process.
+//! The memory store: the shared state of one gateway process.
 //!
 //! Handshake rates are one keyed GCRA limiter per route (governor), pruned
 //! of idle keys as it grows so a spray of addresses cannot grow it without
@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
 
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::NoOpMiddleware;
@@ -18,6 +19,7 @@ use wsgate_policy::Reason;
 use wsgate_policy::limits::ClientKey;
 
 use super::Denied;
+use crate::tickets::TicketStore;
 
 /// Checks between prunings of idle handshake-rate keys.
 const PRUNE_EVERY: u64 = 1024;
@@ -36,13 +38,16 @@ enum Key {
     User(usize, String),
 }
 
-/// The counts of this process.
+/// The shared state of this process.
 pub(crate) struct Memory<C: Clock = DefaultClock> {
     clock: C,
     limits: Vec<Limits>,
     handshakes: Vec<Option<Keyed<C>>>,
     checks: AtomicU64,
     open: Mutex<HashMap<Key, u32>>,
+    /// Users refused until the time given.
+    revoked: Mutex<HashMap<String, SystemTime>>,
+    pub(crate) tickets: TicketStore,
 }
 
 /// The counts one connection holds; given back when dropped.
@@ -58,8 +63,12 @@ impl std::fmt::Debug for Lease {
 }
 
 impl Memory<DefaultClock> {
-    pub(crate) fn new(routes: &[Arc<Route>]) -> Arc<Self> {
-        Arc::new(Self::with_clock(routes, DefaultClock::default()))
+    pub(crate) fn new(routes: &[Arc<Route>], ticket_ttl: Duration) -> Arc<Self> {
+        Arc::new(Self::with_clock(
+            routes,
+            DefaultClock::default(),
+            ticket_ttl,
+        ))
     }
 
     pub(crate) fn open(
@@ -68,6 +77,9 @@ impl Memory<DefaultClock> {
         client: ClientKey,
         user: Option<&str>,
     ) -> Result<Lease, Denied> {
+        if let Some(user) = user {
+            self.check_revoked(user)?;
+        }
         let keys = self.take(route, client, user)?;
         Ok(Lease {
             store: Arc::clone(self),
@@ -77,7 +89,7 @@ impl Memory<DefaultClock> {
 }
 
 impl<C: Clock + Clone> Memory<C> {
-    fn with_clock(routes: &[Arc<Route>], clock: C) -> Self {
+    fn with_clock(routes: &[Arc<Route>], clock: C, ticket_ttl: Duration) -> Self {
         let handshakes = routes
             .iter()
             .map(|r| {
@@ -97,6 +109,26 @@ impl<C: Clock + Clone> Memory<C> {
             handshakes,
             checks: AtomicU64::new(0),
             open: Mutex::new(HashMap::new()),
+            revoked: Mutex::new(HashMap::new()),
+            tickets: TicketStore::new(ticket_ttl),
+        }
+    }
+
+    pub(crate) fn revoke(&self, user: &str, until: SystemTime) {
+        let mut revoked = self.revoked.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = SystemTime::now();
+        revoked.retain(|_, t| *t > now);
+        revoked.insert(user.to_owned(), until);
+    }
+
+    fn check_revoked(&self, user: &str) -> Result<(), Denied> {
+        let revoked = self.revoked.lock().unwrap_or_else(PoisonError::into_inner);
+        match revoked
+            .get(user)
+            .map(|t| t.duration_since(SystemTime::now()))
+        {
+            Some(Ok(left)) => Err(super::revoked(user, Some(left))),
+            _ => Ok(()),
         }
     }
 
@@ -178,8 +210,6 @@ impl Drop for Lease {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use governor::clock::FakeRelativeClock;
 
     use super::*;
@@ -213,7 +243,7 @@ allow_missing_origin = true
             handshakes_per_ip_per_min: Some(2),
             ..Limits::default()
         };
-        let store = Memory::with_clock(&[route(limits)], clock.clone());
+        let store = Memory::with_clock(&[route(limits)], clock.clone(), Duration::from_secs(1));
         let a = key("192.0.2.1");
         assert_eq!(store.handshake(0, a), Ok(()));
         assert_eq!(store.handshake(0, a), Ok(()));
@@ -235,10 +265,7 @@ allow_missing_origin = true
             max_conns_per_user: Some(1),
             ..Limits::default()
         };
-        let store = Arc::new(Memory::with_clock(
-            &[route(limits)],
-            DefaultClock::default(),
-        ));
+        let store = Memory::new(&[route(limits)], Duration::from_secs(1));
         let a = key("2001:db8::1");
         let a_sibling = key("2001:db8::2");
         let first = store.open(0, a, Some("alice")).expect("first");
@@ -253,5 +280,18 @@ allow_missing_origin = true
         let again = store.open(0, a, Some("alice")).expect("alice again");
         drop((bob, again));
         assert!(store.open.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_revoked_user_is_refused_until_the_time_given() {
+        let store = Memory::new(&[route(Limits::default())], Duration::from_secs(1));
+        let a = key("192.0.2.1");
+        store.revoke("alice", SystemTime::now() + Duration::from_secs(600));
+        let denied = store.open(0, a, Some("alice")).unwrap_err();
+        assert_eq!(denied.reason, Reason::Forbidden);
+        assert!(denied.detail.contains("revoked for"), "{}", denied.detail);
+        assert!(store.open(0, a, Some("bob")).is_ok());
+        store.revoke("alice", SystemTime::now() - Duration::from_secs(1));
+        assert!(store.open(0, a, Some("alice")).is_ok());
     }
 }

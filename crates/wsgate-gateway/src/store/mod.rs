@@ -1,20 +1,31 @@
-//! The counts that connections share: handshakes per minute and open
-//! connections per client address, and open connections per user, each per
-//! route.
+//! The state that connections share: handshakes per minute and open
+//! connections per client address and per user (each per route), one-time
+//! tickets, and revocations.
 //!
-//! One interface, decided by `[store] kind`: [`memory`] keeps them in this
-//! process. Every check is a check-and-count in one step, so two handshakes
+//! One interface, chosen by `[store] kind`: [`memory`] keeps it in this
+//! process; [`redis`] shares it between every instance that names the same
+//! server. Every check is a check-and-count in one step, so two handshakes
 //! racing for the last slot cannot both get it. An open connection holds a
-//! [`Lease`]; dropping it gives the counts back, whichever way the
+//! [`Lease`]; dropping it gives its counts back, whichever way the
 //! connection ended.
+//!
+//! While Redis cannot be reached, `[store] on_error` decides: `deny`
+//! refuses what needs the store (503 `store_unavailable`), `allow` admits
+//! without counting. Tickets and revocations are never assumed: a ticket
+//! that cannot be looked up does not open anything.
 
 pub(crate) mod memory;
+pub(crate) mod redis;
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use wsgate_config::Route;
+use base64::Engine as _;
+use wsgate_config::origin::Origin;
+use wsgate_config::{AuthMethod, OnStoreError, Route};
 use wsgate_policy::Reason;
 use wsgate_policy::limits::ClientKey;
+use wsgate_policy::verify::{Identity, TicketGrant};
 
 /// A limit that refused a handshake.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,32 +37,60 @@ pub(crate) struct Denied {
     pub(crate) retry_after: Option<Duration>,
 }
 
+/// The store could not be asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StoreError(pub(crate) String);
+
 /// The counts one open connection holds.
 #[derive(Debug)]
 pub(crate) enum Lease {
+    /// Nothing counted (the store was unreachable and `on_error = "allow"`).
+    None,
     #[expect(dead_code, reason = "held for what its Drop gives back")]
     Memory(memory::Lease),
+    #[expect(dead_code, reason = "held for what its Drop gives back")]
+    Redis(redis::Lease),
 }
 
-/// Where the counts live.
+/// Where the shared state lives.
 pub(crate) enum Store {
-    Memory(std::sync::Arc<memory::Memory>),
+    Memory(Arc<memory::Memory>),
+    Redis {
+        redis: Arc<redis::Redis>,
+        on_error: OnStoreError,
+    },
 }
 
 impl Store {
     /// The memory store for these routes.
-    pub(crate) fn memory(routes: &[std::sync::Arc<Route>]) -> Self {
-        Store::Memory(memory::Memory::new(routes))
+    pub(crate) fn memory(routes: &[Arc<Route>], ticket_ttl: Duration) -> Self {
+        Store::Memory(memory::Memory::new(routes, ticket_ttl))
+    }
+
+    /// What an unreachable store means for a handshake.
+    fn unreachable<T>(&self, e: StoreError, allowed: T) -> Result<T, Denied> {
+        match self {
+            Store::Redis {
+                on_error: OnStoreError::Allow,
+                ..
+            } => Ok(allowed),
+            _ => Err(unavailable(e)),
+        }
     }
 
     /// Counts one handshake from `client` on route `route`.
     pub(crate) async fn handshake(&self, route: usize, client: ClientKey) -> Result<(), Denied> {
         match self {
             Store::Memory(m) => m.handshake(route, client),
+            Store::Redis { redis, .. } => match redis.handshake(route, client).await {
+                Ok(verdict) => verdict,
+                Err(e) => self.unreachable(e, ()),
+            },
         }
     }
 
-    /// Takes a connection slot for `client` (and `user`) on route `route`.
+    /// Takes a connection slot for `client` (and `user`) on route `route`,
+    /// after checking that `user` is not revoked.
     pub(crate) async fn open(
         &self,
         route: usize,
@@ -60,11 +99,192 @@ impl Store {
     ) -> Result<Lease, Denied> {
         match self {
             Store::Memory(m) => m.open(route, client, user).map(Lease::Memory),
+            Store::Redis { redis, .. } => match redis.open(route, client, user).await {
+                Ok(verdict) => verdict.map(Lease::Redis),
+                Err(e) => self.unreachable(e, Lease::None),
+            },
+        }
+    }
+
+    /// Stores a ticket for `grant` on the route at `path`; `None` when the
+    /// store is full (memory) or unreachable.
+    pub(crate) async fn issue_ticket(
+        &self,
+        grant: &TicketGrant,
+        path: &str,
+    ) -> Result<String, StoreError> {
+        match self {
+            Store::Memory(m) => m
+                .tickets
+                .issue(grant.clone())
+                .ok_or_else(|| StoreError("too many unused tickets".into())),
+            Store::Redis { redis, .. } => redis.issue_ticket(&encode_grant(grant, path)).await,
+        }
+    }
+
+    /// Takes a ticket out: it works once, and only before it expires.
+    /// `routes` maps a stored route path back to its index.
+    pub(crate) async fn redeem_ticket(
+        &self,
+        ticket: &str,
+        routes: &wsgate_policy::Router,
+    ) -> Result<Option<TicketGrant>, StoreError> {
+        match self {
+            Store::Memory(m) => Ok(m.tickets.redeem(ticket)),
+            Store::Redis { redis, .. } => Ok(redis
+                .redeem_ticket(ticket)
+                .await?
+                .and_then(|v| decode_grant(&v, routes))),
+        }
+    }
+
+    /// Refuses `user`'s handshakes until `until` and closes their connections
+    /// on every instance (`live` is this one's).
+    pub(crate) async fn revoke(
+        &self,
+        user: &str,
+        until: SystemTime,
+        live: &crate::live::Live,
+    ) -> Result<usize, StoreError> {
+        match self {
+            Store::Memory(m) => {
+                m.revoke(user, until);
+                Ok(live.revoke(user))
+            }
+            Store::Redis { redis, .. } => {
+                redis.revoke(user, until).await?;
+                // The channel tells this instance too; closing here as well
+                // does not wait for the round trip.
+                Ok(live.revoke(user))
+            }
         }
     }
 }
 
+/// The refusal for a revoked user.
+pub(crate) fn revoked(user: &str, left: Option<Duration>) -> Denied {
+    let detail = match left {
+        Some(d) => format!("user {user:?} is revoked for {}s more", retry_secs(d)),
+        None => format!("user {user:?} is revoked"),
+    };
+    Denied {
+        reason: Reason::Forbidden,
+        detail,
+        retry_after: None,
+    }
+}
+
+fn unavailable(e: StoreError) -> Denied {
+    Denied {
+        reason: Reason::StoreUnavailable,
+        detail: format!(
+            "the store cannot be reached ({}); [store] on_error = \"deny\"",
+            e.0
+        ),
+        retry_after: None,
+    }
+}
+
+/// 256 random bits, base64url.
+pub(crate) fn new_ticket() -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
+}
+
+/// A grant as stored in Redis: the route by path, so instances agree even
+/// if their configs list routes in another order.
+fn encode_grant(grant: &TicketGrant, path: &str) -> String {
+    let expires = grant
+        .identity
+        .expires
+        .and_then(|e| e.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_secs());
+    serde_json::json!({
+        "user": grant.identity.user,
+        "method": grant.identity.method.name(),
+        "expires": expires,
+        "route": path,
+        "origin": grant.origin.as_ref().map(ToString::to_string),
+    })
+    .to_string()
+}
+
+fn decode_grant(value: &str, routes: &wsgate_policy::Router) -> Option<TicketGrant> {
+    let v: serde_json::Value = serde_json::from_str(value).ok()?;
+    let method = [
+        AuthMethod::Jwt,
+        AuthMethod::Basic,
+        AuthMethod::Mtls,
+        AuthMethod::Ticket,
+        AuthMethod::Forward,
+    ]
+    .into_iter()
+    .find(|m| Some(m.name()) == v["method"].as_str())?;
+    let path = v["route"].as_str()?;
+    let route = routes.routes().iter().position(|r| r.path == path)?;
+    let origin = match v["origin"].as_str() {
+        Some(o) => Some(Origin::parse(o).ok()?),
+        None => None,
+    };
+    Some(TicketGrant {
+        identity: Identity {
+            user: v["user"].as_str()?.to_owned(),
+            method,
+            expires: v["expires"]
+                .as_u64()
+                .map(|s| UNIX_EPOCH + Duration::from_secs(s)),
+        },
+        route,
+        origin,
+    })
+}
+
 /// Seconds to wait, rounded up, at least one (a `Retry-After` of 0 invites a retry storm).
 pub(crate) fn retry_secs(d: Duration) -> u64 {
-    d.as_secs() + u64::from(d.subsec_nanos() > 0).max(u64::from(d.is_zero()))
+    (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_rounds_up_and_is_never_zero() {
+        assert_eq!(retry_secs(Duration::ZERO), 1);
+        assert_eq!(retry_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_secs(Duration::from_secs(30)), 30);
+        assert_eq!(retry_secs(Duration::from_millis(30_001)), 31);
+    }
+
+    #[test]
+    fn a_grant_survives_the_trip_through_redis_text() {
+        let src = r#"
+[[listener]]
+bind = "127.0.0.1:0"
+[[route]]
+path = "/a"
+upstream = "ws://127.0.0.1:1"
+auth = "none"
+allow_missing_origin = true
+[[route]]
+path = "/b"
+upstream = "ws://127.0.0.1:1"
+auth = "none"
+allow_missing_origin = true
+"#;
+        let config = wsgate_config::parse(src, std::path::Path::new(".")).expect("config");
+        let router = wsgate_policy::Router::new(config.routes);
+        let grant = TicketGrant {
+            identity: Identity {
+                user: "alice".into(),
+                method: AuthMethod::Jwt,
+                expires: Some(UNIX_EPOCH + Duration::from_secs(2_000_000_000)),
+            },
+            route: 1,
+            origin: Some(Origin::parse("https://app.example.com").expect("origin")),
+        };
+        let text = encode_grant(&grant, "/b");
+        assert_eq!(decode_grant(&text, &router), Some(grant));
+        assert_eq!(decode_grant(&text.replace("/b", "/gone"), &router), None);
+        assert_eq!(decode_grant("not json", &router), None);
+    }
 }

@@ -1,0 +1,115 @@
+//! The real `wsgate` binary as a child process: several of them make a
+//! cluster, and one can be killed outright, as a crash would.
+//!
+//! Readiness is the binary's own lines on stderr (`wsgate: admin on ADDR`,
+//! then `wsgate: listening on ADDR`); audit events are its stdout, one JSON
+//! object a line. The child is killed when the value is dropped.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+/// One running `wsgate serve`.
+pub struct GatewayProcess {
+    /// The first listener's address.
+    pub addr: SocketAddr,
+    /// The admin endpoint's address, when the config has `[metrics]`.
+    pub admin: Option<SocketAddr>,
+    child: Child,
+    events: mpsc::UnboundedReceiver<Value>,
+    log: Arc<Mutex<String>>,
+}
+
+impl GatewayProcess {
+    /// Starts `bin serve --config config` with `env` and waits until it listens.
+    pub async fn spawn(bin: &Path, config: &Path, env: &[(&str, &str)]) -> GatewayProcess {
+        let mut child = Command::new(bin)
+            .args(["serve", "--config"])
+            .arg(config)
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start wsgate");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (event_tx, events) = mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    let _ = event_tx.send(v);
+                }
+            }
+        });
+        let log = Arc::new(Mutex::new(String::new()));
+        let (ready_tx, mut ready) = mpsc::unbounded_channel();
+        let all = Arc::clone(&log);
+        // Reads stderr to the end, so the gateway never writes into a full pipe.
+        std::thread::spawn(move || {
+            let mut admin = None;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(a) = line.strip_prefix("wsgate: admin on ") {
+                    admin = a.parse::<SocketAddr>().ok();
+                }
+                if let Some(a) = line.strip_prefix("wsgate: listening on ") {
+                    let _ = ready_tx.send((a.parse::<SocketAddr>().ok(), admin));
+                }
+                let mut all = all
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                all.push_str(&line);
+                all.push('\n');
+            }
+        });
+        let ready = tokio::time::timeout(crate::WAIT, ready.recv()).await;
+        let Ok(Some((Some(addr), admin))) = ready else {
+            let _ = child.kill();
+            let text = log.lock().map(|l| l.clone()).unwrap_or_default();
+            panic!("wsgate did not start listening:\n{text}");
+        };
+        GatewayProcess {
+            addr,
+            admin,
+            child,
+            events,
+            log,
+        }
+    }
+
+    /// Kills the process with SIGKILL: nothing it holds is given back.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Its stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// The next audit event that `want` accepts (earlier ones are skipped).
+    pub async fn event(&mut self, want: impl Fn(&Value) -> bool) -> Value {
+        let wait = async {
+            while let Some(v) = self.events.recv().await {
+                if want(&v) {
+                    return v;
+                }
+            }
+            panic!("wsgate's audit log ended");
+        };
+        tokio::time::timeout(crate::WAIT, wait)
+            .await
+            .expect("no such audit event in time")
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
