@@ -293,3 +293,58 @@ max_connections = 0
     let text = parse(&low, Path::new(".")).unwrap_err().to_string();
     assert!(text.contains("below `messages_per_sec`"), "{text}");
 }
+
+#[test]
+fn the_store_loads_with_defaults_and_its_mistakes_are_named() {
+    let src = format!(
+        "{GOOD}{}",
+        r#"
+[store]
+kind = "redis"
+url = "redis://127.0.0.1:6379/0"
+on_error = "allow"
+lease = "10s"
+"#
+    );
+    let c = parse(&src, Path::new(".")).unwrap();
+    let wsgate_config::Store::Redis(r) = &c.store else {
+        panic!("not redis: {:?}", c.store);
+    };
+    assert_eq!(r.url, "redis://127.0.0.1:6379/0");
+    assert_eq!(r.on_error, wsgate_config::OnStoreError::Allow);
+    assert_eq!(r.lease, std::time::Duration::from_secs(10));
+    assert_eq!(r.timeout, wsgate_config::DEFAULT_STORE_TIMEOUT);
+    assert_eq!(r.prefix, "wsgate");
+    let c = parse(GOOD, Path::new(".")).unwrap();
+    assert_eq!(c.store, wsgate_config::Store::Memory);
+
+    for (store, path, words) in [
+        ("kind = \"etcd\"", "store.kind", "not a store"),
+        ("kind = \"redis\"", "store.url", "is required"),
+        (
+            "kind = \"redis\"\nurl = \"http://x\"",
+            "store.url",
+            "redis://",
+        ),
+        (
+            "kind = \"redis\"\nurl = \"redis://x\"\non_error = \"maybe\"",
+            "store.on_error",
+            "deny",
+        ),
+        (
+            "kind = \"redis\"\nurl = \"redis://x\"\nlease = \"10ms\"",
+            "store.lease",
+            "at least 1s",
+        ),
+        ("url = \"redis://x\"", "store.url", "only means something"),
+    ] {
+        let src = format!("{GOOD}\n[store]\n{store}\n");
+        let errs = parse(&src, Path::new(".")).unwrap_err();
+        assert!(
+            errs.0
+                .iter()
+                .any(|e| e.path == path && e.to_string().contains(words)),
+            "no `{words}` at {path} for {store:?}: {errs}"
+        );
+    }
+}

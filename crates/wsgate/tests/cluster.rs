@@ -22,7 +22,13 @@ fn bin() -> &'static Path {
 }
 
 /// A config for one instance; every instance gets the same one.
-fn config(dir: &tempfile::TempDir, echo: &Echo, redis: &RedisServer, on_error: &str) -> PathBuf {
+fn config(
+    dir: &tempfile::TempDir,
+    echo: &Echo,
+    redis: &RedisServer,
+    on_error: &str,
+    limits: &str,
+) -> PathBuf {
     let text = format!(
         r#"
 [[listener]]
@@ -53,6 +59,7 @@ auth = ["jwt", "ticket"]
 
 [route.limits]
 max_conns_per_user = 2
+{limits}
 "#,
         url = redis.url(),
         echo = echo.addr,
@@ -66,10 +73,18 @@ async fn cluster(
     n: usize,
     on_error: &str,
 ) -> (Echo, RedisServer, tempfile::TempDir, Vec<GatewayProcess>) {
+    cluster_with(n, on_error, "").await
+}
+
+async fn cluster_with(
+    n: usize,
+    on_error: &str,
+    limits: &str,
+) -> (Echo, RedisServer, tempfile::TempDir, Vec<GatewayProcess>) {
     let echo = Echo::start().await;
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let path = config(&dir, &echo, &redis, on_error);
+    let path = config(&dir, &echo, &redis, on_error, limits);
     let mut gws = Vec::new();
     for _ in 0..n {
         gws.push(GatewayProcess::spawn(bin(), &path, &[("JWT_SECRET", SECRET)]).await);
@@ -111,6 +126,26 @@ async fn a_per_user_limit_holds_across_three_instances() {
     while connect(&gws[0], "alice").await.0 != 101 {
         poll.next("the slot never came back").await;
     }
+}
+
+#[tokio::test]
+async fn a_handshake_rate_holds_across_instances_with_retry_after() {
+    let (_echo, _redis, _dir, gws) = cluster_with(3, "deny", "handshakes_per_ip_per_min = 2").await;
+    assert_eq!(connect(&gws[0], "alice").await.0, 101);
+    // A refused handshake counts too.
+    let mut c = RawClient::connect(gws[1].addr).await;
+    let reply = c
+        .handshake("/chat", &[("Origin", "https://evil.example")])
+        .await;
+    assert_eq!(reply.status, 403);
+    let mut c = RawClient::connect(gws[2].addr).await;
+    let auth = bearer("bob");
+    let reply = c
+        .handshake("/chat", &[("Origin", APP), ("Authorization", &auth)])
+        .await;
+    assert_eq!((reply.status, reply.body.trim()), (429, "rate_limited"));
+    let after: u64 = reply.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=30).contains(&after), "Retry-After: {after}");
 }
 
 #[tokio::test]
