@@ -319,6 +319,7 @@ fn route(
         .bool("allow_missing_origin", errs)
         .map(|b| b.value)
         .unwrap_or(false);
+    let compression = t.bool("compression", errs).is_some_and(|b| b.value);
     let auth = auth(&mut t, auth_config, errs);
     let jwt_query_param = t.string("jwt_query_param", errs).and_then(|q| {
         if is_token(q.value) {
@@ -357,6 +358,7 @@ fn route(
         upstream: upstream?,
         origins: origins?,
         allow_missing_origin,
+        compression,
         auth: auth?,
         jwt_query_param,
         identity_headers,

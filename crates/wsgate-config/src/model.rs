@@ -259,6 +259,9 @@ pub struct Route {
     pub limits: Limits,
     /// Rules every client message must follow.
     pub messages: Messages,
+    /// Accept permessage-deflate from clients (inflated, with `max_message`
+    /// bounding the inflated size, before any rule sees a message).
+    pub compression: bool,
 }
 
 /// `[route.messages]`.

@@ -17,6 +17,7 @@ use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 use wsgate_policy::limits::ClientKey;
 use wsgate_policy::{Admitted, Reason, admit};
+use wsgate_proto::deflate;
 use wsgate_proto::handshake::{self, HandshakeError};
 
 use crate::audit::AuditEvent;
@@ -98,6 +99,7 @@ pub(crate) async fn handle(
             key: hs_key,
             connected,
             held,
+            deflate,
         }) => {
             ev.route = Some(admitted.route().path.clone());
             let (reason, detail) = match admitted.report() {
@@ -113,7 +115,11 @@ pub(crate) async fn handle(
             ev.detail = detail;
             ev.duration_ms = elapsed_ms(started);
             let accept = handshake::accept_key(&hs_key);
-            let response = crate::respond::switching(&accept, connected.protocol.as_deref());
+            let response = crate::respond::switching(
+                &accept,
+                connected.protocol.as_deref(),
+                deflate.as_ref().map(|d| d.response.as_str()),
+            );
             let secs = started.elapsed().as_secs_f64();
             state
                 .metrics
@@ -122,7 +128,16 @@ pub(crate) async fn handle(
             state
                 .audit
                 .write(std::mem::replace(&mut ev, conn.event("handshake")));
-            spawn_relay(&conn, admitted, connected, held, on_upgrade, close_ev);
+            let inflate_max = deflate.map(|_| admitted.route().limits.max_message);
+            spawn_relay(
+                &conn,
+                admitted,
+                connected,
+                held,
+                inflate_max,
+                on_upgrade,
+                close_ev,
+            );
             return Ok(response);
         }
     };
@@ -171,6 +186,8 @@ struct Decided {
     key: String,
     connected: Connected,
     held: Held,
+    /// The client's permessage-deflate offer, when the route takes one.
+    deflate: Option<deflate::Agreement>,
 }
 
 async fn decide(conn: &Conn, parts: &http::request::Parts) -> Result<Decided, Refusal> {
@@ -254,6 +271,14 @@ async fn decide(conn: &Conn, parts: &http::request::Parts) -> Result<Decided, Re
     let tls = state.upstream_tls[admitted.route_index()].as_ref();
     match upstream::connect(&admitted, &client_side, tls).await {
         Ok(connected) => Ok(Decided {
+            deflate: admitted
+                .route()
+                .compression
+                .then(|| {
+                    let offers = parts.headers.get_all(header::SEC_WEBSOCKET_EXTENSIONS);
+                    deflate::negotiate(offers.iter().filter_map(|v| v.to_str().ok()))
+                })
+                .flatten(),
             admitted,
             key: hs.key,
             connected,
@@ -275,6 +300,7 @@ fn spawn_relay(
     admitted: Admitted,
     connected: Connected,
     held: Held,
+    inflate_max: Option<u64>,
     on_upgrade: hyper::upgrade::OnUpgrade,
     mut ev: AuditEvent,
 ) {
@@ -309,6 +335,7 @@ fn spawn_relay(
                     rules: state.rules[admitted.route_index()].clone(),
                     meter: wsgate_policy::limits::Meter::for_limits(limits),
                     budget: Some(Arc::clone(&state.budget)),
+                    deflate: inflate_max,
                 };
                 let client = TokioIo::new(upgraded);
                 relay::relay(

@@ -21,8 +21,10 @@ use wsgate_policy::Reason;
 use wsgate_policy::limits::Meter;
 use wsgate_policy::messages::MessageRules;
 use wsgate_proto::close::Close;
+use wsgate_proto::deflate::{InflateError, Inflater};
 use wsgate_proto::frame::{ControlFrame, Decoder, Step};
 use wsgate_proto::mask::MaskSource;
+use wsgate_proto::utf8::Utf8Stream;
 
 use crate::limits::{Budget, Reservation};
 use crate::sink::{PendingPong, Sink};
@@ -129,6 +131,23 @@ pub(crate) struct Checks {
     pub(crate) meter: Option<Meter>,
     /// Where assembled messages take their memory from.
     pub(crate) budget: Option<Arc<Budget>>,
+    /// permessage-deflate was negotiated: compressed messages are inflated
+    /// up to this many bytes (the route's `max_message`).
+    pub(crate) deflate: Option<u64>,
+}
+
+/// Output of the inflater taken at a time: what a compressed message costs
+/// in memory while it streams through, whatever its size.
+const INFLATE_CHUNK: usize = 16 * 1024;
+
+/// A compressed message being inflated and sent on as plain frames.
+struct Inflating {
+    z: Inflater,
+    text: bool,
+    utf8: Utf8Stream,
+    /// Whether a frame of it has gone on, so the next is a continuation.
+    started: bool,
+    out: Vec<u8>,
 }
 
 /// Reads from one peer until its stream ends.
@@ -137,17 +156,20 @@ pub(crate) struct Pump {
     decoder: Decoder,
     checks: Checks,
     handling: Handling,
+    inflating: Option<Inflating>,
 }
 
 impl Pump {
     /// A pump whose reads are held to `checks`.
     pub(crate) fn new(side: Side, mut decoder: Decoder, checks: Checks) -> Self {
         decoder.set_plain_text(checks.rules.as_ref().is_some_and(|r| r.assembles_text()));
+        decoder.set_deflate(checks.deflate.is_some());
         Pump {
             side,
             decoder,
             checks,
             handling: Handling::Forward,
+            inflating: None,
         }
     }
 
@@ -282,9 +304,20 @@ impl Pump {
                     payload,
                     message_start,
                     text,
+                    compressed,
                 }) => {
                     moved = true;
                     if message_start {
+                        self.inflating = match (compressed, self.checks.deflate) {
+                            (true, Some(max)) => Some(Inflating {
+                                z: Inflater::new(max),
+                                text,
+                                utf8: Utf8Stream::default(),
+                                started: false,
+                                out: Vec::new(),
+                            }),
+                            _ => None,
+                        };
                         match self.start_message(text) {
                             Ok(h) => self.handling = h,
                             Err((reason, detail)) => {
@@ -300,7 +333,7 @@ impl Pump {
                             }
                         }
                     }
-                    if let Handling::Forward = self.handling {
+                    if matches!(self.handling, Handling::Forward) && self.inflating.is_none() {
                         if !was_mid_frame {
                             frame_start = Some(pos);
                         }
@@ -311,7 +344,17 @@ impl Pump {
                     } else {
                         // Nothing of this message goes on as it arrives.
                         Self::forward(to, &buf[forward_from..pos], false).await;
-                        if let (Handling::Assemble(body, held), true) =
+                        if self.inflating.is_some() {
+                            let chunk = if payload {
+                                &buf[pos..pos + len]
+                            } else {
+                                &[][..]
+                            };
+                            stop = self.inflate(chunk, message_end, to).await;
+                            if stop.is_some() {
+                                break;
+                            }
+                        } else if let (Handling::Assemble(body, held), true) =
                             (&mut self.handling, payload)
                         {
                             if let Some(r) = held.as_mut()
@@ -335,6 +378,7 @@ impl Pump {
                         forward_from = pos;
                     }
                     if message_end {
+                        self.inflating = None;
                         self.count_message(activity);
                         match std::mem::replace(&mut self.handling, Handling::Forward) {
                             Handling::Assemble(body, _held) => {
@@ -393,6 +437,112 @@ impl Pump {
                 .store(activity.now_ms(), Ordering::Relaxed);
         }
         (pos, stop)
+    }
+
+    /// Inflates one chunk of a compressed message and hands on what comes
+    /// out; at the message's end, the final frame. Returns the violation
+    /// that stops the pump, if any.
+    async fn inflate<A: AsyncWrite + Unpin>(
+        &mut self,
+        chunk: &[u8],
+        end: bool,
+        to: &Mutex<Sink<A>>,
+    ) -> Option<Event> {
+        let mut inf = self.inflating.take()?;
+        if inf.out.is_empty() {
+            inf.out = vec![0; INFLATE_CHUNK];
+        }
+        let inputs: &[&[u8]] = if end {
+            &[chunk, Inflater::tail()]
+        } else {
+            &[chunk]
+        };
+        for &input in inputs {
+            let mut input = input;
+            loop {
+                let (used, made) = match inf.z.inflate(input, &mut inf.out) {
+                    Ok(step) => step,
+                    Err(e) => {
+                        let reason = match e {
+                            InflateError::TooBig { .. } => Reason::MessageTooBig,
+                            InflateError::Corrupt(_) => Reason::ProtocolError,
+                        };
+                        return Some(Event::Violation(self.side, reason, e.to_string(), false));
+                    }
+                };
+                input = &input[used..];
+                if made > 0
+                    && let Some(stop) = self.deliver(&mut inf, made, false, to).await
+                {
+                    return Some(stop);
+                }
+                if input.is_empty() && made < inf.out.len() {
+                    break;
+                }
+            }
+        }
+        if end {
+            return self.deliver(&mut inf, 0, true, to).await;
+        }
+        self.inflating = Some(inf);
+        None
+    }
+
+    /// Hands on `inf.out[..n]` as the message's handling says; `fin` ends the message.
+    async fn deliver<A: AsyncWrite + Unpin>(
+        &mut self,
+        inf: &mut Inflating,
+        n: usize,
+        fin: bool,
+        to: &Mutex<Sink<A>>,
+    ) -> Option<Event> {
+        let data = &inf.out[..n];
+        if inf.text {
+            let checked = inf.utf8.feed(data).and_then(|()| match fin {
+                true => inf.utf8.finish(),
+                false => Ok(()),
+            });
+            if let Err(e) = checked {
+                return Some(Event::Violation(
+                    self.side,
+                    Reason::InvalidUtf8,
+                    e.to_string(),
+                    false,
+                ));
+            }
+        }
+        match &mut self.handling {
+            Handling::Forward => {
+                let opcode = match (inf.started, inf.text) {
+                    (true, _) => 0x0,
+                    (false, true) => 0x1,
+                    (false, false) => 0x2,
+                };
+                let frame =
+                    wsgate_proto::frame::encode_fragment(opcode, fin, data, Some(rand::random()));
+                Self::forward(to, &frame, false).await;
+                inf.started = true;
+            }
+            Handling::Assemble(body, held) => {
+                if let Some(r) = held.as_mut()
+                    && !r.grow(n)
+                {
+                    let detail = format!(
+                        "the gateway's memory for assembling messages ([limits] assembly_memory, {} bytes) is in use",
+                        r.budget().max()
+                    );
+                    return Some(Event::Violation(
+                        self.side,
+                        Reason::Overloaded,
+                        detail,
+                        false,
+                    ));
+                }
+                body.extend_from_slice(data);
+            }
+            Handling::Skip => {}
+        }
+        None
     }
 
     /// Writes validated bytes to the other peer; `mid_frame` says whether they end inside a frame.

@@ -100,7 +100,11 @@ pub(crate) fn jwks(body: &str) -> Response<Full<Bytes>> {
 }
 
 /// The 101 that completes an admitted handshake.
-pub(crate) fn switching(accept: &str, protocol: Option<&str>) -> Response<Full<Bytes>> {
+pub(crate) fn switching(
+    accept: &str,
+    protocol: Option<&str>,
+    extensions: Option<&str>,
+) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::new()));
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
@@ -111,6 +115,9 @@ pub(crate) fn switching(accept: &str, protocol: Option<&str>) -> Response<Full<B
     }
     if let Some(v) = protocol.and_then(|p| HeaderValue::from_str(p).ok()) {
         headers.insert(header::SEC_WEBSOCKET_PROTOCOL, v);
+    }
+    if let Some(v) = extensions.and_then(|e| HeaderValue::from_str(e).ok()) {
+        headers.insert(header::SEC_WEBSOCKET_EXTENSIONS, v);
     }
     response
 }

@@ -136,6 +136,9 @@ pub enum Step {
         message_start: bool,
         /// The message is text (else binary).
         text: bool,
+        /// The message is compressed (permessage-deflate): its payload is
+        /// left unmasked and unchecked for UTF-8, for the caller to inflate.
+        compressed: bool,
     },
     /// A whole control frame of `len` bytes; `payload` (unmasked in place) is
     /// its payload's range within the input.
@@ -158,12 +161,14 @@ struct FrameState {
     in_key: Option<[u8; 4]>,
     out_key: Option<[u8; 4]>,
     text: bool,
+    compressed: bool,
     fin: bool,
 }
 
 #[derive(Debug)]
 struct MessageState {
     text: bool,
+    compressed: bool,
     len: u64,
     utf8: Utf8Stream,
 }
@@ -178,6 +183,8 @@ pub struct Decoder {
     /// Leave text payloads unmasked: the caller assembles text messages to
     /// check them whole and sends them on in a frame of its own.
     plain_text: bool,
+    /// permessage-deflate was negotiated: RSV1 marks a compressed message.
+    deflate: bool,
 }
 
 impl Decoder {
@@ -189,7 +196,13 @@ impl Decoder {
             frame: None,
             message: None,
             plain_text: false,
+            deflate: false,
         }
+    }
+
+    /// Accepts RSV1 on a message's first frame: permessage-deflate was negotiated.
+    pub fn set_deflate(&mut self, deflate: bool) {
+        self.deflate = deflate;
     }
 
     /// Leaves text payloads unmasked (see [`Step::Data`]); for assembling.
@@ -233,7 +246,10 @@ impl Decoder {
     }
 
     fn check_header(&self, header: &FrameHeader, len: u64) -> Result<(), FrameError> {
-        if header.rsv1 || header.rsv2 || header.rsv3 {
+        // RSV1 means "compressed" only on the first frame of a data message
+        // (RFC 7692 section 6): never on a continuation or a control frame.
+        let first_data = matches!(header.opcode, OpCode::Data(Data::Text | Data::Binary));
+        if (header.rsv1 && !(self.deflate && first_data)) || header.rsv2 || header.rsv3 {
             return Err(FrameError::ReservedBits);
         }
         match (self.sender, header.mask.is_some()) {
@@ -302,24 +318,34 @@ impl Decoder {
             (Data::Binary, None) => false,
             (Data::Reserved(op), _) => return Err(FrameError::ReservedOpcode(op)),
         };
+        let compressed = match &self.message {
+            Some(m) => m.compressed,
+            None => header.rsv1,
+        };
         if len > self.limits.max_frame {
             let max = self.limits.max_frame;
             return Err(FrameError::FrameTooBig { size: len, max });
         }
         let so_far = self.message.as_ref().map_or(0, |m| m.len);
         let size = so_far.saturating_add(len);
-        if size > self.limits.max_message {
-            let max = self.limits.max_message;
+        // The inflated size is the caller's to bound; the compressed bytes
+        // get the room DEFLATE's stored blocks can add to incompressible data.
+        let max = match compressed {
+            true => compressed_bound(self.limits.max_message),
+            false => self.limits.max_message,
+        };
+        if size > max {
             return Err(FrameError::MessageTooBig { size, max });
         }
         let message = self.message.get_or_insert_with(|| MessageState {
             text,
+            compressed,
             len: 0,
             utf8: Utf8Stream::default(),
         });
         message.len = size;
         let out_key = match self.sender {
-            Sender::Client if text && self.plain_text => None,
+            Sender::Client if (text && self.plain_text) || compressed => None,
             Sender::Client => {
                 let k = masks.next_mask();
                 input[header_len - 4..header_len].copy_from_slice(&k);
@@ -333,6 +359,7 @@ impl Decoder {
             in_key: header.mask,
             out_key,
             text,
+            compressed,
             fin: header.is_final,
         });
         let message_end = if len == 0 { self.end_frame()? } else { false };
@@ -342,6 +369,7 @@ impl Decoder {
             payload: false,
             message_start: d != Data::Continue,
             text,
+            compressed,
         })
     }
 
@@ -358,6 +386,7 @@ impl Decoder {
             mask::apply(chunk, k, f.offset);
         }
         if f.text
+            && !f.compressed
             && let Some(m) = self.message.as_mut()
         {
             m.utf8.feed(chunk)?;
@@ -367,7 +396,7 @@ impl Decoder {
         }
         f.offset += n;
         f.remaining -= n as u64;
-        let text = f.text;
+        let (text, compressed) = (f.text, f.compressed);
         let message_end = if f.remaining == 0 {
             self.end_frame()?
         } else {
@@ -379,6 +408,7 @@ impl Decoder {
             payload: true,
             message_start: false,
             text,
+            compressed,
         })
     }
 
@@ -390,6 +420,7 @@ impl Decoder {
         }
         if let Some(mut m) = self.message.take()
             && m.text
+            && !m.compressed
         {
             m.utf8.finish()?;
         }
@@ -397,10 +428,23 @@ impl Decoder {
     }
 }
 
+/// The most compressed bytes a message of `max` inflated bytes can take:
+/// DEFLATE's stored blocks add 5 bytes per 65,535, plus a final block.
+fn compressed_bound(max: u64) -> u64 {
+    max.saturating_add(max / 8192).saturating_add(64)
+}
+
 /// Encodes a whole final data frame (`opcode` 0x1 or 0x2), masked with `key`
 /// when given: how an assembled and checked message is sent on.
 pub fn encode_data(opcode: u8, payload: &[u8], key: Option<[u8; 4]>) -> Vec<u8> {
+    encode_fragment(opcode, true, payload, key)
+}
+
+/// Encodes one data frame: `opcode` 0x1 or 0x2 for a message's first frame,
+/// 0x0 for a continuation; `fin` on its last. How inflated messages go on.
+pub fn encode_fragment(opcode: u8, fin: bool, payload: &[u8], key: Option<[u8; 4]>) -> Vec<u8> {
     let header = FrameHeader {
+        is_final: fin,
         opcode: OpCode::from(opcode),
         mask: key,
         ..FrameHeader::default()

@@ -8,11 +8,14 @@
 //!   UTF-8, size limits) and re-masks client frames in place, so the relay
 //!   forwards frame by frame without ever holding a whole message.
 //! - [`close`]: close frame payloads.
+//! - [`deflate`]: permessage-deflate (RFC 7692): choosing the client's
+//!   offer, and inflating its messages with a bound that holds while inflating.
 //!
 //! The frame header encoding itself comes from tungstenite's public
 //! `FrameHeader`; what is here is the policy of which frames may pass.
 
 pub mod close;
+pub mod deflate;
 pub mod frame;
 pub mod handshake;
 pub mod mask;

@@ -85,14 +85,16 @@ fn a_client_text_frame_is_remasked_with_the_gateways_key() {
                 message_end: false,
                 payload: false,
                 message_start: true,
-                text: true
+                text: true,
+                compressed: false
             },
             Step::Data {
                 len: 5,
                 message_end: true,
                 payload: true,
                 message_start: false,
-                text: true
+                text: true,
+                compressed: false
             },
         ]
     );
@@ -277,4 +279,40 @@ fn bad_close_frames() {
         error_of(&client_frame(0x88, &[0x03, 0xE8, 0xC0])),
         Some(FrameError::CloseReasonNotUtf8)
     );
+}
+
+#[test]
+fn rsv1_marks_a_compressed_message_only_when_deflate_was_negotiated() {
+    // Without permessage-deflate, RSV1 is a protocol error.
+    let mut frame = client_frame(0xC1, b"\x01\x02");
+    let (_, err) = run(&mut decoder(100, 100), &mut frame);
+    assert_eq!(err, Some(FrameError::ReservedBits));
+    // With it, the first frame may carry RSV1; its payload is left plain
+    // (unmasked, not checked as UTF-8) for the relay to inflate.
+    let mut d = decoder(100, 100);
+    d.set_deflate(true);
+    let mut frame = client_frame(0x41, b"\xff\xfe");
+    let (steps, err) = run(&mut d, &mut frame);
+    assert_eq!(err, None);
+    assert!(
+        steps.iter().all(|s| matches!(
+            s,
+            Step::Data {
+                compressed: true,
+                ..
+            }
+        )),
+        "{steps:?}"
+    );
+    assert_eq!(&frame[frame.len() - 2..], b"\xff\xfe");
+    // Never on a continuation, nor on a control frame.
+    let mut d = decoder(100, 100);
+    d.set_deflate(true);
+    let mut frames = client_frame(0x41, b"ab");
+    frames.extend(client_frame(0xC0, b"cd"));
+    assert_eq!(run(&mut d, &mut frames).1, Some(FrameError::ReservedBits));
+    let mut d = decoder(100, 100);
+    d.set_deflate(true);
+    let mut ping = client_frame(0xC9, b"");
+    assert_eq!(run(&mut d, &mut ping).1, Some(FrameError::ReservedBits));
 }

@@ -5,6 +5,7 @@
 //!   in the ways a gateway must catch.
 //! - [`client`]: a raw client that writes any bytes, including frames no
 //!   library would send, and reads what comes back.
+//! - [`deflate`]: payloads compressed as a permessage-deflate client sends them.
 //! - [`pki`]: a CA and certificates made in the test.
 //! - [`gateway`]: wsgate in-process on 127.0.0.1:0, with its audit events.
 //! - [`jwt`]: tokens signed in the test, with keys made in the test.
@@ -19,6 +20,7 @@
 
 pub mod auth_server;
 pub mod client;
+pub mod deflate;
 pub mod gateway;
 pub mod jwt;
 pub mod pki;
