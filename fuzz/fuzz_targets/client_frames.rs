@@ -22,8 +22,9 @@ const LIMITS: Limits = Limits {
 };
 
 /// Feeds `input` in pieces of `piece` bytes; returns the forwarded data bytes.
-fn relay(input: &[u8], piece: usize) -> Vec<u8> {
+fn relay(input: &[u8], piece: usize, deflate: bool) -> Vec<u8> {
     let mut decoder = Decoder::new(Sender::Client, LIMITS);
+    decoder.set_deflate(deflate);
     let mut masks = Counter(7);
     let mut buf: Vec<u8> = Vec::new();
     let mut out = Vec::new();
@@ -53,9 +54,12 @@ fuzz_target!(|data: &[u8]| {
     let Some((&piece, input)) = data.split_first() else {
         return;
     };
-    let forwarded = relay(input, usize::from(piece % 64) + 1);
+    // The top bit: permessage-deflate negotiated (RSV1 allowed on first frames).
+    let deflate = piece & 0x80 != 0;
+    let forwarded = relay(input, usize::from(piece % 64) + 1, deflate);
     // The forwarded stream is re-decoded as the upstream would see it.
     let mut check = Decoder::new(Sender::Client, LIMITS);
+    check.set_deflate(deflate);
     let mut buf = forwarded;
     let mut pos = 0;
     while pos < buf.len() {
