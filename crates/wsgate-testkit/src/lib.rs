@@ -10,6 +10,7 @@
 //! - [`gateway`]: wsgate in-process on 127.0.0.1:0, with its audit events.
 //! - [`jwt`]: tokens signed in the test, with keys made in the test.
 //! - [`auth_server`]: a forward-auth service that judges cookie sessions.
+//! - [`vulnerable`]: an endpoint with the flaws of real CVEs, for the auditor to find.
 //! - [`redis`]: a real `redis-server` on a free loopback port.
 //! - [`process`]: the `wsgate` binary as a child process, for clusters and crashes.
 //!
@@ -27,6 +28,7 @@ pub mod pki;
 pub mod process;
 pub mod redis;
 pub mod upstream;
+pub mod vulnerable;
 
 /// How long a test waits for something that should happen at once before it
 /// fails. A deadline for failing, never a sleep for synchronising.

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod audit;
 mod revoke;
 
 use clap::{Parser, Subcommand};
@@ -62,6 +63,10 @@ enum Command {
         #[arg(long)]
         until: Option<String>,
     },
+    /// Probe a WebSocket endpoint (wsgate or not) for cross-site hijacking,
+    /// weak authentication, protocol and limit weaknesses; exit 0 clean,
+    /// 1 findings at or above --fail-on, 2 could not run.
+    Audit(audit::AuditArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -74,6 +79,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Serve { config } => serve(&config),
+        Command::Audit(args) => audit::run(args),
         Command::Revoke {
             config,
             admin,

@@ -1,0 +1,337 @@
+//! The auditor against real endpoints: a test target made vulnerable in the
+//! ways real servers were (each flaw from a CVE class) must be flagged with
+//! the right check ids; the same target behind wsgate with a strict config
+//! must show nothing above info.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use wsgate_audit::report::{Outcome, Report, Severity};
+use wsgate_audit::target::Options;
+use wsgate_testkit::gateway::TestGateway;
+use wsgate_testkit::jwt::{self, claims};
+use wsgate_testkit::vulnerable::{Auth, Flaws, OriginCheck, Vulnerable};
+
+const APP: &str = "https://app.example.com";
+const SECRET: &str = "a-test-secret-of-at-least-32-bytes!!";
+
+fn options(url: String) -> Options {
+    Options {
+        url,
+        origin: Some(APP.into()),
+        timeout: Duration::from_millis(700),
+        rate: 500,
+        max_probe: 1 << 20,
+        hold_wait: Duration::from_secs(3),
+        ..Options::default()
+    }
+}
+
+async fn audit(options: Options) -> Report {
+    wsgate_audit::audit(options, &mut |_, _, _| {})
+        .await
+        .unwrap()
+}
+
+fn found(report: &Report) -> BTreeSet<&'static str> {
+    report
+        .entries
+        .iter()
+        .filter(|e| matches!(e.outcome, Outcome::Finding { .. }))
+        .map(|e| e.check.id)
+        .collect()
+}
+
+fn assert_found(report: &Report, want: &[&str], not: &[&str]) {
+    let got = found(report);
+    for id in want {
+        assert!(
+            got.contains(id),
+            "{id} not flagged; found {got:?}\n{}",
+            report.table(false)
+        );
+    }
+    for id in not {
+        assert!(
+            !got.contains(id),
+            "{id} flagged wrongly; found {got:?}\n{}",
+            report.table(false)
+        );
+    }
+}
+
+fn strict() -> Flaws {
+    Flaws::strict(&[APP], Auth::None)
+}
+
+#[tokio::test]
+async fn no_origin_check_is_cross_site_hijacking() {
+    // IPython CVE-2014-3429, webpack-dev-server CVE-2018-14732, code-server CVE-2023-26114.
+    let v = Vulnerable::start(Flaws {
+        origin: OriginCheck::None,
+        require_origin: false,
+        ..strict()
+    })
+    .await;
+    let r = audit(options(format!("ws://{}/ws", v.addr))).await;
+    assert_found(
+        &r,
+        &[
+            "origin-foreign",
+            "origin-null",
+            "origin-file",
+            "origin-extension",
+            "origin-ip-literal",
+        ],
+        &["frame-unmasked", "version-unsupported", "subprotocol-echo"],
+    );
+    assert_eq!(r.worst(), Some(Severity::Critical));
+}
+
+#[tokio::test]
+async fn a_substring_origin_check_falls_to_lookalikes_only() {
+    // socket.io WS-2020-0443.
+    let v = Vulnerable::start(Flaws {
+        origin: OriginCheck::Substring("app.example.com".into()),
+        ..strict()
+    })
+    .await;
+    let r = audit(options(format!("ws://{}/ws", v.addr))).await;
+    assert_found(
+        &r,
+        &["origin-lookalike"],
+        &["origin-foreign", "origin-null"],
+    );
+}
+
+#[tokio::test]
+async fn null_and_ip_literal_origins_accepted() {
+    // Next.js CVE-2026-27977; webpack-dev-server CVE-2025-30360.
+    let v = Vulnerable::start(Flaws {
+        allow_null: true,
+        allow_ip_literal: true,
+        ..strict()
+    })
+    .await;
+    let r = audit(options(format!("ws://{}/ws", v.addr))).await;
+    assert_found(
+        &r,
+        &["origin-null", "origin-ip-literal"],
+        &["origin-foreign", "origin-lookalike"],
+    );
+}
+
+#[tokio::test]
+async fn cookie_authentication_without_an_origin_check() {
+    // Jenkins CVE-2024-23898.
+    let v = Vulnerable::start(Flaws {
+        origin: OriginCheck::None,
+        require_origin: false,
+        auth: Auth::Cookie("session=s3cret".into()),
+        ..strict()
+    })
+    .await;
+    let mut o = options(format!("ws://{}/ws", v.addr));
+    o.cookies = vec!["session=s3cret".into()];
+    o.expect_auth = true;
+    let r = audit(o).await;
+    assert_found(
+        &r,
+        &["origin-foreign", "origin-missing", "sec-fetch-site"],
+        &["auth-missing"],
+    );
+    let foreign = r
+        .entries
+        .iter()
+        .find(|e| e.check.id == "origin-foreign")
+        .unwrap();
+    assert!(
+        matches!(&foreign.outcome, Outcome::Finding { evidence } if evidence.contains("with the given credentials")),
+        "{:?}",
+        foreign.outcome
+    );
+}
+
+#[tokio::test]
+async fn no_authentication_and_tokens_from_the_query() {
+    // jupyter-server-proxy CVE-2024-28179.
+    let v = Vulnerable::start(strict()).await;
+    let mut o = options(format!("ws://{}/ws", v.addr));
+    o.expect_auth = true;
+    assert_found(
+        &audit(o).await,
+        &["auth-missing", "auth-invalid-token"],
+        &[],
+    );
+
+    let v = Vulnerable::start(Flaws {
+        auth: Auth::Bearer {
+            token: "tok3n".into(),
+            query: true,
+        },
+        ..strict()
+    })
+    .await;
+    let mut o = options(format!("ws://{}/ws", v.addr));
+    o.expect_auth = true;
+    o.bearer = Some("tok3n".into());
+    assert_found(
+        &audit(o).await,
+        &["auth-query-token"],
+        &["auth-missing", "auth-invalid-token"],
+    );
+    let mut o = options(format!("ws://{}/ws?access_token=tok3n", v.addr));
+    o.bearer = Some("tok3n".into());
+    assert_found(&audit(o).await, &["auth-query-token"], &[]);
+}
+
+#[tokio::test]
+async fn protocol_hygiene_flaws() {
+    let v = Vulnerable::start(Flaws {
+        any_version: true,
+        echo_subprotocol: true,
+        validate_frames: false,
+        ..strict()
+    })
+    .await;
+    let mut o = options(format!("ws://{}/ws", v.addr));
+    o.checks = vec![
+        "version-unsupported".into(),
+        "subprotocol-echo".into(),
+        "frame-unmasked".into(),
+        "frame-reserved-bits".into(),
+        "frame-reserved-opcode".into(),
+        "frame-invalid-utf8".into(),
+        "survives-malformed-frames".into(),
+    ];
+    let r = audit(o).await;
+    assert_found(
+        &r,
+        &[
+            "version-unsupported",
+            "subprotocol-echo",
+            "frame-unmasked",
+            "frame-reserved-bits",
+            "frame-reserved-opcode",
+            "frame-invalid-utf8",
+        ],
+        &["survives-malformed-frames", "origin-foreign"],
+    );
+    // Unselected checks are reported as skipped, not as passes.
+    let foreign = r
+        .entries
+        .iter()
+        .find(|e| e.check.id == "origin-foreign")
+        .unwrap();
+    assert!(matches!(foreign.outcome, Outcome::Skipped { .. }));
+}
+
+#[tokio::test]
+async fn no_limits_and_no_timeouts_with_aggressive() {
+    let v = Vulnerable::start(Flaws {
+        max_message: None,
+        inflate: true,
+        timeout: None,
+        ..strict()
+    })
+    .await;
+    let mut o = options(format!("ws://{}/ws", v.addr));
+    o.aggressive = true;
+    let r = audit(o).await;
+    assert_found(
+        &r,
+        &[
+            "limit-message-size",
+            "limit-continuation",
+            "deflate-offered",
+            "limit-deflate-bomb",
+            "slow-handshake",
+            "idle-timeout",
+            "message-rate",
+            "connection-limit",
+        ],
+        &["origin-foreign"],
+    );
+    // Without --aggressive none of them runs.
+    let r = audit(options(format!("ws://{}/ws", v.addr))).await;
+    assert_found(
+        &r,
+        &["deflate-offered"],
+        &["limit-message-size", "slow-handshake"],
+    );
+}
+
+#[tokio::test]
+async fn behind_wsgate_with_a_strict_config_nothing_is_above_info() {
+    // The most vulnerable target there is...
+    let v = Vulnerable::start(Flaws {
+        origin: OriginCheck::None,
+        require_origin: false,
+        allow_null: true,
+        allow_ip_literal: true,
+        hosts: None,
+        auth: Auth::None,
+        max_message: None,
+        inflate: true,
+        timeout: None,
+        echo_subprotocol: true,
+        any_version: true,
+        validate_frames: false,
+    })
+    .await;
+    // ...behind wsgate.
+    let config = format!(
+        r#"
+[[listener]]
+bind = "127.0.0.1:0"
+handshake_timeout = "1s"
+
+[auth.jwt]
+hs256_secret_env = "JWT_SECRET"
+algorithms = ["HS256"]
+
+[[route]]
+path = "/ws"
+upstream = "ws://{}/ws"
+origins = ["{APP}"]
+auth = ["jwt"]
+compression = true
+
+[route.limits]
+max_message = "64KiB"
+messages_per_sec = 100
+burst = 200
+max_conns_per_ip = 20
+idle_timeout = "1s"
+ping_interval = "500ms"
+"#,
+        v.addr
+    );
+    let gw = TestGateway::start_with_env(&config, None, &[("JWT_SECRET", SECRET)]).await;
+    let mut o = options(format!("ws://{}/ws", gw.addr));
+    o.bearer = Some(jwt::hs256(SECRET, &claims("auditor", 3600)));
+    o.expect_auth = true;
+    o.aggressive = true;
+    let r = audit(o).await;
+    let above_info: Vec<&str> = r
+        .findings()
+        .iter()
+        .filter(|e| e.check.severity > Severity::Info)
+        .map(|e| e.check.id)
+        .collect();
+    assert!(above_info.is_empty(), "{above_info:?}\n{}", r.table(false));
+    assert_found(&r, &["deflate-offered"], &[]);
+    // Every check ran: none errored, and only the cookie one was skipped.
+    for e in &r.entries {
+        match &e.outcome {
+            Outcome::Error { reason } => panic!("{} errored: {reason}", e.check.id),
+            Outcome::Skipped { reason } => assert!(
+                ["sec-fetch-site", "origin-sibling", "tls-certificate"].contains(&e.check.id),
+                "{} skipped: {reason}",
+                e.check.id
+            ),
+            _ => {}
+        }
+    }
+}
