@@ -288,6 +288,14 @@ impl Conn {
         }
     }
 
+    /// Whether the endpoint hangs up (or answers anything) within `wait`.
+    pub async fn hangs_up_within(&mut self, wait: Duration) -> bool {
+        !matches!(
+            self.fill(Instant::now() + wait).await,
+            Err(WireError::Timeout(_))
+        )
+    }
+
     /// Reads one frame by `deadline`, keeping at most 4 KiB of its payload.
     pub async fn read_frame(&mut self, deadline: Instant) -> Result<Frame, WireError> {
         while self.buf.len() < 2 {
@@ -423,4 +431,85 @@ pub fn header(first: u8, len: u64, masked: bool) -> Vec<u8> {
         }
     }
     out
+}
+
+/// Whether the endpoint completes a ServerHello for a ClientHello that
+/// offers only `version` (0x0301 TLS 1.0, 0x0302 TLS 1.1). rustls speaks
+/// neither, so this one message is built by hand; nothing after the
+/// ServerHello is attempted.
+pub async fn legacy_tls(dialer: &Dialer, version: u16) -> Result<bool, WireError> {
+    let deadline = Instant::now() + dialer.timeout;
+    let target = format!("{}:{}", dialer.host, dialer.port);
+    let mut tcp = match timeout_at(deadline, TcpStream::connect(&target)).await {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => return Err(WireError::Connect(target, e.to_string())),
+        Err(_) => return Err(WireError::Timeout(dialer.timeout)),
+    };
+    let name = dialer.host.trim_start_matches('[').trim_end_matches(']');
+    let sni = name.parse::<std::net::IpAddr>().is_err().then_some(name);
+    let hello = client_hello(version, sni);
+    match timeout_at(deadline, tcp.write_all(&hello)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(io_error(&e)),
+        Err(_) => return Err(WireError::Timeout(dialer.timeout)),
+    }
+    // A record header (5 bytes), then a handshake header (4) and the
+    // ServerHello's version (2).
+    let mut head = [0u8; 11];
+    let mut got = 0;
+    while got < head.len() {
+        match timeout_at(deadline, tcp.read(&mut head[got..])).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Ok(false),
+            Ok(Ok(n)) => got += n,
+            Err(_) => return Err(WireError::Timeout(dialer.timeout)),
+        }
+        // An alert (21) or anything but a handshake record is a refusal.
+        if got >= 1 && head[0] != 22 {
+            return Ok(false);
+        }
+    }
+    Ok(head[5] == 2 && u16::from_be_bytes([head[9], head[10]]) == version)
+}
+
+/// A TLS 1.0/1.1 ClientHello: CBC suites with ECDHE and RSA key exchange,
+/// SNI, the usual groups, and secure renegotiation.
+fn client_hello(version: u16, sni: Option<&str>) -> Vec<u8> {
+    const SUITES: [u16; 7] = [0xc014, 0xc013, 0xc00a, 0xc009, 0x0035, 0x002f, 0x000a];
+    let mut ext = Vec::new();
+    if let Some(name) = sni {
+        let n = name.as_bytes();
+        let mut list = vec![0u8];
+        list.extend_from_slice(&(n.len() as u16).to_be_bytes());
+        list.extend_from_slice(n);
+        ext.extend_from_slice(&[0x00, 0x00]);
+        ext.extend_from_slice(&((list.len() + 2) as u16).to_be_bytes());
+        ext.extend_from_slice(&(list.len() as u16).to_be_bytes());
+        ext.extend_from_slice(&list);
+    }
+    // supported_groups: secp256r1, secp384r1, x25519.
+    ext.extend_from_slice(&[
+        0x00, 0x0a, 0x00, 0x08, 0x00, 0x06, 0x00, 0x17, 0x00, 0x18, 0x00, 0x1d,
+    ]);
+    // ec_point_formats: uncompressed.
+    ext.extend_from_slice(&[0x00, 0x0b, 0x00, 0x02, 0x01, 0x00]);
+    // renegotiation_info, empty.
+    ext.extend_from_slice(&[0xff, 0x01, 0x00, 0x01, 0x00]);
+    let mut body = Vec::new();
+    body.extend_from_slice(&version.to_be_bytes());
+    body.extend_from_slice(&rand::random::<[u8; 32]>());
+    body.push(0);
+    body.extend_from_slice(&((SUITES.len() * 2) as u16).to_be_bytes());
+    for s in SUITES {
+        body.extend_from_slice(&s.to_be_bytes());
+    }
+    body.extend_from_slice(&[1, 0]);
+    body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
+    body.extend_from_slice(&ext);
+    let mut handshake = vec![1u8];
+    handshake.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+    handshake.extend_from_slice(&body);
+    let mut record = vec![22u8, 0x03, 0x01];
+    record.extend_from_slice(&(handshake.len() as u16).to_be_bytes());
+    record.extend_from_slice(&handshake);
+    record
 }

@@ -133,6 +133,8 @@ async fn cookie_authentication_without_an_origin_check() {
     })
     .await;
     let mut o = options(format!("ws://{}/ws", v.addr));
+    // The page is on the endpoint's own host, where Sec-Fetch-Site: cross-site is a contradiction.
+    o.origin = None;
     o.cookies = vec!["session=s3cret".into()];
     o.expect_auth = true;
     let r = audit(o).await;
@@ -327,11 +329,44 @@ ping_interval = "500ms"
         match &e.outcome {
             Outcome::Error { reason } => panic!("{} errored: {reason}", e.check.id),
             Outcome::Skipped { reason } => assert!(
-                ["sec-fetch-site", "origin-sibling", "tls-certificate"].contains(&e.check.id),
+                [
+                    "sec-fetch-site",
+                    "origin-sibling",
+                    "tls-certificate",
+                    "tls-old-versions"
+                ]
+                .contains(&e.check.id),
                 "{} skipped: {reason}",
                 e.check.id
             ),
             _ => {}
         }
     }
+}
+
+#[tokio::test]
+async fn tls_1_0_is_recognised_and_wsgate_offers_neither_1_0_nor_1_1() {
+    use wsgate_audit::target::Target;
+    use wsgate_audit::wire::legacy_tls;
+    let stub = wsgate_testkit::vulnerable::LegacyTls::start().await;
+    let target = |addr: std::net::SocketAddr| {
+        Target::new(Options {
+            insecure: true,
+            ..options(format!("wss://{addr}/ws"))
+        })
+        .unwrap()
+    };
+    assert_eq!(
+        legacy_tls(&target(stub.addr).dialer, 0x0301).await,
+        Ok(true)
+    );
+    let v = Vulnerable::start(strict()).await;
+    let gw = TestGateway::start(&format!(
+        "[[listener]]\nbind = \"127.0.0.1:0\"\ntls = {{ self_signed = true }}\n\n[[route]]\npath = \"/ws\"\nupstream = \"ws://{}/ws\"\norigins = [\"{APP}\"]\nauth = \"none\"\n",
+        v.addr
+    ))
+    .await;
+    let t = target(gw.addr);
+    assert_eq!(legacy_tls(&t.dialer, 0x0301).await, Ok(false));
+    assert_eq!(legacy_tls(&t.dialer, 0x0302).await, Ok(false));
 }

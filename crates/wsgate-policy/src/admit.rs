@@ -70,6 +70,10 @@ pub struct Checked {
     /// Whether the origin is a tuple origin on the allow-list: the only kind
     /// of handshake that may carry ambient credentials.
     origin_listed: bool,
+    /// The browser said the request comes from another site
+    /// (`Sec-Fetch-Site: cross-site`) while the Origin claims the very host
+    /// being asked: a contradiction no browser produces.
+    fetch_cross_site: bool,
 }
 
 /// A handshake that passed admission (or, in report mode, was let through).
@@ -143,7 +147,23 @@ pub fn admit(
         .is_some_and(|o| {
             matches!(o, Origin::Tuple(_)) && route.origins.iter().any(|p| p.matches(&o))
         });
+    // Firefox sends Sec-Fetch-Site on WebSocket handshakes (Chromium does
+    // not). A listed origin may well be on another site than the endpoint
+    // (app.example.com using ws.example.net), so "cross-site" alone refuses
+    // nothing; but from an origin on the very host being asked, it cannot
+    // come from a browser, and ambient credentials are not taken with it.
+    let same_host = match (req.origin.map(Origin::parse), HostHeader::parse(req.host)) {
+        (Some(Ok(Origin::Tuple(o))), Ok(h)) => o.host() == h.host,
+        _ => false,
+    };
+    let fetch_cross_site = same_host
+        && req
+            .headers
+            .get_all("sec-fetch-site")
+            .iter()
+            .any(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"));
     Ok(Checked {
+        fetch_cross_site,
         route_index: index,
         route: Arc::clone(route),
         protocols,
@@ -203,6 +223,12 @@ impl Checked {
                     Some(c) if c.is_ambient() && !self.origin_listed => Some((
                         Reason::CrossSiteCredentials,
                         format!("{c:?} on a handshake whose Origin is missing, null or not listed"),
+                    )),
+                    Some(c) if c.is_ambient() && self.fetch_cross_site => Some((
+                        Reason::CrossSiteCredentials,
+                        format!(
+                            "{c:?} with Sec-Fetch-Site: cross-site from an origin on the endpoint's own host"
+                        ),
                     )),
                     Some(_) => {
                         identity = Some(v.identity);

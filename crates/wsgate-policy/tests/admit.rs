@@ -146,7 +146,7 @@ from = ["header", "cookie:session"]
 [[route]]
 path = "/"
 upstream = "ws://127.0.0.1:9/"
-origins = ["https://app.example.com", "null"]
+origins = ["https://app.example.com", "http://127.0.0.1", "null"]
 allow_missing_origin = true
 auth = "jwt"
 {extra}
@@ -157,13 +157,19 @@ auth = "jwt"
 
     /// Admits with the first presented credential verified as `alice`.
     fn decide(origin: Option<&str>, header: (&str, &str)) -> Result<Option<Reason>, Reason> {
+        decide_with(origin, &[header])
+    }
+
+    fn decide_with(origin: Option<&str>, given: &[(&str, &str)]) -> Result<Option<Reason>, Reason> {
         let config = config("");
         let router = Router::new(config.routes.clone());
         let mut headers = http::HeaderMap::new();
-        headers.insert(
-            http::HeaderName::from_bytes(header.0.as_bytes()).unwrap(),
-            header.1.parse().unwrap(),
-        );
+        for (k, v) in given {
+            headers.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
         let req = Request {
             path: "/",
             query: None,
@@ -203,6 +209,35 @@ auth = "jwt"
             decide(Some("null"), cookie),
             Err(Reason::CrossSiteCredentials)
         );
+    }
+
+    #[test]
+    fn sec_fetch_site_cross_site_from_the_endpoints_own_host_refuses_ambient_credentials() {
+        // The Host these handshakes ask for is 127.0.0.1.
+        let app = Some("http://127.0.0.1");
+        let cookie = ("cookie", "session=t");
+        let bearer = ("authorization", "Bearer t");
+        let cross = ("sec-fetch-site", "cross-site");
+        assert_eq!(
+            decide_with(app, &[cookie, cross]),
+            Err(Reason::CrossSiteCredentials)
+        );
+        assert_eq!(
+            decide_with(app, &[cookie, ("sec-fetch-site", "Cross-Site")]),
+            Err(Reason::CrossSiteCredentials)
+        );
+        for site in ["same-origin", "same-site", "none"] {
+            assert_eq!(
+                decide_with(app, &[cookie, ("sec-fetch-site", site)]),
+                Ok(None),
+                "{site}"
+            );
+        }
+        // A token is not ambient: a cross-site page holding one was given it.
+        assert_eq!(decide_with(app, &[bearer, cross]), Ok(None));
+        // A listed origin on another site than the endpoint is cross-site by design.
+        let other_site = Some("https://app.example.com");
+        assert_eq!(decide_with(other_site, &[cookie, cross]), Ok(None));
     }
 
     #[test]

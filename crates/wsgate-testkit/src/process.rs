@@ -23,6 +23,7 @@ pub struct GatewayProcess {
     child: Child,
     events: mpsc::UnboundedReceiver<Value>,
     log: Arc<Mutex<String>>,
+    lines: tokio::sync::watch::Receiver<usize>,
 }
 
 impl GatewayProcess {
@@ -49,6 +50,7 @@ impl GatewayProcess {
         let log = Arc::new(Mutex::new(String::new()));
         let (ready_tx, mut ready) = mpsc::unbounded_channel();
         let all = Arc::clone(&log);
+        let (line_tx, lines) = tokio::sync::watch::channel(0usize);
         // Reads stderr to the end, so the gateway never writes into a full pipe.
         std::thread::spawn(move || {
             let mut admin = None;
@@ -59,11 +61,14 @@ impl GatewayProcess {
                 if let Some(a) = line.strip_prefix("wsgate: listening on ") {
                     let _ = ready_tx.send((a.parse::<SocketAddr>().ok(), admin));
                 }
-                let mut all = all
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                all.push_str(&line);
-                all.push('\n');
+                {
+                    let mut all = all
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    all.push_str(&line);
+                    all.push('\n');
+                }
+                line_tx.send_modify(|n| *n += 1);
             }
         });
         let ready = tokio::time::timeout(crate::WAIT, ready.recv()).await;
@@ -78,6 +83,7 @@ impl GatewayProcess {
             child,
             events,
             log,
+            lines,
         }
     }
 
@@ -90,6 +96,25 @@ impl GatewayProcess {
     /// Its stderr so far.
     pub fn log(&self) -> String {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Waits until its stderr contains `needle`; returns the log.
+    pub async fn wait_log(&mut self, needle: &str) -> String {
+        let wait = async {
+            loop {
+                let text = self.log();
+                if text.contains(needle) {
+                    return text;
+                }
+                if self.lines.changed().await.is_err() {
+                    panic!("wsgate's stderr ended without {needle:?}:\n{text}");
+                }
+            }
+        };
+        match tokio::time::timeout(crate::WAIT, wait).await {
+            Ok(text) => text,
+            Err(_) => panic!("no {needle:?} in wsgate's log:\n{}", self.log()),
+        }
     }
 
     /// The next audit event that `want` accepts (earlier ones are skipped).

@@ -406,3 +406,38 @@ fn inflate_all(data: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+/// A TLS stub that takes TLS 1.0: it answers any ClientHello with a
+/// ServerHello for version 1.0 and hangs up. Enough for the auditor's
+/// legacy-version probe, which reads nothing further.
+pub struct LegacyTls {
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl LegacyTls {
+    /// Starts the stub.
+    pub async fn start() -> LegacyTls {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut hello = [0u8; 5];
+                    if tcp.read_exact(&mut hello).await.is_err() || hello[0] != 22 {
+                        return;
+                    }
+                    let mut body = vec![0x03, 0x01];
+                    body.extend_from_slice(&[7u8; 32]);
+                    body.extend_from_slice(&[0, 0xc0, 0x13, 0]);
+                    let mut handshake = vec![2u8, 0, 0, body.len() as u8];
+                    handshake.extend_from_slice(&body);
+                    let mut record = vec![22u8, 0x03, 0x01, 0, handshake.len() as u8];
+                    record.extend_from_slice(&handshake);
+                    let _ = tcp.write_all(&record).await;
+                });
+            }
+        });
+        LegacyTls { addr }
+    }
+}

@@ -284,17 +284,13 @@ async fn a_killed_instance_stops_counting_within_its_lease() {
 
 #[tokio::test]
 async fn while_redis_is_down_on_error_deny_refuses_and_recovery_needs_no_restart() {
-    let (_echo, mut redis, _dir, gws) = cluster(1, "deny").await;
+    let (_echo, mut redis, _dir, mut gws) = cluster(1, "deny").await;
     let (s, _a, _) = connect(&gws[0], "alice").await;
     assert_eq!(s, 101);
     redis.stop();
     let (s, _, body) = connect(&gws[0], "bob").await;
     assert_eq!((s, body.trim()), (503, "store_unavailable"));
-    assert!(
-        gws[0].log().contains("store: Redis unreachable"),
-        "{}",
-        gws[0].log()
-    );
+    gws[0].wait_log("store: Redis unreachable").await;
     let metrics = scrape(gws[0].admin.unwrap()).await;
     assert!(metrics.contains("wsgate_store_up 0"), "{metrics}");
     redis.restart();
@@ -307,7 +303,7 @@ async fn while_redis_is_down_on_error_deny_refuses_and_recovery_needs_no_restart
         assert_eq!(s, 503);
         poll.next("never recovered from the outage").await;
     }
-    assert!(gws[0].log().contains("store: Redis reachable again"));
+    gws[0].wait_log("store: Redis reachable again").await;
     assert!(
         scrape(gws[0].admin.unwrap())
             .await

@@ -221,6 +221,11 @@ impl Ctx {
                         reason: "only matters with ambient credentials (--cookie, Basic, --client-cert)".into(),
                     };
                 }
+                if split_origin(&t.origin).1 != t.host {
+                    return Outcome::Skipped {
+                        reason: "the origin is on another host than the endpoint, where cross-site can be legitimate".into(),
+                    };
+                }
                 judge_refusal(self.status(&r).await, "Sec-Fetch-Site: cross-site")
             }
             "auth-missing" | "auth-invalid-token" if !o.expect_auth => Outcome::Skipped {
@@ -250,6 +255,7 @@ impl Ctx {
                     evidence: "the certificate verifies against the system's roots for this name".into(),
                 },
             },
+            "tls-old-versions" => self.old_tls().await,
             "version-unsupported" => self.versions().await,
             "subprotocol-echo" => {
                 let mut r = t.request();
@@ -448,6 +454,34 @@ impl Ctx {
         }
     }
 
+    async fn old_tls(&self) -> Outcome {
+        if !self.target.tls {
+            return Outcome::Skipped {
+                reason: "ws:// has no TLS".into(),
+            };
+        }
+        let mut refused = Vec::new();
+        for (version, name) in [(0x0301, "TLS 1.0"), (0x0302, "TLS 1.1")] {
+            self.pacer.until_ready().await;
+            match crate::wire::legacy_tls(&self.target.dialer, version).await {
+                Ok(true) => {
+                    return Outcome::Finding {
+                        evidence: format!("a ServerHello for {name}"),
+                    };
+                }
+                Ok(false) => refused.push(name),
+                Err(e) => {
+                    return Outcome::Error {
+                        reason: format!("{name}: {e}"),
+                    };
+                }
+            }
+        }
+        Outcome::Pass {
+            evidence: format!("refused: {}", refused.join(", ")),
+        }
+    }
+
     async fn versions(&self) -> Outcome {
         let mut seen = Vec::new();
         for v in ["8", ""] {
@@ -614,9 +648,7 @@ impl Ctx {
         };
         let bytes = self.target.request().bytes();
         let start = Instant::now();
-        let mut every = tokio::time::interval(Duration::from_secs(1));
         for (i, b) in bytes.iter().enumerate() {
-            every.tick().await;
             if start.elapsed() >= wait {
                 return Outcome::Finding {
                     evidence: format!(
@@ -624,9 +656,15 @@ impl Ctx {
                     ),
                 };
             }
-            if conn.send(&[*b]).await.is_err() {
+            // A byte, then a second in which the endpoint may hang up.
+            if conn.send(&[*b]).await.is_err() || conn.hangs_up_within(Duration::from_secs(1)).await
+            {
                 return Outcome::Pass {
-                    evidence: format!("closed after {:?} ({i} bytes sent)", start.elapsed()),
+                    evidence: format!(
+                        "closed after {:.1?} ({} bytes sent)",
+                        start.elapsed(),
+                        i + 1
+                    ),
                 };
             }
         }
