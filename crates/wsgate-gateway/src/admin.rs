@@ -59,14 +59,17 @@ async fn answer(
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         ),
         "/healthz" => (StatusCode::OK, "ok\n".to_owned(), "text/plain"),
-        "/readyz" if !state.shutdown.is_cancelled() => {
-            (StatusCode::OK, "ready\n".to_owned(), "text/plain")
-        }
-        "/readyz" => (
+        "/readyz" if state.shutdown.is_cancelled() => (
             StatusCode::SERVICE_UNAVAILABLE,
             "shutting down\n".to_owned(),
             "text/plain",
         ),
+        "/readyz" if !state.store.reachable() => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store unreachable\n".to_owned(),
+            "text/plain",
+        ),
+        "/readyz" => (StatusCode::OK, "ready\n".to_owned(), "text/plain"),
         _ => (
             StatusCode::NOT_FOUND,
             "not found\n".to_owned(),

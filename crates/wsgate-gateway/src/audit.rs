@@ -151,6 +151,14 @@ impl AuditLog {
         }
     }
 
+    /// Sends every event from now on to `out` instead (a reopened file, after rotation).
+    pub fn replace(&self, out: Box<dyn Write + Send>) {
+        *self
+            .out
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = out;
+    }
+
     /// Receives every event written from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<AuditEvent>> {
         self.subscribers.subscribe()

@@ -269,7 +269,19 @@ async fn decide(conn: &Conn, parts: &http::request::Parts) -> Result<Decided, Re
         }),
     };
     let tls = state.upstream_tls[admitted.route_index()].as_ref();
-    match upstream::connect(&admitted, &client_side, tls).await {
+    let asked = Instant::now();
+    let connected = upstream::connect(&admitted, &client_side, tls).await;
+    state
+        .metrics
+        .upstream_seconds
+        .observe(asked.elapsed().as_secs_f64());
+    if connected.is_err() {
+        let labels = RouteLabels {
+            route: admitted.route().path.clone(),
+        };
+        state.metrics.upstream_errors.get_or_create(&labels).inc();
+    }
+    match connected {
         Ok(connected) => Ok(Decided {
             deflate: admitted
                 .route()

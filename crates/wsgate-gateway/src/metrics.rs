@@ -51,6 +51,12 @@ pub(crate) struct Metrics {
     slots_in_use: Gauge,
     /// 1 while the store answers (always 1 for the memory store).
     pub(crate) store_up: Gauge,
+    /// Store operations that failed or timed out.
+    pub(crate) store_errors: Counter,
+    /// Upstream connections that failed (connect, TLS, handshake, timeout), by route.
+    pub(crate) upstream_errors: Family<RouteLabels, Counter>,
+    /// Time to connect to an upstream and get its 101.
+    pub(crate) upstream_seconds: Histogram,
 }
 
 impl Metrics {
@@ -111,7 +117,30 @@ impl Metrics {
             "1 while the state store answers, 0 while it cannot be reached",
             store_up.clone(),
         );
+        let store_errors = Counter::default();
+        registry.register(
+            "store_errors",
+            "State store operations that failed or timed out",
+            store_errors.clone(),
+        );
+        let upstream_errors = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "upstream_errors",
+            "Upstream connections that failed (connect, TLS, handshake, timeout), by route",
+            upstream_errors.clone(),
+        );
+        let upstream_seconds = Histogram::new(
+            prometheus_client::metrics::histogram::exponential_buckets(0.0001, 4.0, 9),
+        );
+        registry.register(
+            "upstream_connect_seconds",
+            "Time to connect to an upstream and get its 101",
+            upstream_seconds.clone(),
+        );
         Metrics {
+            store_errors,
+            upstream_errors,
+            upstream_seconds,
             store_up,
             assembly_bytes,
             slots_in_use,

@@ -147,7 +147,7 @@ impl State {
                     r,
                     router.routes(),
                     ticket_ttl,
-                    metrics.store_up.clone(),
+                    (metrics.store_up.clone(), metrics.store_errors.clone()),
                 ) {
                     Ok(redis) => crate::store::Store::Redis {
                         redis,

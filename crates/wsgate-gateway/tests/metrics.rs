@@ -72,3 +72,29 @@ async fn counters_after_scripted_traffic() {
     );
     assert_eq!(get(admin, "/nope").await.0, 404);
 }
+
+#[tokio::test]
+async fn upstream_failures_and_connect_time_are_counted() {
+    // A port that was free a moment ago: nothing listens there.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let config = common::config(dead, "", "") + "\n[metrics]\nbind = \"127.0.0.1:0\"\n";
+    let mut gw = TestGateway::start(&config).await;
+    for _ in 0..2 {
+        let mut c = RawClient::connect(gw.addr).await;
+        assert_eq!(c.handshake("/chat", &[ORIGIN]).await.status, 502);
+        let ev = gw.handshake_event().await;
+        assert_eq!(ev.reason, Some("upstream_unavailable"));
+    }
+    let (_, text) = get(gw.metrics_addr().unwrap(), "/metrics").await;
+    for line in [
+        r#"wsgate_upstream_errors_total{route="/chat"} 2"#,
+        "wsgate_upstream_connect_seconds_count 2",
+        "wsgate_store_up 1",
+        "wsgate_store_errors_total 0",
+    ] {
+        assert!(text.contains(line), "no {line:?} in\n{text}");
+    }
+}

@@ -23,6 +23,7 @@ pub struct GatewayProcess {
     child: Child,
     events: mpsc::UnboundedReceiver<Value>,
     log: Arc<Mutex<String>>,
+    stdout: Arc<Mutex<String>>,
     lines: tokio::sync::watch::Receiver<usize>,
 }
 
@@ -40,8 +41,14 @@ impl GatewayProcess {
         let stdout = child.stdout.take().expect("piped stdout");
         let stderr = child.stderr.take().expect("piped stderr");
         let (event_tx, events) = mpsc::unbounded_channel();
+        let stdout_text = Arc::new(Mutex::new(String::new()));
+        let text = Arc::clone(&stdout_text);
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(mut t) = text.lock() {
+                    t.push_str(&line);
+                    t.push('\n');
+                }
                 if let Ok(v) = serde_json::from_str::<Value>(&line) {
                     let _ = event_tx.send(v);
                 }
@@ -83,6 +90,7 @@ impl GatewayProcess {
             child,
             events,
             log,
+            stdout: stdout_text,
             lines,
         }
     }
@@ -91,6 +99,16 @@ impl GatewayProcess {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Its stdout so far (the audit log, when it goes there).
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Its process id (for signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Its stderr so far.

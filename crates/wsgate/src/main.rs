@@ -145,7 +145,12 @@ fn plural(n: usize) -> &'static str {
 }
 
 fn audit_log(config: &Config) -> std::io::Result<AuditLog> {
-    let out: Box<dyn std::io::Write + Send> = match &config.log.audit {
+    Ok(AuditLog::new(audit_target(&config.log.audit)?))
+}
+
+/// Opens the audit log's target (a file is appended to, created if missing).
+fn audit_target(target: &AuditTarget) -> std::io::Result<Box<dyn std::io::Write + Send>> {
+    Ok(match target {
         AuditTarget::Stdout => Box::new(std::io::stdout()),
         AuditTarget::File(path) => Box::new(
             std::fs::OpenOptions::new()
@@ -154,8 +159,7 @@ fn audit_log(config: &Config) -> std::io::Result<AuditLog> {
                 .open(path)
                 .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?,
         ),
-    };
-    Ok(AuditLog::new(out))
+    })
 }
 
 fn init_tracing(format: LogFormat) {
@@ -186,7 +190,7 @@ fn serve(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(prepared)) {
+    match runtime.block_on(run(prepared, config.log.audit)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             say(&format!("wsgate: {e:#}"));
@@ -195,7 +199,7 @@ fn serve(path: &Path) -> ExitCode {
     }
 }
 
-async fn run(prepared: wsgate_gateway::Prepared) -> anyhow::Result<()> {
+async fn run(prepared: wsgate_gateway::Prepared, audit_to: AuditTarget) -> anyhow::Result<()> {
     for note in &prepared.notes {
         tracing::warn!("{note}");
     }
@@ -213,8 +217,9 @@ async fn run(prepared: wsgate_gateway::Prepared) -> anyhow::Result<()> {
         say(&format!("wsgate: listening on {addr}"));
     }
     let token = gateway.shutdown_token();
+    let audit = gateway.audit().clone();
     tokio::spawn(async move {
-        signals.wait().await;
+        signals.run(&audit, &audit_to).await;
         token.cancel();
         tracing::info!("shutting down: closing connections with 1001");
     });
@@ -233,10 +238,12 @@ fn say(line: &str) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 
-/// SIGTERM and SIGINT, both meaning: stop gracefully.
+/// SIGTERM and SIGINT, both meaning: stop gracefully; SIGHUP: reopen the
+/// audit log file (after logrotate has moved it).
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -245,13 +252,36 @@ impl Signals {
         Ok(Signals {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
         })
     }
 
-    async fn wait(mut self) {
-        tokio::select! {
-            _ = self.term.recv() => {}
-            _ = self.int.recv() => {}
+    /// Handles SIGHUP until SIGTERM or SIGINT arrives.
+    async fn run(mut self, audit: &AuditLog, target: &AuditTarget) {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return,
+                _ = self.int.recv() => return,
+                _ = self.hup.recv() => reopen(audit, target),
+            }
         }
+    }
+}
+
+/// Reopens the audit file; on failure the old handle is kept, so no line is lost.
+fn reopen(audit: &AuditLog, target: &AuditTarget) {
+    match target {
+        AuditTarget::Stdout => {
+            tracing::info!("SIGHUP: the audit log goes to stdout; nothing to reopen")
+        }
+        AuditTarget::File(path) => match audit_target(target) {
+            Ok(out) => {
+                audit.replace(out);
+                tracing::info!(path = %path.display(), "audit log reopened");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot reopen the audit log; still writing to the old file")
+            }
+        },
     }
 }

@@ -308,3 +308,74 @@ fn sigint_stops_the_gateway_too() {
     std::thread::spawn(move || lines.for_each(drop));
     assert_eq!(wait_exit(child).code(), Some(0));
 }
+
+#[tokio::test]
+async fn sighup_reopens_the_audit_file_after_rotation() {
+    let echo = Echo::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.log");
+    let path = write(
+        &dir,
+        "gw.toml",
+        &format!(
+            r#"
+[log]
+audit = "{}"
+
+[[listener]]
+bind = "127.0.0.1:0"
+
+[[route]]
+path = "/chat"
+upstream = "ws://{}/chat"
+origins = ["https://app.example.com"]
+auth = "none"
+"#,
+            audit.display(),
+            echo.addr
+        ),
+    );
+    let mut gw = wsgate_testkit::process::GatewayProcess::spawn(
+        std::path::Path::new(env!("CARGO_BIN_EXE_wsgate")),
+        &path,
+        &[],
+    )
+    .await;
+    let mut c = RawClient::connect(gw.addr).await;
+    assert_eq!(
+        c.handshake("/chat", &[("Origin", "https://one.example")])
+            .await
+            .status,
+        403
+    );
+    // logrotate moves the file away; the gateway still holds the old one.
+    let rotated = dir.path().join("audit.log.1");
+    std::fs::rename(&audit, &rotated).unwrap();
+    let pid = gw.pid().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    gw.wait_log("audit log reopened").await;
+    let mut c = RawClient::connect(gw.addr).await;
+    assert_eq!(
+        c.handshake("/chat", &[("Origin", "https://two.example")])
+            .await
+            .status,
+        403
+    );
+    // The line is written before the answer is sent: both files are complete.
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    let new = std::fs::read_to_string(&audit).unwrap();
+    assert!(
+        old.contains("https://one.example") && !old.contains("https://two.example"),
+        "{old}"
+    );
+    assert!(
+        new.contains("https://two.example") && !new.contains("https://one.example"),
+        "{new}"
+    );
+}

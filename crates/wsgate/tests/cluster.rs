@@ -293,6 +293,16 @@ async fn while_redis_is_down_on_error_deny_refuses_and_recovery_needs_no_restart
     gws[0].wait_log("store: Redis unreachable").await;
     let metrics = scrape(gws[0].admin.unwrap()).await;
     assert!(metrics.contains("wsgate_store_up 0"), "{metrics}");
+    assert!(
+        !metrics.contains("wsgate_store_errors_total 0\n"),
+        "{metrics}"
+    );
+    let mut c = RawClient::connect(gws[0].admin.unwrap()).await;
+    let ready = c.request("GET", "/readyz", &[]).await;
+    assert_eq!(
+        (ready.status, ready.body.trim()),
+        (503, "store unreachable")
+    );
     redis.restart();
     let mut poll = Poll::new(wsgate_testkit::WAIT);
     loop {

@@ -78,6 +78,14 @@ impl Store {
         }
     }
 
+    /// Whether the store answers (the memory store always does).
+    pub(crate) fn reachable(&self) -> bool {
+        match self {
+            Store::Memory(_) => true,
+            Store::Redis { redis, .. } => redis.reachable(),
+        }
+    }
+
     /// Counts one handshake from `client` on route `route`.
     pub(crate) async fn handshake(&self, route: usize, client: ClientKey) -> Result<(), Denied> {
         match self {

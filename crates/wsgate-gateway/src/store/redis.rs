@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt as _;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use redis::aio::ConnectionManager;
 use redis::{Client, Script};
@@ -104,6 +105,7 @@ pub(crate) struct Redis {
     next: AtomicU64,
     up: AtomicBool,
     up_gauge: Gauge,
+    errors: Counter,
     scripts: [Script; 3],
 }
 
@@ -125,7 +127,7 @@ impl Redis {
         config: &RedisStore,
         routes: &[Arc<Route>],
         ticket_ttl: Duration,
-        up_gauge: Gauge,
+        (up_gauge, errors): (Gauge, Counter),
     ) -> Result<Arc<Self>, String> {
         let client = Client::open(config.url.as_str()).map_err(|e| format!("store.url: {e}"))?;
         Ok(Arc::new(Redis {
@@ -140,6 +142,7 @@ impl Redis {
             next: AtomicU64::new(1),
             up: AtomicBool::new(true),
             up_gauge,
+            errors,
             scripts: [
                 Script::new(HANDSHAKE),
                 Script::new(OPEN),
@@ -194,6 +197,7 @@ impl Redis {
         let ok = match r {
             Ok(_) => true,
             Err(StoreError(e)) => {
+                self.errors.inc();
                 if self.up.swap(false, Ordering::AcqRel) {
                     tracing::warn!(error = %e, "store: Redis unreachable; [store] on_error applies until it is back");
                 }
@@ -430,6 +434,11 @@ impl Redis {
             }
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
+    }
+
+    /// Whether the last operation reached Redis.
+    pub(crate) fn reachable(&self) -> bool {
+        self.up.load(Ordering::Acquire)
     }
 
     /// Refuses `user`'s handshakes until `until` and tells every instance
