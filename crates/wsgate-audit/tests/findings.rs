@@ -370,3 +370,59 @@ async fn tls_1_0_is_recognised_and_wsgate_offers_neither_1_0_nor_1_1() {
     assert_eq!(legacy_tls(&t.dialer, 0x0301).await, Ok(false));
     assert_eq!(legacy_tls(&t.dialer, 0x0302).await, Ok(false));
 }
+
+#[tokio::test]
+async fn a_client_certificate_is_presented_and_withheld_for_the_auth_checks() {
+    let pki = wsgate_testkit::pki::Pki::new();
+    let server = pki.server("gate", &["localhost"]);
+    let alice = pki.client("alice", "alice@example.com", "Alice", 2001, false);
+    pki.ca_path();
+    let v = Vulnerable::start(strict()).await;
+    let config = format!(
+        r#"
+[[listener]]
+bind = "127.0.0.1:0"
+tls = {{ cert = {cert:?}, key = {key:?} }}
+hosts = ["localhost"]
+client_ca = "ca.pem"
+client_cert = "optional"
+
+[auth.mtls]
+user_from = "san_email"
+
+[[route]]
+path = "/ws"
+upstream = "ws://{up}/ws"
+origins = ["{APP}"]
+auth = "mtls"
+"#,
+        cert = server.cert,
+        key = server.key,
+        up = v.addr,
+    );
+    let gw = TestGateway::start_in(&config, Some(pki.dir())).await;
+    let mut o = options(format!("wss://localhost:{}/ws", gw.addr.port()));
+    o.client_cert = Some((alice.cert.clone(), alice.key.clone()));
+    o.insecure = true;
+    o.expect_auth = true;
+    let r = audit(o).await;
+    // The certificate opened the legitimate handshake; without it, refused.
+    let missing = r
+        .entries
+        .iter()
+        .find(|e| e.check.id == "auth-missing")
+        .unwrap();
+    assert!(
+        matches!(&missing.outcome, Outcome::Pass { evidence } if evidence.contains("401")),
+        "{:?}",
+        missing.outcome
+    );
+    // The test CA is not a system root: reported, and nothing else.
+    let got = found(&r);
+    assert_eq!(
+        got,
+        BTreeSet::from(["tls-certificate"]),
+        "{}",
+        r.table(false)
+    );
+}
