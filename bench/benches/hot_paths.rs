@@ -190,5 +190,64 @@ fn admission(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, frames, utf8, origins, jwt, admission);
+/// Per message and per handshake limits, and inflating a compressed message.
+fn limits_and_inflate(c: &mut Criterion) {
+    let limits = wsgate_config::Limits {
+        messages_per_sec: Some(1_000_000),
+        burst: Some(u32::MAX),
+        bytes_per_sec: Some(u64::from(u32::MAX)),
+        ..wsgate_config::Limits::default()
+    };
+    let meter = wsgate_policy::limits::Meter::for_limits(&limits).unwrap();
+    c.bench_function("meter/message_and_bytes", |b| {
+        b.iter(|| {
+            meter.message().unwrap();
+            meter.bytes(black_box(64)).unwrap();
+        })
+    });
+    let v6: std::net::IpAddr = "2001:db8:1:2:3:4:5:6".parse().unwrap();
+    c.bench_function("client_key/ipv6_64", |b| {
+        b.iter(|| wsgate_policy::limits::ClientKey::new(black_box(v6), 64))
+    });
+    let text: String = (0..2048)
+        .map(|i| format!("{{\"id\":{i},\"text\":\"hello\"}}"))
+        .collect::<String>()
+        .chars()
+        .take(64 * 1024)
+        .collect();
+    let compressed = wsgate_testkit::deflate::compress(text.as_bytes());
+    let mut g = c.benchmark_group("inflate");
+    g.throughput(Throughput::Bytes(text.len() as u64));
+    g.bench_function("json_64KiB", |b| {
+        let mut out = vec![0u8; 16 * 1024];
+        b.iter(|| {
+            let mut z = wsgate_proto::deflate::Inflater::new(1 << 20);
+            for input in [
+                compressed.as_slice(),
+                wsgate_proto::deflate::Inflater::tail(),
+            ] {
+                let mut input = input;
+                loop {
+                    let (used, made) = z.inflate(input, &mut out).unwrap();
+                    input = &input[used..];
+                    if input.is_empty() && made < out.len() {
+                        break;
+                    }
+                }
+            }
+            assert_eq!(z.total_out(), text.len() as u64);
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    frames,
+    utf8,
+    origins,
+    jwt,
+    admission,
+    limits_and_inflate
+);
 criterion_main!(benches);
