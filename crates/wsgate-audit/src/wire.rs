@@ -62,22 +62,8 @@ impl Dialer {
     /// Opens a connection (TCP, then TLS for wss).
     pub async fn connect(&self) -> Result<Conn, WireError> {
         let deadline = Instant::now() + self.timeout;
-        let addr = format!(
-            "{}:{}",
-            self.host.trim_start_matches('[').trim_end_matches(']'),
-            self.port
-        );
-        let target = if self.host.contains(':') && !self.host.starts_with('[') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        };
-        let tcp = match timeout_at(deadline, TcpStream::connect(&target)).await {
-            Ok(Ok(t)) => t,
-            Ok(Err(e)) => return Err(WireError::Connect(addr, e.to_string())),
-            Err(_) => return Err(WireError::Timeout(self.timeout)),
-        };
-        let _ = tcp.set_nodelay(true);
+        let tcp = self.tcp(deadline).await?;
+        let addr = self.addr();
         let io: Box<dyn Io> = match &self.tls {
             None => Box::new(tcp),
             Some((config, name)) => {
@@ -94,6 +80,23 @@ impl Dialer {
             buf: Vec::new(),
             timeout: self.timeout,
         })
+    }
+
+    /// `host:port`, as in the URL (an IPv6 host keeps its brackets).
+    fn addr(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
+    /// A TCP connection by `deadline`, before any TLS.
+    async fn tcp(&self, deadline: Instant) -> Result<TcpStream, WireError> {
+        match timeout_at(deadline, TcpStream::connect(self.addr())).await {
+            Ok(Ok(t)) => {
+                let _ = t.set_nodelay(true);
+                Ok(t)
+            }
+            Ok(Err(e)) => Err(WireError::Connect(self.addr(), e.to_string())),
+            Err(_) => Err(WireError::Timeout(self.timeout)),
+        }
     }
 
     /// The certificate problem `--insecure` let through, if any.
@@ -439,12 +442,7 @@ pub fn header(first: u8, len: u64, masked: bool) -> Vec<u8> {
 /// ServerHello is attempted.
 pub async fn legacy_tls(dialer: &Dialer, version: u16) -> Result<bool, WireError> {
     let deadline = Instant::now() + dialer.timeout;
-    let target = format!("{}:{}", dialer.host, dialer.port);
-    let mut tcp = match timeout_at(deadline, TcpStream::connect(&target)).await {
-        Ok(Ok(t)) => t,
-        Ok(Err(e)) => return Err(WireError::Connect(target, e.to_string())),
-        Err(_) => return Err(WireError::Timeout(dialer.timeout)),
-    };
+    let mut tcp = dialer.tcp(deadline).await?;
     let name = dialer.host.trim_start_matches('[').trim_end_matches(']');
     let sni = name.parse::<std::net::IpAddr>().is_err().then_some(name);
     let hello = client_hello(version, sni);

@@ -150,6 +150,27 @@ struct Inflating {
     out: Vec<u8>,
 }
 
+/// Appends `data` to a message being assembled, taking its bytes from the
+/// gateway's budget first; the violation when the budget has not that many.
+fn assemble(
+    side: Side,
+    body: &mut Vec<u8>,
+    held: &mut Option<Reservation>,
+    data: &[u8],
+) -> Option<Event> {
+    if let Some(r) = held.as_mut()
+        && !r.grow(data.len())
+    {
+        let detail = format!(
+            "the gateway's memory for assembling messages ([limits] assembly_memory, {} bytes) is in use",
+            r.budget().max()
+        );
+        return Some(Event::Violation(side, Reason::Overloaded, detail, false));
+    }
+    body.extend_from_slice(data);
+    None
+}
+
 /// Reads from one peer until its stream ends.
 pub(crate) struct Pump {
     side: Side,
@@ -357,22 +378,10 @@ impl Pump {
                         } else if let (Handling::Assemble(body, held), true) =
                             (&mut self.handling, payload)
                         {
-                            if let Some(r) = held.as_mut()
-                                && !r.grow(len)
-                            {
-                                let detail = format!(
-                                    "the gateway's memory for assembling messages ([limits] assembly_memory, {} bytes) is in use",
-                                    r.budget().max()
-                                );
-                                stop = Some(Event::Violation(
-                                    self.side,
-                                    Reason::Overloaded,
-                                    detail,
-                                    false,
-                                ));
+                            stop = assemble(self.side, body, held, &buf[pos..pos + len]);
+                            if stop.is_some() {
                                 break;
                             }
-                            body.extend_from_slice(&buf[pos..pos + len]);
                         }
                         pos += len;
                         forward_from = pos;
@@ -523,23 +532,7 @@ impl Pump {
                 Self::forward(to, &frame, false).await;
                 inf.started = true;
             }
-            Handling::Assemble(body, held) => {
-                if let Some(r) = held.as_mut()
-                    && !r.grow(n)
-                {
-                    let detail = format!(
-                        "the gateway's memory for assembling messages ([limits] assembly_memory, {} bytes) is in use",
-                        r.budget().max()
-                    );
-                    return Some(Event::Violation(
-                        self.side,
-                        Reason::Overloaded,
-                        detail,
-                        false,
-                    ));
-                }
-                body.extend_from_slice(data);
-            }
+            Handling::Assemble(body, held) => return assemble(self.side, body, held, data),
             Handling::Skip => {}
         }
         None

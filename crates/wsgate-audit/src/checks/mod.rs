@@ -689,14 +689,13 @@ impl Ctx {
             .message
             .clone()
             .unwrap_or_else(|| "wsgate-audit".into());
-        let one = frame(0x81, text.as_bytes(), true);
+        // Fifty messages a write, built once.
+        let batch: Vec<u8> = (0..50)
+            .flat_map(|_| frame(0x81, text.as_bytes(), true))
+            .collect();
         let start = Instant::now();
         let mut sent = 0u64;
         while sent < MAX && start.elapsed() < bound {
-            let mut batch = Vec::with_capacity(one.len() * 50);
-            for _ in 0..50 {
-                batch.extend_from_slice(&frame(0x81, text.as_bytes(), true));
-            }
             if conn.send(&batch).await.is_err() {
                 return Outcome::Pass {
                     evidence: format!("the connection ended after {sent} messages"),

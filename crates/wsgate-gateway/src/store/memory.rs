@@ -191,14 +191,9 @@ impl<C: Clock + Clone> Memory<C> {
 
 /// The refusal for a full count.
 fn full(key: &Key, max: u32) -> Denied {
-    let detail = match key {
-        Key::Client(_, c) => format!("{c} already holds {max} connections on this route"),
-        Key::User(_, u) => format!("user {u:?} already holds {max} connections on this route"),
-    };
-    Denied {
-        reason: Reason::TooManyConnections,
-        detail,
-        retry_after: None,
+    match key {
+        Key::Client(_, c) => super::full(super::Counted::Client(c), max),
+        Key::User(_, u) => super::full(super::Counted::User(u), max),
     }
 }
 

@@ -169,6 +169,25 @@ impl Store {
     }
 }
 
+/// What a full connection count was counting.
+pub(crate) enum Counted<'a> {
+    Client(&'a ClientKey),
+    User(&'a str),
+}
+
+/// The refusal for a full connection count, the same from every store.
+pub(crate) fn full(counted: Counted<'_>, max: u32) -> Denied {
+    let detail = match counted {
+        Counted::Client(c) => format!("{c} already holds {max} connections on this route"),
+        Counted::User(u) => format!("user {u:?} already holds {max} connections on this route"),
+    };
+    Denied {
+        reason: Reason::TooManyConnections,
+        detail,
+        retry_after: None,
+    }
+}
+
 /// The refusal for a revoked user.
 pub(crate) fn revoked(user: &str, left: Option<Duration>) -> Denied {
     let detail = match left {

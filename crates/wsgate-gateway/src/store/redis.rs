@@ -300,19 +300,12 @@ impl Redis {
             1 => {
                 let i = usize::try_from(n - 1).unwrap_or(0);
                 let max = maxima.get(i).copied().unwrap_or(0);
-                let detail = if limits.max_conns_per_ip.is_some() && i == 0 {
-                    format!("{client} already holds {max} connections on this route")
+                let counted = if limits.max_conns_per_ip.is_some() && i == 0 {
+                    super::Counted::Client(&client)
                 } else {
-                    format!(
-                        "user {:?} already holds {max} connections on this route",
-                        user.unwrap_or_default()
-                    )
+                    super::Counted::User(user.unwrap_or_default())
                 };
-                Ok(Err(Denied {
-                    reason: Reason::TooManyConnections,
-                    detail,
-                    retry_after: None,
-                }))
+                Ok(Err(super::full(counted, max)))
             }
             _ => Ok(Err(super::revoked(
                 user.unwrap_or_default(),
