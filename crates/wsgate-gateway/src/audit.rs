@@ -1,4 +1,5 @@
-//! The audit log: one JSON line for every handshake decision and every close.
+//! The audit log: one JSON line for every handshake decision, every close,
+//! every ticket issued and every revocation.
 //!
 //! Lines go to the configured target (stdout or a file) and to in-process
 //! subscribers (tests wait on them instead of sleeping; the demo's live panel

@@ -4,10 +4,13 @@
 //!
 //! ```text
 //! listen     TCP accept, TLS, request head (timeouts, size limits)
-//! handshake  RFC 6455 checks -> admission (wsgate-policy) -> credentials
-//!            (auth) -> upstream -> 101
+//! handshake  a process slot (limits) -> RFC 6455 checks -> the route's
+//!            handshake rate (store) -> admission (wsgate-policy) ->
+//!            credentials (auth) -> connection counts, revocation (store)
+//!            -> upstream -> 101
 //! upstream   connect, handshake, verify the upstream's 101
-//! relay      both directions, frame by frame (pump, sink), timers, closing
+//! relay      both directions, frame by frame (pump, sink): message rates,
+//!            inflating, assembly within the process budget; timers, closing
 //! ```
 //!
 //! [`respond`] applies the refusal table of `wsgate_policy::Reason` to HTTP;
