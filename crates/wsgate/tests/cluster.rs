@@ -364,3 +364,32 @@ impl Poll {
         self.every.tick().await;
     }
 }
+
+#[tokio::test]
+async fn a_revocation_ends_at_its_time_on_every_instance() {
+    let (_echo, _redis, _dir, gws) = cluster(2, "deny").await;
+    let admin = gws[0].admin.unwrap().to_string();
+    let out = Command::new(bin())
+        .args([
+            "revoke", "--admin", &admin, "--user", "alice", "--for", "1s",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (s, _, body) = connect(&gws[1], "alice").await;
+    assert_eq!((s, body.trim()), (403, "forbidden"));
+    // The key carries the revocation's end as its expiry: admitted again after it.
+    let mut poll = Poll::new(std::time::Duration::from_secs(1) + wsgate_testkit::WAIT);
+    loop {
+        let (s, _c, _) = connect(&gws[1], "alice").await;
+        if s == 101 {
+            break;
+        }
+        assert_eq!(s, 403);
+        poll.next("the revocation never ended").await;
+    }
+}
