@@ -1,10 +1,11 @@
 //! The operator's endpoints on `[metrics].bind`: `/metrics` (Prometheus
 //! text), `/healthz` (the process answers), `/readyz` (every listener is
-//! bound; this server starts only after they are), and `POST /revoke`
-//! (close a user's connections on every instance and refuse them for a
-//! while; what `wsgate revoke` calls).
+//! bound; this server starts only after they are), `POST /revoke` (close a
+//! user's connections on every instance and refuse them for a while; what
+//! `wsgate revoke` calls) and `POST /reload` (read the config file again;
+//! what `wsgate reload` calls).
 //!
-//! `/revoke` changes state, so it refuses what a browser could send on a
+//! `/revoke` and `/reload` change state, so they refuse what a browser could send on a
 //! hostile page's behalf: any request with an `Origin` header (browsers send
 //! one on every POST), and any body that is not `application/json` (which a
 //! cross-origin page cannot send without a preflight this server never
@@ -53,6 +54,7 @@ async fn answer(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (status, body, kind) = match req.uri().path() {
         "/revoke" => revoke(req, &state, peer).await,
+        "/reload" => reload(&req, &state, peer).await,
         "/metrics" => (
             StatusCode::OK,
             state.metrics.encode(&state.slots, &state.budget),
@@ -93,27 +95,28 @@ const MAX_REVOKE_BODY: usize = 4096;
 /// How long a revocation refuses new handshakes when the request does not say.
 pub(crate) const DEFAULT_REVOKE_FOR: Duration = Duration::from_secs(15 * 60);
 
-/// `POST /revoke` with `{"user": "alice", "for": "15m"}` or `{"user": "alice", "until": 1767225600}`.
-async fn revoke(
-    req: Request<Incoming>,
-    state: &State,
-    peer: SocketAddr,
-) -> (StatusCode, String, &'static str) {
-    let refuse = |status: StatusCode, why: &str| {
-        (
-            status,
-            format!("{{\"error\":{}}}\n", serde_json::json!(why)),
-            "application/json",
-        )
-    };
+type Answer = (StatusCode, String, &'static str);
+
+/// A JSON error answer.
+fn refuse(status: StatusCode, why: &str) -> Answer {
+    (
+        status,
+        format!("{{\"error\":{}}}\n", serde_json::json!(why)),
+        "application/json",
+    )
+}
+
+/// What a state-changing request must be: a POST with a JSON body and no
+/// `Origin`, which no page in a browser can send here without a preflight.
+fn operator_post<B>(req: &Request<B>) -> Result<(), Answer> {
     if req.method() != Method::POST {
-        return refuse(StatusCode::METHOD_NOT_ALLOWED, "POST a JSON body");
+        return Err(refuse(StatusCode::METHOD_NOT_ALLOWED, "POST a JSON body"));
     }
     if req.headers().contains_key(header::ORIGIN) {
-        return refuse(
+        return Err(refuse(
             StatusCode::FORBIDDEN,
             "requests from browsers are refused here",
-        );
+        ));
     }
     let json = req
         .headers()
@@ -125,10 +128,44 @@ async fn revoke(
                 .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
         });
     if !json {
-        return refuse(
+        return Err(refuse(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "Content-Type must be application/json",
-        );
+        ));
+    }
+    Ok(())
+}
+
+/// `POST /reload`: reads the config file again and puts it in force if all
+/// of it is valid; 200 with the new generation, or 422 with every error
+/// (the old config stays).
+async fn reload(req: &Request<Incoming>, state: &State, peer: SocketAddr) -> Answer {
+    if let Err(refused) = operator_post(req) {
+        return refused;
+    }
+    match state
+        .reload_source(crate::state::Trigger::Admin(peer))
+        .await
+    {
+        Ok(generation) => {
+            let body = serde_json::json!({ "generation": generation });
+            (StatusCode::OK, format!("{body}\n"), "application/json")
+        }
+        Err(errors) => {
+            let body = serde_json::json!({ "errors": errors });
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("{body}\n"),
+                "application/json",
+            )
+        }
+    }
+}
+
+/// `POST /revoke` with `{"user": "alice", "for": "15m"}` or `{"user": "alice", "until": 1767225600}`.
+async fn revoke(req: Request<Incoming>, state: &State, peer: SocketAddr) -> Answer {
+    if let Err(refused) = operator_post(&req) {
+        return refused;
     }
     let body = match Limited::new(req.into_body(), MAX_REVOKE_BODY)
         .collect()

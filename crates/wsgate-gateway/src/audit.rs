@@ -79,6 +79,9 @@ pub struct AuditEvent {
     /// Client messages dropped by `on_violation = "drop"`, when any were.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub messages_dropped: Option<u64>,
+    /// Reloads: the config generation in force after it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
     /// Milliseconds: the handshake's decision time, or the connection's life.
     pub duration_ms: u64,
     /// A sentence for the operator.
@@ -112,6 +115,7 @@ impl AuditEvent {
             messages_in: None,
             messages_out: None,
             messages_dropped: None,
+            generation: None,
             duration_ms: 0,
             detail: None,
         }

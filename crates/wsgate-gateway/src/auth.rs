@@ -28,6 +28,12 @@ pub(crate) struct Verifiers {
 }
 
 impl Verifiers {
+    /// Whether `[auth.basic]` names `user`: an open connection of a user
+    /// taken out of the file is closed on reload.
+    pub(crate) fn knows_basic_user(&self, user: &str) -> bool {
+        self.basic.as_ref().is_some_and(|b| b.knows(user))
+    }
+
     /// Builds them, reading the JWKS file; every problem is reported.
     pub(crate) fn new(config: &Config, errors: &mut Vec<String>) -> Verifiers {
         let jwks = config.auth.jwt.as_ref().and_then(|j| {
@@ -95,7 +101,7 @@ impl Verifiers {
     pub(crate) async fn verify(
         &self,
         checked: &Checked,
-        tickets: Option<(&crate::store::Store, &wsgate_policy::Router)>,
+        tickets: Option<&crate::store::Store>,
         origin: Option<&str>,
     ) -> Result<Verified, AuthFailure> {
         let mut first_failure = None;
@@ -103,10 +109,10 @@ impl Verifiers {
             let result = match credential {
                 Credential::Ticket { ticket } => match tickets {
                     None => Err(AuthFailure::Ticket("a ticket cannot buy a ticket".into())),
-                    Some((store, routes)) => match store.redeem_ticket(ticket, routes).await {
+                    Some(store) => match store.redeem_ticket(ticket).await {
                         Ok(None) => Err(AuthFailure::Ticket("unknown, used or expired".into())),
                         Ok(Some(grant)) => {
-                            wsgate_policy::verify::ticket(grant, checked.route_index(), origin)
+                            wsgate_policy::verify::ticket(grant, &checked.route().path, origin)
                         }
                         Err(e) => Err(AuthFailure::StoreUnavailable(format!(
                             "the ticket store cannot be reached: {}",

@@ -23,6 +23,7 @@ use wsgate_proto::handshake::{self, HandshakeError};
 use crate::audit::AuditEvent;
 use crate::metrics::{CloseLabels, FlowLabels, RouteLabels};
 use crate::relay;
+use crate::snapshot::Snapshot;
 use crate::state::State;
 use crate::upstream::{self, ClientSide, Connected};
 
@@ -39,7 +40,7 @@ pub(crate) struct Conn {
 
 impl Conn {
     pub(crate) fn event(&self, kind: &'static str) -> AuditEvent {
-        let listener = self.state.listeners[self.listener].local.to_string();
+        let listener = self.state.bound[self.listener].to_string();
         AuditEvent::new(kind, self.id, self.client.to_string(), listener)
     }
 }
@@ -57,27 +58,29 @@ pub(crate) async fn handle(
     ev.host = header_text(&parts.headers, header::HOST);
     ev.origin = header_text(&parts.headers, header::ORIGIN);
     let state = &conn.state;
-    if let Some(signer) = &state.assertion
+    // One policy for the whole decision, whatever a reload does meanwhile.
+    let policy = state.policy();
+    if let Some(signer) = &policy.assertion
         && parts.uri.path() == signer.jwks_path()
     {
         return Ok(crate::respond::jwks(signer.jwks()));
     }
-    if let Some(t) = &state.auth.ticket
+    if let Some(t) = &policy.auth.ticket
         && parts.uri.path() == t.issue_path
     {
-        let response = crate::tickets::handle(&conn, &parts, &mut ev).await;
+        let response = crate::tickets::handle(&conn, &policy, &parts, &mut ev).await;
         ev.duration_ms = elapsed_ms(started);
         state.audit.write(ev);
         return Ok(response);
     }
-    let response = match decide(&conn, &parts).await {
+    let response = match decide(&conn, &policy, &parts).await {
         Err(Refusal {
             reason,
             route,
             detail,
             retry_after,
         }) => {
-            let route = route.map(|i| &state.router.routes()[i]);
+            let route = route.map(|i| &policy.router.routes()[i]);
             ev.route = route.map(|r| r.path.clone());
             ev.refuse(reason, detail.unwrap_or_default());
             ev.duration_ms = elapsed_ms(started);
@@ -90,12 +93,13 @@ pub(crate) async fn handle(
                 crate::respond::retry_after(&mut response, after);
             }
             if let Some(r) = route {
-                crate::respond::challenge(&mut response, reason, r, &state.auth);
+                crate::respond::challenge(&mut response, reason, r, &policy.auth);
             }
             response
         }
         Ok(Decided {
             admitted,
+            seen,
             key: hs_key,
             connected,
             held,
@@ -131,10 +135,14 @@ pub(crate) async fn handle(
             let inflate_max = deflate.map(|_| admitted.route().limits.max_message);
             spawn_relay(
                 &conn,
-                admitted,
+                &policy,
+                Admission {
+                    admitted,
+                    seen,
+                    inflate_max,
+                },
                 connected,
                 held,
-                inflate_max,
                 on_upgrade,
                 close_ev,
             );
@@ -183,6 +191,8 @@ pub(crate) struct Held {
 /// An admitted handshake whose upstream has answered its 101.
 struct Decided {
     admitted: Admitted,
+    /// What a reload re-checks the connection by.
+    seen: wsgate_policy::Seen,
     key: String,
     connected: Connected,
     held: Held,
@@ -190,7 +200,11 @@ struct Decided {
     deflate: Option<deflate::Agreement>,
 }
 
-async fn decide(conn: &Conn, parts: &http::request::Parts) -> Result<Decided, Refusal> {
+async fn decide(
+    conn: &Conn,
+    policy: &Snapshot,
+    parts: &http::request::Parts,
+) -> Result<Decided, Refusal> {
     let state = &conn.state;
     let path = parts.uri.path();
     // Taken first, before any work: a gateway at its bound answers at once.
@@ -204,7 +218,7 @@ async fn decide(conn: &Conn, parts: &http::request::Parts) -> Result<Decided, Re
     let hs =
         handshake::check_request(&parts.method, parts.version, &parts.headers).map_err(|e| {
             let reason = match e {
-                HandshakeError::NotUpgrade if state.router.find(path).is_none() => {
+                HandshakeError::NotUpgrade if policy.router.find(path).is_none() => {
                     Reason::RouteNotFound
                 }
                 ref e => Reason::from(e),
@@ -220,29 +234,25 @@ async fn decide(conn: &Conn, parts: &http::request::Parts) -> Result<Decided, Re
         origin: hs.origin.as_deref(),
         protocols: &hs.protocols,
     };
-    let hosts = &state.listeners[conn.listener].config.hosts;
+    let hosts = &policy.listeners[conn.listener].config.hosts;
     // Every handshake that names a route counts, whatever is decided
     // after: guessing origins, passwords or tokens is as slow as the
     // route's handshake rate. Limits apply in report mode too: they
     // protect the gateway, not a policy being rolled out.
-    if let Some((route, r)) = state.router.find(path) {
+    if let Some((route, r)) = policy.router.find(path) {
         let client = ClientKey::new(conn.client.ip(), r.limits.ipv6_prefix);
         state
             .store
-            .handshake(route, client)
+            .handshake(r, client)
             .await
             .map_err(|d| Refusal::denied(d, route))?;
     }
     let refused = |r: wsgate_policy::Refused| Refusal::new(r.reason, r.route, r.detail);
-    let checked = admit(hosts, &state.router, &state.auth, &request).map_err(refused)?;
+    let checked = admit(hosts, &policy.router, &policy.auth, &request).map_err(refused)?;
     let route = checked.route_index();
     let client = ClientKey::new(conn.client.ip(), checked.route().limits.ipv6_prefix);
-    let tickets = state
-        .auth
-        .ticket
-        .is_some()
-        .then_some((&state.store, &state.router));
-    let outcome = state
+    let tickets = policy.auth.ticket.is_some().then_some(&state.store);
+    let outcome = policy
         .verifiers
         .verify(&checked, tickets, hs.origin.as_deref())
         .await;
@@ -250,7 +260,7 @@ async fn decide(conn: &Conn, parts: &http::request::Parts) -> Result<Decided, Re
     let user = admitted.identity().map(|i| i.user.as_str());
     let lease = state
         .store
-        .open(route, client, user)
+        .open(admitted.route(), client, user)
         .await
         .map_err(|d| Refusal::denied(d, route))?;
     let client_side = ClientSide {
@@ -259,7 +269,7 @@ async fn decide(conn: &Conn, parts: &http::request::Parts) -> Result<Decided, Re
         addr: conn.client,
         tls: conn.tls,
         client_cert: conn.client_cert.as_ref(),
-        assertion: state.assertion.as_ref().map(|s| {
+        assertion: policy.assertion.as_ref().map(|s| {
             let value = s.sign(
                 admitted.identity(),
                 &admitted.route().path,
@@ -268,7 +278,7 @@ async fn decide(conn: &Conn, parts: &http::request::Parts) -> Result<Decided, Re
             (s.header(), value)
         }),
     };
-    let tls = state.upstream_tls[admitted.route_index()].as_ref();
+    let tls = policy.upstream_tls[admitted.route_index()].as_ref();
     let asked = Instant::now();
     let connected = upstream::connect(&admitted, &client_side, tls).await;
     state
@@ -291,6 +301,7 @@ async fn decide(conn: &Conn, parts: &http::request::Parts) -> Result<Decided, Re
                     deflate::negotiate(offers.iter().filter_map(|v| v.to_str().ok()))
                 })
                 .flatten(),
+            seen: admitted.seen(&request),
             admitted,
             key: hs.key,
             connected,
@@ -307,16 +318,36 @@ async fn decide(conn: &Conn, parts: &http::request::Parts) -> Result<Decided, Re
     }
 }
 
+/// An admitted handshake, what a reload re-checks it by, and how far its
+/// compressed messages may inflate (when permessage-deflate was agreed).
+struct Admission {
+    admitted: Admitted,
+    seen: wsgate_policy::Seen,
+    inflate_max: Option<u64>,
+}
+
 fn spawn_relay(
     conn: &Arc<Conn>,
-    admitted: Admitted,
+    policy: &Snapshot,
+    Admission {
+        admitted,
+        seen,
+        inflate_max,
+    }: Admission,
     connected: Connected,
     held: Held,
-    inflate_max: Option<u64>,
     on_upgrade: hyper::upgrade::OnUpgrade,
     mut ev: AuditEvent,
 ) {
     let state = Arc::clone(&conn.state);
+    let listener = conn.listener;
+    let rules = policy.rules[admitted.route_index()].clone();
+    let session_end = session_end(&admitted, policy);
+    let mut changes = state.watch_policy();
+    if changes.borrow().generation != policy.generation {
+        // A reload landed while this handshake was being decided.
+        changes.mark_changed();
+    }
     conn.state.tasks.spawn(async move {
         // Given back when this task ends, however the connection ended.
         let _held = held;
@@ -342,14 +373,19 @@ fn spawn_relay(
         let summary = match on_upgrade.await {
             Ok(upgraded) => {
                 let limits = &admitted.route().limits;
-                let session_end = session_end(&admitted, &state);
                 let checks = relay::Checks {
-                    rules: state.rules[admitted.route_index()].clone(),
+                    rules,
                     meter: wsgate_policy::limits::Meter::for_limits(limits),
                     budget: Some(Arc::clone(&state.budget)),
                     deflate: inflate_max,
                 };
                 let client = TokioIo::new(upgraded);
+                let user = admitted.identity().map(|i| i.user.as_str());
+                let judge = |p: &Snapshot| recheck(p, listener, &seen, user);
+                let reconfig = relay::Reconfig {
+                    changes,
+                    judge: &judge,
+                };
                 relay::relay(
                     client,
                     connected.io,
@@ -358,6 +394,7 @@ fn spawn_relay(
                     session_end,
                     &state.shutdown,
                     revoked,
+                    reconfig,
                 )
                 .await
             }
@@ -418,12 +455,40 @@ fn count_close(metrics: &crate::metrics::Metrics, route: String, summary: &relay
 }
 
 /// When the credential that admitted a connection stops covering it.
-fn session_end(admitted: &Admitted, state: &State) -> Option<Instant> {
+fn session_end(admitted: &Admitted, policy: &Snapshot) -> Option<Instant> {
     let expires = admitted.identity()?.expires?;
     let left = expires
         .duration_since(std::time::SystemTime::now())
         .unwrap_or_default();
-    Some(Instant::now() + left + state.auth.session_grace)
+    Some(Instant::now() + left + policy.auth.session_grace)
+}
+
+/// Judges an open connection by a reloaded policy: what the pure re-check
+/// says (route, host, origin, auth method), and for a Basic user, whether
+/// the new htpasswd still names them. `Ok` carries the route's limits and
+/// rules as now configured; `Err` why the connection must close, for the log.
+fn recheck(
+    policy: &Snapshot,
+    listener: usize,
+    seen: &wsgate_policy::Seen,
+    user: Option<&str>,
+) -> Result<relay::Update, String> {
+    let hosts = &policy.listeners[listener].config.hosts;
+    let why = |r: &wsgate_policy::Refused| format!("{}: {}", r.reason.code(), r.detail);
+    let now = wsgate_policy::recheck(hosts, &policy.router, seen).map_err(|r| why(&r))?;
+    let enforce = now.route.mode == wsgate_config::Mode::Enforce;
+    if let (Some((wsgate_config::AuthMethod::Basic, _)), Some(user)) = (seen.auth, user)
+        && enforce
+        && !policy.verifiers.knows_basic_user(user)
+    {
+        return Err(format!(
+            "auth_invalid: user {user:?} is no longer in [auth.basic] htpasswd"
+        ));
+    }
+    Ok(relay::Update {
+        limits: now.route.limits.clone(),
+        rules: policy.rules[now.route_index].clone(),
+    })
 }
 
 pub(crate) fn elapsed_ms(since: Instant) -> u64 {

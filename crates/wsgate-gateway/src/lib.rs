@@ -14,7 +14,9 @@
 //! ```
 //!
 //! [`respond`] applies the refusal table of `wsgate_policy::Reason` to HTTP;
-//! [`audit`] writes the one log line per decision and per close. The
+//! [`audit`] writes the one log line per decision and per close. The policy
+//! those stages apply is one [`snapshot`], replaced whole by a reload; open
+//! connections are re-checked against each new one. The
 //! invariant the stages keep: no byte reaches an upstream before admission
 //! has decided, and no byte reaches the client before the upstream has
 //! answered a correct 101.
@@ -35,6 +37,7 @@ mod pump;
 pub mod relay;
 mod respond;
 mod sink;
+mod snapshot;
 mod state;
 mod store;
 mod tickets;
@@ -49,6 +52,7 @@ use tokio_util::sync::CancellationToken;
 use wsgate_config::Config;
 
 pub use audit::{AuditEvent, AuditLog};
+pub use state::Trigger;
 
 use crate::state::State;
 
@@ -70,6 +74,15 @@ pub fn prepare(config: Config, audit: AuditLog) -> Result<Prepared, Vec<String>>
     })
 }
 
+impl Prepared {
+    /// Names the file this config came from: a reload (SIGHUP, `POST
+    /// /reload`) reads it again.
+    pub fn reload_from(mut self, path: std::path::PathBuf) -> Self {
+        self.state.source = Some(path);
+        self
+    }
+}
+
 /// A running gateway.
 pub struct Gateway {
     state: Arc<State>,
@@ -81,11 +94,12 @@ impl Prepared {
     /// Binds every listener and starts accepting.
     pub async fn start(mut self) -> std::io::Result<Gateway> {
         let mut sockets = Vec::new();
-        for l in &mut self.state.listeners {
-            let socket = TcpListener::bind(l.config.bind).await.map_err(|e| {
-                std::io::Error::new(e.kind(), format!("cannot bind {}: {e}", l.config.bind))
-            })?;
-            l.local = socket.local_addr()?;
+        for bound in &mut self.state.bound {
+            let bind = *bound;
+            let socket = TcpListener::bind(bind)
+                .await
+                .map_err(|e| std::io::Error::new(e.kind(), format!("cannot bind {bind}: {e}")))?;
+            *bound = socket.local_addr()?;
             sockets.push(socket);
         }
         let admin = match self.state.metrics_bind {
@@ -107,7 +121,7 @@ impl Prepared {
                 .tasks
                 .spawn(admin::serve(Arc::clone(&state), listener));
         }
-        let addrs = state.listeners.iter().map(|l| l.local).collect();
+        let addrs = state.bound.clone();
         for (i, socket) in sockets.into_iter().enumerate() {
             state
                 .tasks
@@ -137,6 +151,20 @@ impl Gateway {
         &self.state.audit
     }
 
+    /// Validates `config` in full and puts it in force if all of it is
+    /// valid: new handshakes use it at once, open connections are
+    /// re-checked (closed with 1008 `policy_changed` if it refuses them).
+    /// Returns the new generation, or every error (nothing changes).
+    pub async fn reload(&self, config: Config) -> Result<u64, Vec<String>> {
+        self.state.reload(config, Trigger::Api).await
+    }
+
+    /// A handle that reloads the config file the gateway was started from
+    /// (see [`Prepared::reload_from`]), for a signal handler.
+    pub fn reloader(&self) -> Reloader {
+        Reloader(Arc::clone(&self.state))
+    }
+
     /// A token that stops the gateway when cancelled.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.state.shutdown.clone()
@@ -154,9 +182,21 @@ impl Gateway {
     pub async fn wait(self) -> bool {
         self.state.shutdown.cancelled().await;
         self.state.tasks.close();
-        let grace = self.state.grace;
+        let grace = self.state.policy().grace;
         tokio::time::timeout(grace, self.state.tasks.wait())
             .await
             .is_ok()
+    }
+}
+
+/// Reloads a running gateway's config file (see [`Gateway::reloader`]).
+#[derive(Clone)]
+pub struct Reloader(Arc<State>);
+
+impl Reloader {
+    /// Reads the file again and puts it in force if all of it is valid;
+    /// every outcome is logged and counted.
+    pub async fn reload(&self, trigger: Trigger) -> Result<u64, Vec<String>> {
+        self.0.reload_source(trigger).await
     }
 }

@@ -43,7 +43,13 @@ pub(crate) async fn accept_loop(state: Arc<State>, index: usize, listener: TcpLi
 
 async fn serve(state: Arc<State>, index: usize, tcp: TcpStream, client: SocketAddr) {
     let _ = tcp.set_nodelay(true);
-    let listener = &state.listeners[index];
+    // The TLS certificate is the one in force at accept: a reload that
+    // rotates it applies to connections accepted after it.
+    let (acceptor, timeout) = {
+        let policy = state.policy();
+        let l = &policy.listeners[index];
+        (l.tls.clone(), l.config.handshake_timeout)
+    };
     let id = state.next_conn_id();
     let conn = |client_cert| {
         Arc::new(Conn {
@@ -51,15 +57,14 @@ async fn serve(state: Arc<State>, index: usize, tcp: TcpStream, client: SocketAd
             listener: index,
             id,
             client,
-            tls: listener.tls.is_some(),
+            tls: acceptor.is_some(),
             client_cert,
         })
     };
     let started = tokio::time::Instant::now();
-    let Some(acceptor) = &listener.tls else {
+    let Some(acceptor) = &acceptor else {
         return serve_http(conn(None), tcp, started).await;
     };
-    let timeout = listener.config.handshake_timeout;
     match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => {
             // A certificate here has passed webpki: chain, validity, CRLs.
@@ -90,13 +95,16 @@ async fn serve_http<I>(conn: Arc<Conn>, io: I, started: tokio::time::Instant)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let config = &conn.state.listeners[conn.listener].config;
     let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(config.handshake_timeout)
-        // Bounded by config validation to 8 KiB..=1 MiB.
-        .max_buf_size(usize::try_from(config.max_header_bytes).unwrap_or(usize::MAX));
+    {
+        let policy = conn.state.policy();
+        let config = &policy.listeners[conn.listener].config;
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(config.handshake_timeout)
+            // Bounded by config validation to 8 KiB..=1 MiB.
+            .max_buf_size(usize::try_from(config.max_header_bytes).unwrap_or(usize::MAX));
+    }
     // Not `keep_alive(false)`: hyper would then overwrite the 101's
     // `Connection: Upgrade` with `close`. Every refusal carries
     // `Connection: close` instead, which ends the connection after it.

@@ -32,6 +32,11 @@ pub(crate) struct RouteLabels {
 
 /// `direction` is `in` (from clients) or `out` (from upstreams).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ResultLabels {
+    pub(crate) result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct FlowLabels {
     pub(crate) route: String,
     pub(crate) direction: String,
@@ -57,6 +62,8 @@ pub(crate) struct Metrics {
     pub(crate) upstream_errors: Family<RouteLabels, Counter>,
     /// Time to connect to an upstream and get its 101.
     pub(crate) upstream_seconds: Histogram,
+    pub(crate) config_generation: Gauge,
+    reloads: Family<ResultLabels, Counter>,
 }
 
 impl Metrics {
@@ -137,7 +144,21 @@ impl Metrics {
             "Time to connect to an upstream and get its 101",
             upstream_seconds.clone(),
         );
+        let config_generation = Gauge::default();
+        registry.register(
+            "config_generation",
+            "The config in force: 1 at start, +1 per reload applied",
+            config_generation.clone(),
+        );
+        let reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Reloads by result: applied, or refused (the old config stays)",
+            reloads.clone(),
+        );
         Metrics {
+            config_generation,
+            reloads,
             store_errors,
             upstream_errors,
             upstream_seconds,
@@ -155,6 +176,14 @@ impl Metrics {
     }
 
     /// Counts one handshake decision.
+    /// Counts a reload by its result.
+    pub(crate) fn reload(&self, result: &str) {
+        let labels = ResultLabels {
+            result: result.to_owned(),
+        };
+        self.reloads.get_or_create(&labels).inc();
+    }
+
     pub(crate) fn handshake(
         &self,
         route: Option<&str>,

@@ -136,6 +136,24 @@ pub(crate) struct Checks {
     pub(crate) deflate: Option<u64>,
 }
 
+/// What a reload changes for an open connection's client messages.
+pub(crate) struct Update {
+    /// The route's limits as now configured (frame and message sizes,
+    /// rates, timers).
+    pub(crate) limits: wsgate_config::Limits,
+    pub(crate) rules: Option<Arc<MessageRules>>,
+}
+
+/// How the client's pump follows reloads: before it decodes what it has
+/// read, between messages (a message is judged by the rules it started
+/// under), it has a new policy judged and takes the route's limits and
+/// rules from it, or stops with `policy_changed`. So whatever a client
+/// sends after a reload is in force meets the new policy.
+pub(crate) struct Follow<'a> {
+    pub(crate) changes: tokio::sync::watch::Receiver<Arc<crate::snapshot::Snapshot>>,
+    pub(crate) judge: &'a crate::relay::Judge<'a>,
+}
+
 /// Output of the inflater taken at a time: what a compressed message costs
 /// in memory while it streams through, whatever its size.
 const INFLATE_CHUNK: usize = 16 * 1024;
@@ -192,6 +210,33 @@ impl Pump {
             handling: Handling::Forward,
             inflating: None,
         }
+    }
+
+    /// Judges the connection by a new policy, if one is in force and no
+    /// message is in progress: `Err` is why it must close.
+    fn follow(&mut self, follow: &mut Follow<'_>) -> Result<(), String> {
+        let between = !self.decoder.mid_message()
+            && !self.decoder.mid_frame()
+            && self.inflating.is_none()
+            && matches!(self.handling, Handling::Forward);
+        if !between || !follow.changes.has_changed().unwrap_or(false) {
+            return Ok(());
+        }
+        let policy = Arc::clone(&follow.changes.borrow_and_update());
+        let update = (follow.judge)(&policy)?;
+        let limits = &update.limits;
+        self.decoder.set_limits(wsgate_proto::frame::Limits {
+            max_frame: limits.max_frame,
+            max_message: limits.max_message,
+        });
+        self.decoder
+            .set_plain_text(update.rules.as_ref().is_some_and(|r| r.assembles_text()));
+        self.checks.meter = Meter::for_limits(limits);
+        if self.checks.deflate.is_some() {
+            self.checks.deflate = Some(limits.max_message);
+        }
+        self.checks.rules = update.rules;
+        Ok(())
     }
 
     /// How the message starting now is handled, or the reason to close.
@@ -253,6 +298,7 @@ impl Pump {
         pongs: &PendingPong,
         events: &mpsc::Sender<Event>,
         activity: &Activity,
+        mut follow: Option<Follow<'_>>,
     ) where
         R: AsyncRead + Unpin,
         A: AsyncWrite + Unpin,
@@ -270,6 +316,15 @@ impl Pump {
             self.count_bytes(activity, n);
             if draining {
                 buf.clear();
+                continue;
+            }
+            if let Some(Err(detail)) = follow.as_mut().map(|f| self.follow(f)) {
+                // Nothing of this read has been forwarded: the other side
+                // is on a message boundary.
+                draining = true;
+                buf.clear();
+                let event = Event::Violation(self.side, Reason::PolicyChanged, detail, false);
+                let _ = events.send(event).await;
                 continue;
             }
             if let Some(Err(e)) = self.checks.meter.as_ref().map(|m| m.bytes(n)) {

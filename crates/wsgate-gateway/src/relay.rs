@@ -7,6 +7,10 @@
 //! did not start the close gets a close frame and the gateway waits for the
 //! answer, up to [`CLOSE_TIMEOUT`], before dropping the sockets.
 //!
+//! A reload wakes the supervisor too: it has the connection judged by the
+//! new policy and either closes it (1008 `policy_changed`) or hands the new
+//! limits and rules to the client's pump, which takes them between messages.
+//!
 //! When the client breaks a rule, the upstream is closed first and the client
 //! gets its close code only after the upstream's close arrives, so anything
 //! the upstream sent in answer to the client's earlier valid messages still
@@ -25,9 +29,10 @@ use wsgate_policy::Reason;
 use wsgate_proto::close::Close;
 use wsgate_proto::frame::{self, Decoder, Sender};
 
-pub(crate) use crate::pump::Checks;
-use crate::pump::{Activity, Event, Pump, Side};
+use crate::pump::{Activity, Event, Follow, Pump, Side};
+pub(crate) use crate::pump::{Checks, Update};
 use crate::sink::{PendingPong, Sink};
+use crate::snapshot::Snapshot;
 
 /// Longest wait for the other end's close frame once closing has begun.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -95,8 +100,25 @@ pub struct Summary {
     pub detail: Option<String>,
 }
 
+/// Judges an open connection by a new policy: its route's limits and rules
+/// now, or why it must close.
+pub(crate) type Judge<'a> = dyn Fn(&Snapshot) -> Result<Update, String> + Send + Sync + 'a;
+
+/// How an open connection follows reloads: the supervisor wakes on each
+/// new policy (so an idle connection is closed at once) and the client's
+/// pump checks for one before each read it decodes (so what the client
+/// sends after a reload meets the new limits and rules).
+pub(crate) struct Reconfig<'a> {
+    pub(crate) changes: tokio::sync::watch::Receiver<Arc<Snapshot>>,
+    pub(crate) judge: &'a Judge<'a>,
+}
+
 /// Relays between an upgraded client and an upgraded upstream until both
 /// legs are closed.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "each is one concern of the relay"
+)]
 pub(crate) async fn relay<C, U>(
     client: C,
     upstream: U,
@@ -105,6 +127,7 @@ pub(crate) async fn relay<C, U>(
     session_end: Option<Instant>,
     shutdown: &CancellationToken,
     revoked: &CancellationToken,
+    mut reconfig: Reconfig<'_>,
 ) -> Summary
 where
     C: AsyncRead + AsyncWrite + Unpin + Send,
@@ -122,18 +145,36 @@ where
         max_frame: limits.max_frame,
         max_message: limits.max_message,
     };
+    let follow = Follow {
+        changes: reconfig.changes.clone(),
+        judge: reconfig.judge,
+    };
     let c2u = Pump::new(
         Side::Client,
         Decoder::new(Sender::Client, client_limits),
         checks,
     )
-    .run(client_read, &upstream_sink, &client_pongs, &tx, &activity);
+    .run(
+        client_read,
+        &upstream_sink,
+        &client_pongs,
+        &tx,
+        &activity,
+        Some(follow),
+    );
     let u2c = Pump::new(
         Side::Upstream,
         Decoder::new(Sender::Upstream, frame::Limits::NONE),
         Checks::default(),
     )
-    .run(upstream_read, &client_sink, &upstream_pongs, &tx, &activity);
+    .run(
+        upstream_read,
+        &client_sink,
+        &upstream_pongs,
+        &tx,
+        &activity,
+        None,
+    );
     tokio::pin!(c2u, u2c);
     let legs = Legs {
         client: &client_sink,
@@ -141,6 +182,7 @@ where
     };
     let mut st = Closing::default();
     let mut timers = Timers::new(limits, activity.start(), session_end);
+    let mut watching = true;
     while !st.done() {
         let wake = st.deadline.unwrap_or_else(|| timers.next(&activity));
         tokio::select! {
@@ -158,6 +200,21 @@ where
             }
             () = revoked.cancelled(), if st.outcome.is_none() => {
                 st.gateway_close(Reason::Revoked, &legs).await;
+            }
+            changed = reconfig.changes.changed(), if watching && st.outcome.is_none() => {
+                if changed.is_err() {
+                    // The gateway is going away; shutdown closes the connection.
+                    watching = false;
+                    continue;
+                }
+                let policy = Arc::clone(&reconfig.changes.borrow_and_update());
+                match (reconfig.judge)(&policy) {
+                    Ok(update) => timers.follow(&update.limits, activity.start()),
+                    Err(detail) => {
+                        st.detail = Some(detail);
+                        st.gateway_close(Reason::PolicyChanged, &legs).await;
+                    }
+                }
             }
             () = sleep_until(wake) => {
                 if st.deadline.is_some_and(|d| Instant::now() >= d) {
@@ -375,6 +432,18 @@ impl Timers {
             session_end,
             next_ping: limits.ping_interval.map(|d| start + d),
             ping_sent_ms: None,
+        }
+    }
+
+    /// Takes a reload's idle timeout, ping interval and lifetime, all
+    /// counted from the times they count from (last data, the start).
+    fn follow(&mut self, limits: &Limits, start: Instant) {
+        self.idle = limits.idle_timeout;
+        self.lifetime_end = limits.max_lifetime.map(|d| start + d);
+        if self.ping != limits.ping_interval {
+            self.ping = limits.ping_interval;
+            self.next_ping = limits.ping_interval.map(|d| Instant::now() + d);
+            self.ping_sent_ms = None;
         }
     }
 

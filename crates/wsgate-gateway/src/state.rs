@@ -1,44 +1,37 @@
-//! What every connection shares: the routes, the listeners' TLS, the
-//! upstreams' TLS, the audit log, and the shutdown signal. Built once at
-//! start from a validated config; nothing in it is a global.
+//! What every connection shares: the policy in force (one [`Snapshot`],
+//! replaced whole by a reload), and what lives as long as the process: the
+//! bound addresses, the store, the process limits, the audit log, the
+//! metrics and the shutdown signal. Nothing in it is a global.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use rustls::ClientConfig;
-use tokio_rustls::TlsAcceptor;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use wsgate_config::{Config, Listener};
-use wsgate_policy::Router;
+use wsgate_config::Config;
 
-use crate::audit::AuditLog;
-use crate::tls;
-
-/// One listener's settings and TLS.
-pub(crate) struct ListenerState {
-    pub(crate) config: Listener,
-    pub(crate) tls: Option<TlsAcceptor>,
-    /// The address actually bound (the config may say port 0).
-    pub(crate) local: std::net::SocketAddr,
-}
+use crate::audit::{AuditEvent, AuditLog};
+use crate::snapshot::{Fixed, Snapshot};
 
 /// Shared by all connections.
 pub(crate) struct State {
-    pub(crate) router: Router,
-    pub(crate) listeners: Vec<ListenerState>,
-    /// Per route, in config order: the TLS client config of a wss:// upstream.
-    pub(crate) upstream_tls: Vec<Option<Arc<ClientConfig>>>,
+    /// The policy in force; subscribers are the open connections.
+    policy: watch::Sender<Arc<Snapshot>>,
+    /// What the process started with and only a restart changes.
+    fixed: Fixed,
+    /// The file a reload reads, when the gateway was started from one.
+    pub(crate) source: Option<PathBuf>,
+    /// One reload at a time: generations are numbered in order.
+    reloading: tokio::sync::Mutex<()>,
+    /// The address each listener is bound to (the config may say port 0).
+    pub(crate) bound: Vec<SocketAddr>,
     pub(crate) audit: AuditLog,
     pub(crate) metrics: crate::metrics::Metrics,
-    /// Per route, in config order: compiled message rules, when the route has any.
-    pub(crate) rules: Vec<Option<std::sync::Arc<wsgate_policy::messages::MessageRules>>>,
     /// Where `[metrics]` asks the operator endpoints to be served.
-    pub(crate) metrics_bind: Option<std::net::SocketAddr>,
-    pub(crate) auth: wsgate_config::auth::AuthConfig,
-    pub(crate) verifiers: crate::auth::Verifiers,
-    /// Signs identity assertions, when `[assertion]` is configured.
-    pub(crate) assertion: Option<crate::assertion::Signer>,
+    pub(crate) metrics_bind: Option<SocketAddr>,
     /// Handshake rates and connection counts per client and user.
     pub(crate) store: crate::store::Store,
     /// This process's connections by user, for revocation.
@@ -49,7 +42,6 @@ pub(crate) struct State {
     pub(crate) budget: Arc<crate::limits::Budget>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: TaskTracker,
-    pub(crate) grace: std::time::Duration,
     next_conn: AtomicU64,
 }
 
@@ -59,93 +51,33 @@ pub(crate) struct Prepared {
     pub(crate) notes: Vec<String>,
 }
 
+/// What started a reload, for the log.
+#[derive(Debug, Clone, Copy)]
+pub enum Trigger {
+    /// SIGHUP.
+    Signal,
+    /// `POST /reload` on the admin endpoint (`wsgate reload`).
+    Admin(SocketAddr),
+    /// The embedding program called `Gateway::reload`.
+    Api,
+}
+
 impl State {
     /// Loads certificates and keys; collects every problem instead of stopping at the first.
     pub(crate) fn prepare(config: Config, audit: AuditLog) -> Result<Prepared, Vec<String>> {
-        let mut errors = Vec::new();
-        let mut notes = Vec::new();
-        let verifiers = crate::auth::Verifiers::new(&config, &mut errors);
-        let assertion = config.assertion.as_ref().and_then(|a| {
-            crate::assertion::Signer::new(a)
-                .map_err(|e| errors.push(format!("assertion.key: {e}")))
-                .ok()
-        });
-        let mut listeners = Vec::new();
-        for (i, l) in config.listeners.into_iter().enumerate() {
-            let tls = match &l.tls {
-                None => None,
-                Some(t) => {
-                    match tls::server(t, l.bind, l.client_certs.as_ref()) {
-                        Ok(server) => {
-                            if let Some(fp) = server.self_signed_fingerprint {
-                                notes.push(format!("listener[{i}] ({}) uses a self-signed certificate, SHA-256 {fp}", l.bind));
-                            }
-                            Some(TlsAcceptor::from(server.config))
-                        }
-                        Err(e) => {
-                            errors.push(format!("listener[{i}].tls: {e}"));
-                            None
-                        }
-                    }
-                }
-            };
-            let local = l.bind;
-            listeners.push(ListenerState {
-                config: l,
-                tls,
-                local,
-            });
-        }
-        for (i, r) in config.routes.iter().enumerate() {
-            if let Some(param) = &r.jwt_query_param {
-                notes.push(format!(
-                    "route[{i}] accepts JWTs in the query parameter `{param}`: URLs end up in browser history and in the logs of every proxy on the way; wsgate's own log omits query strings"
-                ));
-            }
-        }
-        let mut rules = Vec::new();
-        for (i, r) in config.routes.iter().enumerate() {
-            if r.messages == wsgate_config::Messages::default() {
-                rules.push(None);
-                continue;
-            }
-            match wsgate_policy::messages::MessageRules::new(&r.messages) {
-                Ok(compiled) => rules.push(Some(std::sync::Arc::new(compiled))),
-                Err(e) => {
-                    errors.push(format!("route[{i}].messages.schema: {e}"));
-                    rules.push(None);
-                }
-            }
-        }
-        let mut upstream_tls = Vec::new();
-        for (i, r) in config.routes.iter().enumerate() {
-            if !r.upstream.tls {
-                upstream_tls.push(None);
-                continue;
-            }
-            match tls::upstream(r.upstream.ca.as_deref()) {
-                Ok(c) => upstream_tls.push(Some(c)),
-                Err(e) => {
-                    errors.push(format!("route[{i}].upstream: {e}"));
-                    upstream_tls.push(None);
-                }
-            }
-        }
-        let router = Router::new(config.routes);
+        let built = Snapshot::build(&config, 1);
         let metrics = crate::metrics::Metrics::new();
         let ticket_ttl = config
             .auth
             .ticket
             .as_ref()
             .map_or(std::time::Duration::from_secs(30), |t| t.ttl);
+        let mut errors = Vec::new();
         let store = match &config.store {
-            wsgate_config::Store::Memory => {
-                crate::store::Store::memory(router.routes(), ticket_ttl)
-            }
+            wsgate_config::Store::Memory => crate::store::Store::memory(ticket_ttl),
             wsgate_config::Store::Redis(r) => {
                 match crate::store::redis::Redis::new(
                     r,
-                    router.routes(),
                     ticket_ttl,
                     (metrics.store_up.clone(), metrics.store_errors.clone()),
                 ) {
@@ -155,38 +87,147 @@ impl State {
                     },
                     Err(e) => {
                         errors.push(e);
-                        crate::store::Store::memory(router.routes(), ticket_ttl)
+                        crate::store::Store::memory(ticket_ttl)
                     }
                 }
             }
         };
-        if !errors.is_empty() {
-            return Err(errors);
-        }
+        let built = match built {
+            Ok(b) if errors.is_empty() => b,
+            Ok(_) => return Err(errors),
+            Err(mut e) => {
+                e.append(&mut errors);
+                return Err(e);
+            }
+        };
+        metrics.config_generation.set(1);
         let state = State {
+            policy: watch::Sender::new(Arc::new(built.snapshot)),
+            fixed: Fixed::of(&config),
+            source: None,
+            reloading: tokio::sync::Mutex::new(()),
+            bound: config.listeners.iter().map(|l| l.bind).collect(),
             store,
             live: Arc::new(crate::live::Live::default()),
             slots: crate::limits::Slots::new(config.limits.max_connections),
             budget: crate::limits::Budget::new(config.limits.assembly_memory),
-            router,
-            listeners,
-            upstream_tls,
             audit,
             metrics,
-            rules,
             metrics_bind: config.metrics,
-            auth: config.auth,
-            verifiers,
-            assertion,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
-            grace: config.shutdown.grace,
             next_conn: AtomicU64::new(1),
         };
-        Ok(Prepared { state, notes })
+        Ok(Prepared {
+            state,
+            notes: built.notes,
+        })
     }
 
     pub(crate) fn next_conn_id(&self) -> u64 {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The policy in force now.
+    pub(crate) fn policy(&self) -> Arc<Snapshot> {
+        Arc::clone(&self.policy.borrow())
+    }
+
+    /// Wakes when a reload publishes a new policy.
+    pub(crate) fn watch_policy(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.policy.subscribe()
+    }
+
+    /// Reads the config file again and reloads it.
+    pub(crate) async fn reload_source(&self, trigger: Trigger) -> Result<u64, Vec<String>> {
+        let Some(path) = self.source.clone() else {
+            let errors = vec!["the gateway was not started from a config file".to_owned()];
+            self.reloaded(trigger, Err(&errors));
+            return Err(errors);
+        };
+        let loaded = tokio::task::spawn_blocking(move || wsgate_config::load(&path)).await;
+        match loaded {
+            Ok(Ok(config)) => self.reload(config, trigger).await,
+            Ok(Err(errors)) => {
+                let errors: Vec<String> = errors.to_string().lines().map(str::to_owned).collect();
+                self.reloaded(trigger, Err(&errors));
+                Err(errors)
+            }
+            Err(e) => {
+                let errors = vec![format!("reading the config failed: {e}")];
+                self.reloaded(trigger, Err(&errors));
+                Err(errors)
+            }
+        }
+    }
+
+    /// Validates `config` in full and, only if all of it is valid and it
+    /// changes nothing that needs a restart, puts it in force: new
+    /// handshakes use it at once and every open connection is re-checked.
+    /// Returns the new generation, or every error (the old policy stays).
+    pub(crate) async fn reload(
+        &self,
+        config: Config,
+        trigger: Trigger,
+    ) -> Result<u64, Vec<String>> {
+        let _one = self.reloading.lock().await;
+        let generation = self.policy.borrow().generation + 1;
+        let mut errors = self.fixed.changes(&Fixed::of(&config));
+        // Reading keys and hashing the Basic decoy are blocking work.
+        let built = tokio::task::spawn_blocking(move || Snapshot::build(&config, generation)).await;
+        let built = match built {
+            Ok(Ok(b)) => Some(b),
+            Ok(Err(mut e)) => {
+                errors.append(&mut e);
+                None
+            }
+            Err(e) => {
+                errors.push(format!("building the policy failed: {e}"));
+                None
+            }
+        };
+        match built {
+            Some(b) if errors.is_empty() => {
+                self.policy.send_replace(Arc::new(b.snapshot));
+                self.metrics
+                    .config_generation
+                    .set(generation.try_into().unwrap_or(i64::MAX));
+                self.reloaded(trigger, Ok(generation));
+                for note in b.notes {
+                    tracing::warn!("{note}");
+                }
+                Ok(generation)
+            }
+            _ => {
+                self.reloaded(trigger, Err(&errors));
+                Err(errors)
+            }
+        }
+    }
+
+    /// The audit line, the metrics and the operational log of one reload.
+    fn reloaded(&self, trigger: Trigger, result: Result<u64, &Vec<String>>) {
+        let client = match trigger {
+            Trigger::Signal => "signal".to_owned(),
+            Trigger::Admin(peer) => peer.to_string(),
+            Trigger::Api => "api".to_owned(),
+        };
+        let mut ev = AuditEvent::new("reload", 0, client, "admin".into());
+        match result {
+            Ok(generation) => {
+                ev.decision = Some("applied");
+                ev.generation = Some(generation);
+                self.metrics.reload("applied");
+                tracing::info!(generation, "config reloaded");
+            }
+            Err(errors) => {
+                ev.decision = Some("refused");
+                ev.generation = Some(self.policy.borrow().generation);
+                ev.detail = Some(errors.join("; "));
+                self.metrics.reload("refused");
+                tracing::error!(errors = %errors.join("; "), "config reload refused; the old config stays in force");
+            }
+        }
+        self.audit.write(ev);
     }
 }

@@ -24,6 +24,7 @@ use wsgate_policy::{Reason, admit};
 
 use crate::audit::AuditEvent;
 use crate::handshake::Conn;
+use crate::snapshot::Snapshot;
 
 /// Unused tickets held at most; past this, issuing answers 503.
 const MAX_OUTSTANDING: usize = 100_000;
@@ -71,6 +72,7 @@ impl TicketStore {
 /// Answers a request to the issuing path: `OPTIONS` (CORS preflight) or `POST`.
 pub(crate) async fn handle(
     conn: &Conn,
+    policy: &Snapshot,
     parts: &http::request::Parts,
     ev: &mut AuditEvent,
 ) -> Response<Full<Bytes>> {
@@ -81,7 +83,7 @@ pub(crate) async fn handle(
         .query()
         .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("path=")))
         .unwrap_or("");
-    let Some((index, route)) = state.router.find(target) else {
+    let Some((_, route)) = policy.router.find(target) else {
         return refuse(
             ev,
             Reason::RouteNotFound,
@@ -125,11 +127,11 @@ pub(crate) async fn handle(
         headers: &parts.headers,
         client_cert: conn.client_cert.as_ref(),
     };
-    let hosts = &state.listeners[conn.listener].config.hosts;
-    let outcome = match admit(hosts, &state.router, &state.auth, &request) {
+    let hosts = &policy.listeners[conn.listener].config.hosts;
+    let outcome = match admit(hosts, &policy.router, &policy.auth, &request) {
         Err(r) => Err(r),
         Ok(checked) => {
-            let verified = state.verifiers.verify(&checked, None, origin).await;
+            let verified = policy.verifiers.verify(&checked, None, origin).await;
             checked.finish(verified)
         }
     };
@@ -150,13 +152,13 @@ pub(crate) async fn handle(
     ev.auth = Some(identity.method.name());
     let grant = TicketGrant {
         identity,
-        route: index,
+        route: route.path.clone(),
         origin: origin.and_then(|o| Origin::parse(o).ok()),
     };
-    let Some(config) = &state.auth.ticket else {
+    let Some(config) = &policy.auth.ticket else {
         return refuse(ev, Reason::Forbidden, "tickets are not configured".into());
     };
-    let ticket = match state.store.issue_ticket(&grant, &route.path).await {
+    let ticket = match state.store.issue_ticket(&grant).await {
         Ok(t) => t,
         Err(e) => return refuse(ev, Reason::StoreUnavailable, e.0),
     };
@@ -236,7 +238,7 @@ mod tests {
         };
         TicketGrant {
             identity,
-            route: 0,
+            route: "/".into(),
             origin: None,
         }
     }

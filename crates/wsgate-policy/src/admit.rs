@@ -84,6 +84,10 @@ pub struct Admitted {
     protocols: Vec<String>,
     report: Option<Refused>,
     identity: Option<Identity>,
+    /// The credential that proved the identity was ambient (cookie, Basic,
+    /// client certificate).
+    ambient: bool,
+    fetch_cross_site: bool,
 }
 
 impl Admitted {
@@ -107,6 +111,107 @@ impl Admitted {
     pub fn identity(&self) -> Option<&Identity> {
         self.identity.as_ref()
     }
+
+    /// What a later policy judges this connection by (see [`recheck`]).
+    pub fn seen(&self, req: &Request<'_>) -> Seen {
+        Seen {
+            path: req.path.to_owned(),
+            host: req.host.to_owned(),
+            origin: req.origin.map(str::to_owned),
+            fetch_cross_site: self.fetch_cross_site,
+            auth: self.identity.as_ref().map(|i| (i.method, self.ambient)),
+        }
+    }
+}
+
+/// What admission saw of a handshake, kept for the life of its connection
+/// so that a new policy (a reload) can judge it again. No credential is
+/// kept: the method that proved the client is, not the secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    /// Request path.
+    pub path: String,
+    /// `Host` header.
+    pub host: String,
+    /// `Origin` header, if any.
+    pub origin: Option<String>,
+    /// `Sec-Fetch-Site: cross-site` from an origin on the endpoint's own host.
+    pub fetch_cross_site: bool,
+    /// How the client was authenticated, and whether that credential was ambient.
+    pub auth: Option<(wsgate_config::AuthMethod, bool)>,
+}
+
+/// An open connection that a new policy still admits: its route now, and
+/// in report mode the refusal that enforcing would make.
+#[derive(Debug)]
+pub struct Rechecked {
+    /// The route's index in the new config.
+    pub route_index: usize,
+    /// The route, as now configured.
+    pub route: Arc<Route>,
+    /// In report mode, the refusal that enforcing would have made.
+    pub report: Option<Refused>,
+}
+
+/// Judges an open connection by a new policy: the route its path finds now,
+/// the host and origin allow-lists, and the route's authentication. The
+/// credential itself is not verified again (the gateway keeps no secrets);
+/// the method that proved it must still be one the route accepts, and an
+/// ambient credential still needs a listed origin. The refusal names what
+/// the connection would be refused for if it came now.
+pub fn recheck(listener_hosts: &Hosts, router: &Router, seen: &Seen) -> Result<Rechecked, Refused> {
+    let Some((index, route)) = router.find(&seen.path) else {
+        return Err(Refused {
+            reason: Reason::RouteNotFound,
+            route: None,
+            detail: format!("no route serves {} any more", seen.path),
+        });
+    };
+    let mut report = None;
+    let refuse = |(reason, detail)| Refused {
+        reason,
+        route: Some(index),
+        detail,
+    };
+    if let Err(e) = checks(listener_hosts, route, &seen.host, seen.origin.as_deref()) {
+        record(&mut report, route, refuse(e))?;
+    }
+    if let Err(e) = recheck_auth(route, seen) {
+        record(&mut report, route, refuse(e))?;
+    }
+    Ok(Rechecked {
+        route_index: index,
+        route: Arc::clone(route),
+        report,
+    })
+}
+
+fn recheck_auth(route: &Route, seen: &Seen) -> Check {
+    let Auth::Any(methods) = &route.auth else {
+        return Ok(());
+    };
+    let Some((method, ambient)) = seen.auth else {
+        return Err((
+            Reason::AuthMissing,
+            "the route now requires authentication".into(),
+        ));
+    };
+    if !methods.contains(&method) {
+        return Err((
+            Reason::AuthMissing,
+            format!(
+                "authenticated by {}, which the route no longer accepts",
+                method.name()
+            ),
+        ));
+    }
+    if ambient && (!listed(route, seen.origin.as_deref()) || seen.fetch_cross_site) {
+        return Err((
+            Reason::CrossSiteCredentials,
+            "an ambient credential on a handshake whose Origin the route no longer lists".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Runs the checks that need only the request: route, host, origin.
@@ -124,7 +229,7 @@ pub fn admit(
         });
     };
     let mut report = None;
-    if let Err((reason, detail)) = checks(listener_hosts, route, req) {
+    if let Err((reason, detail)) = checks(listener_hosts, route, req.host, req.origin) {
         record(
             &mut report,
             route,
@@ -141,12 +246,7 @@ pub fn admit(
         .filter(|p| route.subprotocols.contains(p))
         .cloned()
         .collect();
-    let origin_listed = req
-        .origin
-        .and_then(|o| Origin::parse(o).ok())
-        .is_some_and(|o| {
-            matches!(o, Origin::Tuple(_)) && route.origins.iter().any(|p| p.matches(&o))
-        });
+    let origin_listed = listed(route, req.origin);
     // Firefox sends Sec-Fetch-Site on WebSocket handshakes (Chromium does
     // not). A listed origin may well be on another site than the endpoint
     // (app.example.com using ws.example.net), so "cross-site" alone refuses
@@ -213,6 +313,7 @@ impl Checked {
     pub fn finish(self, outcome: Result<Verified, AuthFailure>) -> Result<Admitted, Refused> {
         let mut report = self.report;
         let mut identity = None;
+        let mut ambient = false;
         if let Auth::Any(_) = self.route.auth {
             let refusal = match outcome {
                 Ok(v) => match self.credentials.get(v.credential) {
@@ -230,7 +331,8 @@ impl Checked {
                             "{c:?} with Sec-Fetch-Site: cross-site from an origin on the endpoint's own host"
                         ),
                     )),
-                    Some(_) => {
+                    Some(c) => {
+                        ambient = c.is_ambient();
                         identity = Some(v.identity);
                         None
                     }
@@ -265,6 +367,8 @@ impl Checked {
             protocols: self.protocols,
             report,
             identity,
+            ambient,
+            fetch_cross_site: self.fetch_cross_site,
         })
     }
 }
@@ -277,10 +381,18 @@ fn only_mtls(route: &Route) -> bool {
 
 type Check = Result<(), (Reason, String)>;
 
-fn checks(listener_hosts: &Hosts, route: &Route, req: &Request<'_>) -> Check {
-    check_host(listener_hosts, req.host)?;
-    check_host(&route.hosts, req.host)?;
-    check_origin(route, req.origin)
+fn checks(listener_hosts: &Hosts, route: &Route, host: &str, origin: Option<&str>) -> Check {
+    check_host(listener_hosts, host)?;
+    check_host(&route.hosts, host)?;
+    check_origin(route, origin)
+}
+
+/// Whether `origin` is a tuple origin on the route's allow-list: the only
+/// kind of handshake that may carry ambient credentials.
+fn listed(route: &Route, origin: Option<&str>) -> bool {
+    origin.and_then(|o| Origin::parse(o).ok()).is_some_and(|o| {
+        matches!(o, Origin::Tuple(_)) && route.origins.iter().any(|p| p.matches(&o))
+    })
 }
 
 /// The `Host` header against an allow-list (DNS rebinding).

@@ -27,6 +27,6 @@ pub mod reason;
 pub mod route;
 pub mod verify;
 
-pub use admit::{Admitted, Checked, Refused, Request, Verified, admit};
+pub use admit::{Admitted, Checked, Rechecked, Refused, Request, Seen, Verified, admit, recheck};
 pub use reason::{Reason, Response};
 pub use route::Router;

@@ -88,6 +88,9 @@ pub enum Reason {
     Overloaded,
     /// An operator revoked the connection's user (`wsgate revoke`).
     Revoked,
+    /// A reloaded config no longer admits the connection (its origin, host,
+    /// route or user).
+    PolicyChanged,
 }
 
 /// What the client is told.
@@ -157,6 +160,7 @@ impl Reason {
             // RFC 6455's registry: 1013 "Try Again Later".
             Overloaded => ("overloaded", Close(1013)),
             Revoked => ("revoked", Close(1008)),
+            PolicyChanged => ("policy_changed", Close(1008)),
         }
     }
 
@@ -199,7 +203,7 @@ impl From<&FrameError> for Reason {
 
 impl Reason {
     /// Every reason, in the order of DESIGN.md's tables.
-    pub const ALL: [Reason; 37] = {
+    pub const ALL: [Reason; 38] = {
         use Reason::*;
         [
             BadHandshake,
@@ -239,6 +243,7 @@ impl Reason {
             MessageRateExceeded,
             Overloaded,
             Revoked,
+            PolicyChanged,
         ]
     };
 }
@@ -289,6 +294,7 @@ mod tests {
             MessageRateExceeded => 34,
             Overloaded => 35,
             Revoked => 36,
+            PolicyChanged => 37,
         }
     }
 

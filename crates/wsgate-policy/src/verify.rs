@@ -217,8 +217,9 @@ pub fn client_cert(
 pub struct TicketGrant {
     /// Who bought it.
     pub identity: Identity,
-    /// The route (index in the config) it opens.
-    pub route: usize,
+    /// The route it opens, by path: the same route on every instance and
+    /// after a reload, whatever the order of the config's routes.
+    pub route: String,
     /// The origin that bought it (`None`: no Origin header).
     pub origin: Option<wsgate_config::origin::Origin>,
 }
@@ -227,7 +228,7 @@ pub struct TicketGrant {
 /// route, from the same origin. Single use and expiry are the store's part.
 pub fn ticket(
     grant: TicketGrant,
-    route: usize,
+    route: &str,
     origin: Option<&str>,
 ) -> Result<Identity, AuthFailure> {
     let origin = origin
@@ -274,6 +275,11 @@ impl BasicVerifier {
             .map(|u| (u.user.clone(), u.hash.clone()))
             .collect();
         Ok(BasicVerifier { users, decoy })
+    }
+
+    /// Whether the file names `user` (a reload re-checks Basic users by it).
+    pub fn knows(&self, user: &str) -> bool {
+        self.users.iter().any(|(u, _)| u == user)
     }
 
     /// Verifies a user and password. Slow by design: run it off the async threads.

@@ -217,6 +217,17 @@ impl Decoder {
         self.frame.is_some()
     }
 
+    /// Whether a data message has begun and not yet ended.
+    pub fn mid_message(&self) -> bool {
+        self.message.is_some()
+    }
+
+    /// Holds frames and messages to new limits from the next frame on (a
+    /// reload); meant to be called between messages.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
     /// Decodes from the start of `input`, transforming data in place.
     pub fn next(
         &mut self,

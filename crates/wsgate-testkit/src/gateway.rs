@@ -16,6 +16,9 @@ pub struct TestGateway {
     gateway: Option<Gateway>,
     events: broadcast::Receiver<Arc<AuditEvent>>,
     lines: Arc<Mutex<Vec<u8>>>,
+    /// Where relative paths in the config resolve, and its environment.
+    base: std::path::PathBuf,
+    env: Vec<(String, String)>,
     _dir: tempfile::TempDir,
 }
 
@@ -53,14 +56,13 @@ impl TestGateway {
         env: &[(&str, &str)],
     ) -> TestGateway {
         let dir = tempfile::tempdir().expect("temp dir");
-        let base = base.unwrap_or(dir.path());
-        let lookup = |name: &str| {
-            env.iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| v.to_string())
-        };
-        let config = wsgate_config::parse_with_env(toml, base, &lookup)
-            .unwrap_or_else(|e| panic!("test config: {e}"));
+        let base = base.unwrap_or(dir.path()).to_owned();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let config =
+            parse(toml, &base, &env).unwrap_or_else(|e| panic!("test config: {}", e.join("\n")));
         let lines = Arc::new(Mutex::new(Vec::new()));
         let audit = AuditLog::new(Box::new(Lines(Arc::clone(&lines))));
         let events = audit.subscribe();
@@ -72,8 +74,18 @@ impl TestGateway {
             gateway: Some(gateway),
             events,
             lines,
+            base,
+            env,
             _dir: dir,
         }
+    }
+
+    /// Reloads the gateway with a config given as TOML (paths and
+    /// environment as at start): the new generation, or every error, from
+    /// parsing or from the gateway.
+    pub async fn reload(&self, toml: &str) -> Result<u64, Vec<String>> {
+        let config = parse(toml, &self.base, &self.env)?;
+        self.gateway.as_ref().expect("running").reload(config).await
     }
 
     /// The next audit event matching `want`, waiting up to [`WAIT`].
@@ -122,6 +134,20 @@ impl TestGateway {
     pub fn shutdown_token(&self) -> tokio_util_token::Token {
         tokio_util_token::Token(self.gateway.as_ref().expect("running").shutdown_token())
     }
+}
+
+fn parse(
+    toml: &str,
+    base: &std::path::Path,
+    env: &[(String, String)],
+) -> Result<wsgate_config::Config, Vec<String>> {
+    let lookup = |name: &str| {
+        env.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.to_string())
+    };
+    wsgate_config::parse_with_env(toml, base, &lookup)
+        .map_err(|e| e.to_string().lines().map(str::to_owned).collect())
 }
 
 /// A re-export wrapper so tests need not depend on tokio-util.

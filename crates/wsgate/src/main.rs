@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 mod audit;
-mod revoke;
+mod operate;
 
 use clap::{Parser, Subcommand};
 use wsgate_config::{AuditTarget, Config, LogFormat};
@@ -63,6 +63,18 @@ enum Command {
         #[arg(long)]
         until: Option<String>,
     },
+    /// Have a running gateway read its config file again and put it in
+    /// force if all of it is valid (open connections are re-checked);
+    /// through its admin endpoint (`[metrics] bind`, or --admin). SIGHUP
+    /// does the same.
+    Reload {
+        /// The config file of the running gateway (for its admin address).
+        #[arg(long, short, required_unless_present = "admin")]
+        config: Option<PathBuf>,
+        /// The admin endpoint's address, instead of the config's `[metrics] bind`.
+        #[arg(long)]
+        admin: Option<std::net::SocketAddr>,
+    },
     /// Probe a WebSocket endpoint (wsgate or not) for cross-site hijacking,
     /// weak authentication, protocol and limit weaknesses; exit 0 clean,
     /// 1 findings at or above --fail-on, 2 could not run.
@@ -86,7 +98,8 @@ fn main() -> ExitCode {
             user,
             duration,
             until,
-        } => revoke::run(config.as_deref(), admin, &user, duration, until),
+        } => operate::revoke(config.as_deref(), admin, &user, duration, until),
+        Command::Reload { config, admin } => operate::reload(config.as_deref(), admin),
         Command::Completions { shell } => {
             use clap::CommandFactory as _;
             clap_complete::generate(shell, &mut Cli::command(), "wsgate", &mut std::io::stdout());
@@ -190,6 +203,7 @@ fn serve(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let prepared = prepared.reload_from(path.to_owned());
     match runtime.block_on(run(prepared, config.log.audit)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -218,8 +232,9 @@ async fn run(prepared: wsgate_gateway::Prepared, audit_to: AuditTarget) -> anyho
     }
     let token = gateway.shutdown_token();
     let audit = gateway.audit().clone();
+    let reloader = gateway.reloader();
     tokio::spawn(async move {
-        signals.run(&audit, &audit_to).await;
+        signals.run(&audit, &audit_to, &reloader).await;
         token.cancel();
         tracing::info!("shutting down: closing connections with 1001");
     });
@@ -239,7 +254,7 @@ fn say(line: &str) {
 }
 
 /// SIGTERM and SIGINT, both meaning: stop gracefully; SIGHUP: reopen the
-/// audit log file (after logrotate has moved it).
+/// audit log file (after logrotate has moved it) and reload the config.
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
@@ -257,12 +272,22 @@ impl Signals {
     }
 
     /// Handles SIGHUP until SIGTERM or SIGINT arrives.
-    async fn run(mut self, audit: &AuditLog, target: &AuditTarget) {
+    async fn run(
+        mut self,
+        audit: &AuditLog,
+        target: &AuditTarget,
+        reloader: &wsgate_gateway::Reloader,
+    ) {
         loop {
             tokio::select! {
                 _ = self.term.recv() => return,
                 _ = self.int.recv() => return,
-                _ = self.hup.recv() => reopen(audit, target),
+                _ = self.hup.recv() => {
+                    reopen(audit, target);
+                    // Logged, audited and counted inside; the old config
+                    // stays in force when the new one is refused.
+                    let _ = reloader.reload(wsgate_gateway::Trigger::Signal).await;
+                }
             }
         }
     }

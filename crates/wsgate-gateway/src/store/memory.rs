@@ -2,7 +2,10 @@
 //!
 //! Handshake rates are one keyed GCRA limiter per route (governor), pruned
 //! of idle keys as it grows so a spray of addresses cannot grow it without
-//! bound. Open connections are counters in one map, removed at zero.
+//! bound. Open connections are counters in one map, removed at zero. Both
+//! are keyed by the route's path and take the route's limits at each call,
+//! so a reload that reorders routes or changes a limit applies at once (a
+//! changed handshake rate starts its route's allowance afresh).
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -14,7 +17,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
-use wsgate_config::{Limits, Route};
+use wsgate_config::Route;
 use wsgate_policy::Reason;
 use wsgate_policy::limits::ClientKey;
 
@@ -31,18 +34,21 @@ type Keyed<C> = RateLimiter<
     NoOpMiddleware<<C as Clock>::Instant>,
 >;
 
-/// What an open connection is counted under.
+/// What an open connection is counted under: the route's path and who.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Key {
-    Client(usize, ClientKey),
-    User(usize, String),
+    Client(Arc<str>, ClientKey),
+    User(Arc<str>, String),
 }
+
+/// One route's handshake allowance: its rate, and the limiter for it.
+type Allowance<C> = Arc<(u32, Keyed<C>)>;
 
 /// The shared state of this process.
 pub(crate) struct Memory<C: Clock = DefaultClock> {
     clock: C,
-    limits: Vec<Limits>,
-    handshakes: Vec<Option<Keyed<C>>>,
+    /// By route path.
+    handshakes: Mutex<HashMap<String, Allowance<C>>>,
     checks: AtomicU64,
     open: Mutex<HashMap<Key, u32>>,
     /// Users refused until the time given.
@@ -63,17 +69,13 @@ impl std::fmt::Debug for Lease {
 }
 
 impl Memory<DefaultClock> {
-    pub(crate) fn new(routes: &[Arc<Route>], ticket_ttl: Duration) -> Arc<Self> {
-        Arc::new(Self::with_clock(
-            routes,
-            DefaultClock::default(),
-            ticket_ttl,
-        ))
+    pub(crate) fn new(ticket_ttl: Duration) -> Arc<Self> {
+        Arc::new(Self::with_clock(DefaultClock::default(), ticket_ttl))
     }
 
     pub(crate) fn open(
         self: &Arc<Self>,
-        route: usize,
+        route: &Route,
         client: ClientKey,
         user: Option<&str>,
     ) -> Result<Lease, Denied> {
@@ -89,24 +91,10 @@ impl Memory<DefaultClock> {
 }
 
 impl<C: Clock + Clone> Memory<C> {
-    fn with_clock(routes: &[Arc<Route>], clock: C, ticket_ttl: Duration) -> Self {
-        let handshakes = routes
-            .iter()
-            .map(|r| {
-                let per_min = r
-                    .limits
-                    .handshakes_per_ip_per_min
-                    .and_then(NonZeroU32::new)?;
-                Some(RateLimiter::hashmap_with_clock(
-                    Quota::per_minute(per_min),
-                    clock.clone(),
-                ))
-            })
-            .collect();
+    fn with_clock(clock: C, ticket_ttl: Duration) -> Self {
         Memory {
             clock,
-            limits: routes.iter().map(|r| r.limits.clone()).collect(),
-            handshakes,
+            handshakes: Mutex::new(HashMap::new()),
             checks: AtomicU64::new(0),
             open: Mutex::new(HashMap::new()),
             revoked: Mutex::new(HashMap::new()),
@@ -132,37 +120,59 @@ impl<C: Clock + Clone> Memory<C> {
         }
     }
 
-    pub(crate) fn handshake(&self, route: usize, client: ClientKey) -> Result<(), Denied> {
-        let Some(Some(limiter)) = self.handshakes.get(route) else {
+    /// The limiter for `route`'s handshake rate, made afresh when the rate changed.
+    fn allowance(&self, route: &Route) -> Option<Allowance<C>> {
+        let per_min = route
+            .limits
+            .handshakes_per_ip_per_min
+            .and_then(NonZeroU32::new)?;
+        let mut all = self
+            .handshakes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(a) = all.get(&route.path)
+            && a.0 == per_min.get()
+        {
+            return Some(Arc::clone(a));
+        }
+        let fresh = Arc::new((
+            per_min.get(),
+            RateLimiter::hashmap_with_clock(Quota::per_minute(per_min), self.clock.clone()),
+        ));
+        all.insert(route.path.clone(), Arc::clone(&fresh));
+        Some(fresh)
+    }
+
+    pub(crate) fn handshake(&self, route: &Route, client: ClientKey) -> Result<(), Denied> {
+        let Some(allowance) = self.allowance(route) else {
             return Ok(());
         };
+        let (per_min, limiter) = &*allowance;
         if self.checks.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
             limiter.retain_recent();
         }
-        limiter.check_key(&client).map_err(|not_until| {
-            let per_min = self.limits[route].handshakes_per_ip_per_min.unwrap_or(0);
-            Denied {
-                reason: Reason::RateLimited,
-                detail: format!("more than {per_min} handshakes per minute from {client}"),
-                retry_after: Some(not_until.wait_time_from(self.clock.now())),
-            }
+        limiter.check_key(&client).map_err(|not_until| Denied {
+            reason: Reason::RateLimited,
+            detail: format!("more than {per_min} handshakes per minute from {client}"),
+            retry_after: Some(not_until.wait_time_from(self.clock.now())),
         })
     }
 
     /// Counts one connection under each key the route limits, or none if any is full.
     fn take(
         &self,
-        route: usize,
+        route: &Route,
         client: ClientKey,
         user: Option<&str>,
     ) -> Result<Vec<Key>, Denied> {
-        let limits = &self.limits[route];
+        let limits = &route.limits;
         let mut wanted = Vec::with_capacity(2);
+        let path: Arc<str> = Arc::from(route.path.as_str());
         if let Some(max) = limits.max_conns_per_ip {
-            wanted.push((Key::Client(route, client), max));
+            wanted.push((Key::Client(Arc::clone(&path), client), max));
         }
         if let (Some(max), Some(user)) = (limits.max_conns_per_user, user) {
-            wanted.push((Key::User(route, user.to_owned()), max));
+            wanted.push((Key::User(path, user.to_owned()), max));
         }
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         for (key, max) in &wanted {
@@ -208,6 +218,7 @@ mod tests {
     use governor::clock::FakeRelativeClock;
 
     use super::*;
+    use wsgate_config::Limits;
 
     fn route(limits: Limits) -> Arc<Route> {
         let src = r#"
@@ -238,19 +249,20 @@ allow_missing_origin = true
             handshakes_per_ip_per_min: Some(2),
             ..Limits::default()
         };
-        let store = Memory::with_clock(&[route(limits)], clock.clone(), Duration::from_secs(1));
+        let route = route(limits);
+        let store = Memory::with_clock(clock.clone(), Duration::from_secs(1));
         let a = key("192.0.2.1");
-        assert_eq!(store.handshake(0, a), Ok(()));
-        assert_eq!(store.handshake(0, a), Ok(()));
-        let denied = store.handshake(0, a).unwrap_err();
+        assert_eq!(store.handshake(&route, a), Ok(()));
+        assert_eq!(store.handshake(&route, a), Ok(()));
+        let denied = store.handshake(&route, a).unwrap_err();
         assert_eq!(denied.reason, Reason::RateLimited);
         assert_eq!(denied.retry_after, Some(Duration::from_secs(30)));
         assert!(denied.detail.contains("192.0.2.1"), "{}", denied.detail);
         // Another address has its own allowance.
-        assert_eq!(store.handshake(0, key("192.0.2.2")), Ok(()));
+        assert_eq!(store.handshake(&route, key("192.0.2.2")), Ok(()));
         clock.advance(Duration::from_secs(30));
-        assert_eq!(store.handshake(0, a), Ok(()));
-        assert!(store.handshake(0, a).is_err());
+        assert_eq!(store.handshake(&route, a), Ok(()));
+        assert!(store.handshake(&route, a).is_err());
     }
 
     #[test]
@@ -260,33 +272,35 @@ allow_missing_origin = true
             max_conns_per_user: Some(1),
             ..Limits::default()
         };
-        let store = Memory::new(&[route(limits)], Duration::from_secs(1));
+        let route = route(limits);
+        let store = Memory::new(Duration::from_secs(1));
         let a = key("2001:db8::1");
         let a_sibling = key("2001:db8::2");
-        let first = store.open(0, a, Some("alice")).expect("first");
-        let denied = store.open(0, a_sibling, Some("alice")).unwrap_err();
+        let first = store.open(&route, a, Some("alice")).expect("first");
+        let denied = store.open(&route, a_sibling, Some("alice")).unwrap_err();
         assert_eq!(denied.reason, Reason::TooManyConnections);
         assert!(denied.detail.contains("\"alice\""), "{}", denied.detail);
         // The refused attempt took nothing: the same /64 still has one slot.
-        let bob = store.open(0, a_sibling, Some("bob")).expect("bob");
-        let denied = store.open(0, a, Some("carol")).unwrap_err();
+        let bob = store.open(&route, a_sibling, Some("bob")).expect("bob");
+        let denied = store.open(&route, a, Some("carol")).unwrap_err();
         assert!(denied.detail.contains("2001:db8::/64"), "{}", denied.detail);
         drop(first);
-        let again = store.open(0, a, Some("alice")).expect("alice again");
+        let again = store.open(&route, a, Some("alice")).expect("alice again");
         drop((bob, again));
         assert!(store.open.lock().unwrap().is_empty());
     }
 
     #[test]
     fn a_revoked_user_is_refused_until_the_time_given() {
-        let store = Memory::new(&[route(Limits::default())], Duration::from_secs(1));
+        let route = route(Limits::default());
+        let store = Memory::new(Duration::from_secs(1));
         let a = key("192.0.2.1");
         store.revoke("alice", SystemTime::now() + Duration::from_secs(600));
-        let denied = store.open(0, a, Some("alice")).unwrap_err();
+        let denied = store.open(&route, a, Some("alice")).unwrap_err();
         assert_eq!(denied.reason, Reason::Forbidden);
         assert!(denied.detail.contains("revoked for"), "{}", denied.detail);
-        assert!(store.open(0, a, Some("bob")).is_ok());
+        assert!(store.open(&route, a, Some("bob")).is_ok());
         store.revoke("alice", SystemTime::now() - Duration::from_secs(1));
-        assert!(store.open(0, a, Some("alice")).is_ok());
+        assert!(store.open(&route, a, Some("alice")).is_ok());
     }
 }

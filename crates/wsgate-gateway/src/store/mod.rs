@@ -62,9 +62,9 @@ pub(crate) enum Store {
 }
 
 impl Store {
-    /// The memory store for these routes.
-    pub(crate) fn memory(routes: &[Arc<Route>], ticket_ttl: Duration) -> Self {
-        Store::Memory(memory::Memory::new(routes, ticket_ttl))
+    /// The memory store.
+    pub(crate) fn memory(ticket_ttl: Duration) -> Self {
+        Store::Memory(memory::Memory::new(ticket_ttl))
     }
 
     /// What an unreachable store means for a handshake.
@@ -86,8 +86,8 @@ impl Store {
         }
     }
 
-    /// Counts one handshake from `client` on route `route`.
-    pub(crate) async fn handshake(&self, route: usize, client: ClientKey) -> Result<(), Denied> {
+    /// Counts one handshake from `client` on `route` (its limits as now configured).
+    pub(crate) async fn handshake(&self, route: &Route, client: ClientKey) -> Result<(), Denied> {
         match self {
             Store::Memory(m) => m.handshake(route, client),
             Store::Redis { redis, .. } => match redis.handshake(route, client).await {
@@ -97,11 +97,11 @@ impl Store {
         }
     }
 
-    /// Takes a connection slot for `client` (and `user`) on route `route`,
+    /// Takes a connection slot for `client` (and `user`) on `route`,
     /// after checking that `user` is not revoked.
     pub(crate) async fn open(
         &self,
-        route: usize,
+        route: &Route,
         client: ClientKey,
         user: Option<&str>,
     ) -> Result<Lease, Denied> {
@@ -114,35 +114,29 @@ impl Store {
         }
     }
 
-    /// Stores a ticket for `grant` on the route at `path`; `None` when the
-    /// store is full (memory) or unreachable.
-    pub(crate) async fn issue_ticket(
-        &self,
-        grant: &TicketGrant,
-        path: &str,
-    ) -> Result<String, StoreError> {
+    /// Stores a ticket for `grant`; an error when the store is full
+    /// (memory) or unreachable.
+    pub(crate) async fn issue_ticket(&self, grant: &TicketGrant) -> Result<String, StoreError> {
         match self {
             Store::Memory(m) => m
                 .tickets
                 .issue(grant.clone())
                 .ok_or_else(|| StoreError("too many unused tickets".into())),
-            Store::Redis { redis, .. } => redis.issue_ticket(&encode_grant(grant, path)).await,
+            Store::Redis { redis, .. } => redis.issue_ticket(&encode_grant(grant)).await,
         }
     }
 
     /// Takes a ticket out: it works once, and only before it expires.
-    /// `routes` maps a stored route path back to its index.
     pub(crate) async fn redeem_ticket(
         &self,
         ticket: &str,
-        routes: &wsgate_policy::Router,
     ) -> Result<Option<TicketGrant>, StoreError> {
         match self {
             Store::Memory(m) => Ok(m.tickets.redeem(ticket)),
             Store::Redis { redis, .. } => Ok(redis
                 .redeem_ticket(ticket)
                 .await?
-                .and_then(|v| decode_grant(&v, routes))),
+                .and_then(|v| decode_grant(&v))),
         }
     }
 
@@ -217,9 +211,8 @@ pub(crate) fn new_ticket() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
 }
 
-/// A grant as stored in Redis: the route by path, so instances agree even
-/// if their configs list routes in another order.
-fn encode_grant(grant: &TicketGrant, path: &str) -> String {
+/// A grant as stored in Redis.
+fn encode_grant(grant: &TicketGrant) -> String {
     let expires = grant
         .identity
         .expires
@@ -229,13 +222,13 @@ fn encode_grant(grant: &TicketGrant, path: &str) -> String {
         "user": grant.identity.user,
         "method": grant.identity.method.name(),
         "expires": expires,
-        "route": path,
+        "route": grant.route,
         "origin": grant.origin.as_ref().map(ToString::to_string),
     })
     .to_string()
 }
 
-fn decode_grant(value: &str, routes: &wsgate_policy::Router) -> Option<TicketGrant> {
+fn decode_grant(value: &str) -> Option<TicketGrant> {
     let v: serde_json::Value = serde_json::from_str(value).ok()?;
     let method = [
         AuthMethod::Jwt,
@@ -246,8 +239,7 @@ fn decode_grant(value: &str, routes: &wsgate_policy::Router) -> Option<TicketGra
     ]
     .into_iter()
     .find(|m| Some(m.name()) == v["method"].as_str())?;
-    let path = v["route"].as_str()?;
-    let route = routes.routes().iter().position(|r| r.path == path)?;
+    let route = v["route"].as_str()?.to_owned();
     let origin = match v["origin"].as_str() {
         Some(o) => Some(Origin::parse(o).ok()?),
         None => None,
@@ -284,34 +276,17 @@ mod tests {
 
     #[test]
     fn a_grant_survives_the_trip_through_redis_text() {
-        let src = r#"
-[[listener]]
-bind = "127.0.0.1:0"
-[[route]]
-path = "/a"
-upstream = "ws://127.0.0.1:1"
-auth = "none"
-allow_missing_origin = true
-[[route]]
-path = "/b"
-upstream = "ws://127.0.0.1:1"
-auth = "none"
-allow_missing_origin = true
-"#;
-        let config = wsgate_config::parse(src, std::path::Path::new(".")).expect("config");
-        let router = wsgate_policy::Router::new(config.routes);
         let grant = TicketGrant {
             identity: Identity {
                 user: "alice".into(),
                 method: AuthMethod::Jwt,
                 expires: Some(UNIX_EPOCH + Duration::from_secs(2_000_000_000)),
             },
-            route: 1,
+            route: "/b".into(),
             origin: Some(Origin::parse("https://app.example.com").expect("origin")),
         };
-        let text = encode_grant(&grant, "/b");
-        assert_eq!(decode_grant(&text, &router), Some(grant));
-        assert_eq!(decode_grant(&text.replace("/b", "/gone"), &router), None);
-        assert_eq!(decode_grant("not json", &router), None);
+        let text = encode_grant(&grant);
+        assert_eq!(decode_grant(&text), Some(grant));
+        assert_eq!(decode_grant("not json"), None);
     }
 }

@@ -25,7 +25,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use redis::aio::ConnectionManager;
 use redis::{Client, Script};
 use tokio_util::sync::CancellationToken;
-use wsgate_config::{Limits, RedisStore, Route};
+use wsgate_config::{RedisStore, Route};
 use wsgate_policy::Reason;
 use wsgate_policy::limits::ClientKey;
 
@@ -98,8 +98,6 @@ pub(crate) struct Redis {
     config: RedisStore,
     /// Distinguishes this instance's members from other instances'.
     instance: String,
-    paths: Vec<String>,
-    limits: Vec<Limits>,
     ticket_ttl: Duration,
     held: Mutex<HashMap<u64, Held>>,
     next: AtomicU64,
@@ -125,7 +123,6 @@ impl Redis {
     /// Checks the URL; connecting waits for [`Redis::start`].
     pub(crate) fn new(
         config: &RedisStore,
-        routes: &[Arc<Route>],
         ticket_ttl: Duration,
         (up_gauge, errors): (Gauge, Counter),
     ) -> Result<Arc<Self>, String> {
@@ -135,8 +132,6 @@ impl Redis {
             client,
             config: config.clone(),
             instance: format!("{:016x}", rand::random::<u64>()),
-            paths: routes.iter().map(|r| r.path.clone()).collect(),
-            limits: routes.iter().map(|r| r.limits.clone()).collect(),
             ticket_ttl,
             held: Mutex::new(HashMap::new()),
             next: AtomicU64::new(1),
@@ -229,13 +224,13 @@ impl Redis {
 
     pub(crate) async fn handshake(
         &self,
-        route: usize,
+        route: &Route,
         client: ClientKey,
     ) -> Result<Result<(), Denied>, StoreError> {
-        let Some(per_min) = self.limits[route].handshakes_per_ip_per_min else {
+        let Some(per_min) = route.limits.handshakes_per_ip_per_min else {
             return Ok(Ok(()));
         };
-        let key = self.key(&["hs", &self.paths[route], &client.to_string()]);
+        let key = self.key(&["hs", &route.path, &client.to_string()]);
         let interval = 60_000_000 / u64::from(per_min.max(1));
         let mut conn = self.conn()?;
         let wait_us: u64 = self
@@ -259,12 +254,12 @@ impl Redis {
 
     pub(crate) async fn open(
         self: &Arc<Self>,
-        route: usize,
+        route: &Route,
         client: ClientKey,
         user: Option<&str>,
     ) -> Result<Result<Lease, Denied>, StoreError> {
-        let limits = &self.limits[route];
-        let path = &self.paths[route];
+        let limits = &route.limits;
+        let path = &route.path;
         let mut keys = Vec::new();
         let mut maxima = Vec::new();
         if let Some(max) = limits.max_conns_per_ip {

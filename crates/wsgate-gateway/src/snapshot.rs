@@ -1,0 +1,201 @@
+//! One generation of the policy: everything a reload replaces.
+//!
+//! The routes, the listeners' TLS and `Host` allow-lists, the upstreams'
+//! TLS, the message rules, authentication and its verifiers, and the
+//! identity assertion signer are built together from one validated config
+//! and published as one [`Snapshot`]. A handshake takes the snapshot current
+//! when it starts and decides by it alone, so it never sees half of a
+//! reload; an open connection keeps what it was admitted with until a new
+//! generation re-checks it (see `handshake::recheck`).
+//!
+//! What a running process cannot change (the addresses it is bound to, the
+//! store, `[limits]`, `[metrics]`, `[log]`) is [`Fixed`]: a reload that
+//! changes any of it is refused as a whole, naming each key.
+
+use std::sync::Arc;
+
+use rustls::ClientConfig;
+use tokio_rustls::TlsAcceptor;
+use wsgate_config::{Config, Listener};
+use wsgate_policy::Router;
+use wsgate_policy::messages::MessageRules;
+
+use crate::tls;
+
+/// One listener's reloadable part: its settings and its TLS.
+pub(crate) struct ListenerPolicy {
+    pub(crate) config: Listener,
+    pub(crate) tls: Option<TlsAcceptor>,
+}
+
+/// The policy in force, as one unit.
+pub(crate) struct Snapshot {
+    /// 1 for the config the process started with, +1 per accepted reload.
+    pub(crate) generation: u64,
+    pub(crate) router: Router,
+    /// In config order, as bound.
+    pub(crate) listeners: Vec<ListenerPolicy>,
+    /// Per route, in config order: the TLS client config of a wss:// upstream.
+    pub(crate) upstream_tls: Vec<Option<Arc<ClientConfig>>>,
+    /// Per route, in config order: compiled message rules, when the route has any.
+    pub(crate) rules: Vec<Option<Arc<MessageRules>>>,
+    pub(crate) auth: wsgate_config::auth::AuthConfig,
+    pub(crate) verifiers: crate::auth::Verifiers,
+    /// Signs identity assertions, when `[assertion]` is configured.
+    pub(crate) assertion: Option<crate::assertion::Signer>,
+    /// `[shutdown] grace`.
+    pub(crate) grace: std::time::Duration,
+}
+
+/// What only a restart changes.
+#[derive(Debug, Clone)]
+pub(crate) struct Fixed {
+    pub(crate) binds: Vec<std::net::SocketAddr>,
+    pub(crate) metrics: Option<std::net::SocketAddr>,
+    pub(crate) store: wsgate_config::Store,
+    pub(crate) limits: wsgate_config::GlobalLimits,
+    pub(crate) log: String,
+}
+
+impl Fixed {
+    pub(crate) fn of(config: &Config) -> Fixed {
+        Fixed {
+            binds: config.listeners.iter().map(|l| l.bind).collect(),
+            metrics: config.metrics,
+            store: config.store.clone(),
+            limits: config.limits,
+            // `Log` has no equality of its own; its Debug form is exact.
+            log: format!("{:?}", config.log),
+        }
+    }
+
+    /// Every key whose change needs a restart, as an error naming it.
+    pub(crate) fn changes(&self, new: &Fixed) -> Vec<String> {
+        let mut errors = Vec::new();
+        let restart = "a reload cannot change it; restart the gateway";
+        if self.binds.len() != new.binds.len() {
+            errors.push(format!(
+                "listener: {} listeners instead of {}: {restart}",
+                new.binds.len(),
+                self.binds.len()
+            ));
+        } else {
+            for (i, (old, new)) in self.binds.iter().zip(&new.binds).enumerate() {
+                if old != new {
+                    errors.push(format!(
+                        "listener[{i}].bind: {new} instead of {old}: {restart}"
+                    ));
+                }
+            }
+        }
+        if self.metrics != new.metrics {
+            errors.push(format!("metrics.bind: changed: {restart}"));
+        }
+        if self.store != new.store {
+            errors.push(format!("store: changed: {restart}"));
+        }
+        if self.limits != new.limits {
+            errors.push(format!("limits: changed: {restart}"));
+        }
+        if self.log != new.log {
+            errors.push(format!("log: changed: {restart}"));
+        }
+        errors
+    }
+}
+
+/// A snapshot built from a config, with the notes for the operator.
+pub(crate) struct Built {
+    pub(crate) snapshot: Snapshot,
+    pub(crate) notes: Vec<String>,
+}
+
+impl Snapshot {
+    /// Loads what `config` refers to (certificates, keys, schemas, JWKS,
+    /// htpasswd); collects every problem instead of stopping at the first.
+    pub(crate) fn build(config: &Config, generation: u64) -> Result<Built, Vec<String>> {
+        let mut errors = Vec::new();
+        let mut notes = Vec::new();
+        let verifiers = crate::auth::Verifiers::new(config, &mut errors);
+        let assertion = config.assertion.as_ref().and_then(|a| {
+            crate::assertion::Signer::new(a)
+                .map_err(|e| errors.push(format!("assertion.key: {e}")))
+                .ok()
+        });
+        let mut listeners = Vec::new();
+        for (i, l) in config.listeners.iter().enumerate() {
+            let tls = match &l.tls {
+                None => None,
+                Some(t) => match tls::server(t, l.bind, l.client_certs.as_ref()) {
+                    Ok(server) => {
+                        if let Some(fp) = server.self_signed_fingerprint {
+                            notes.push(format!(
+                                "listener[{i}] ({}) uses a self-signed certificate, SHA-256 {fp}",
+                                l.bind
+                            ));
+                        }
+                        Some(TlsAcceptor::from(server.config))
+                    }
+                    Err(e) => {
+                        errors.push(format!("listener[{i}].tls: {e}"));
+                        None
+                    }
+                },
+            };
+            listeners.push(ListenerPolicy {
+                config: l.clone(),
+                tls,
+            });
+        }
+        for (i, r) in config.routes.iter().enumerate() {
+            if let Some(param) = &r.jwt_query_param {
+                notes.push(format!(
+                    "route[{i}] accepts JWTs in the query parameter `{param}`: URLs end up in browser history and in the logs of every proxy on the way; wsgate's own log omits query strings"
+                ));
+            }
+        }
+        let mut rules = Vec::new();
+        for (i, r) in config.routes.iter().enumerate() {
+            if r.messages == wsgate_config::Messages::default() {
+                rules.push(None);
+                continue;
+            }
+            match MessageRules::new(&r.messages) {
+                Ok(compiled) => rules.push(Some(Arc::new(compiled))),
+                Err(e) => {
+                    errors.push(format!("route[{i}].messages.schema: {e}"));
+                    rules.push(None);
+                }
+            }
+        }
+        let mut upstream_tls = Vec::new();
+        for (i, r) in config.routes.iter().enumerate() {
+            if !r.upstream.tls {
+                upstream_tls.push(None);
+                continue;
+            }
+            match tls::upstream(r.upstream.ca.as_deref()) {
+                Ok(c) => upstream_tls.push(Some(c)),
+                Err(e) => {
+                    errors.push(format!("route[{i}].upstream: {e}"));
+                    upstream_tls.push(None);
+                }
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let snapshot = Snapshot {
+            generation,
+            router: Router::new(config.routes.clone()),
+            listeners,
+            upstream_tls,
+            rules,
+            auth: config.auth.clone(),
+            verifiers,
+            assertion,
+            grace: config.shutdown.grace,
+        };
+        Ok(Built { snapshot, notes })
+    }
+}
