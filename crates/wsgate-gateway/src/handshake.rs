@@ -79,7 +79,11 @@ pub(crate) async fn handle(
             route,
             detail,
             retry_after,
+            limit,
         }) => {
+            if let Some(kind) = limit {
+                state.metrics.limit_hit(kind);
+            }
             let route = route.map(|i| &policy.router.routes()[i]);
             ev.route = route.map(|r| r.path.clone());
             ev.refuse(reason, detail.unwrap_or_default());
@@ -159,6 +163,8 @@ struct Refusal {
     route: Option<usize>,
     detail: Option<String>,
     retry_after: Option<std::time::Duration>,
+    /// The config key of the limit that refused it, when one did.
+    limit: Option<&'static str>,
 }
 
 impl Refusal {
@@ -168,6 +174,7 @@ impl Refusal {
             route,
             detail: Some(detail),
             retry_after: None,
+            limit: None,
         }
     }
 
@@ -177,6 +184,7 @@ impl Refusal {
             route: Some(route),
             detail: Some(d.detail),
             retry_after: d.retry_after,
+            limit: d.limit,
         }
     }
 }
@@ -213,7 +221,10 @@ async fn decide(
             "the gateway holds its [limits] max_connections ({})",
             state.slots.max()
         );
-        Refusal::new(Reason::TooManyConnections, None, detail)
+        Refusal {
+            limit: Some("max_connections"),
+            ..Refusal::new(Reason::TooManyConnections, None, detail)
+        }
     })?;
     let hs =
         handshake::check_request(&parts.method, parts.version, &parts.headers).map_err(|e| {
@@ -433,6 +444,17 @@ fn count_close(metrics: &crate::metrics::Metrics, route: String, summary: &relay
         code: summary.outcome.close_code().to_string(),
     };
     metrics.closes.get_or_create(&close).inc();
+    // Which limit closed it, as far as the reason tells: rates and sizes
+    // each have two keys behind one reason.
+    let limit = match summary.outcome {
+        relay::Outcome::Gateway(Reason::MessageRateExceeded) => Some("message_rate"),
+        relay::Outcome::Gateway(Reason::MessageTooBig) => Some("message_size"),
+        relay::Outcome::Gateway(Reason::Overloaded) => Some("assembly_memory"),
+        _ => None,
+    };
+    if let Some(kind) = limit {
+        metrics.limit_hit(kind);
+    }
     for (direction, messages, bytes) in [
         (
             "in",

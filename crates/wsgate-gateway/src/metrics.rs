@@ -32,6 +32,11 @@ pub(crate) struct RouteLabels {
 
 /// `direction` is `in` (from clients) or `out` (from upstreams).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct KindLabels {
+    pub(crate) kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct ResultLabels {
     pub(crate) result: String,
 }
@@ -64,6 +69,7 @@ pub(crate) struct Metrics {
     pub(crate) upstream_seconds: Histogram,
     pub(crate) config_generation: Gauge,
     reloads: Family<ResultLabels, Counter>,
+    limit_hits: Family<KindLabels, Counter>,
 }
 
 impl Metrics {
@@ -156,7 +162,14 @@ impl Metrics {
             "Reloads by result: applied, or refused (the old config stays)",
             reloads.clone(),
         );
+        let limit_hits = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "limit_hits",
+            "Handshakes refused and connections closed by a limit, by the limit's config key",
+            limit_hits.clone(),
+        );
         Metrics {
+            limit_hits,
             config_generation,
             reloads,
             store_errors,
@@ -176,6 +189,14 @@ impl Metrics {
     }
 
     /// Counts one handshake decision.
+    /// Counts a limit that refused a handshake or closed a connection.
+    pub(crate) fn limit_hit(&self, kind: &str) {
+        let labels = KindLabels {
+            kind: kind.to_owned(),
+        };
+        self.limit_hits.get_or_create(&labels).inc();
+    }
+
     /// Counts a reload by its result.
     pub(crate) fn reload(&self, result: &str) {
         let labels = ResultLabels {

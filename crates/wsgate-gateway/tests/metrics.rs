@@ -98,3 +98,57 @@ async fn upstream_failures_and_connect_time_are_counted() {
         assert!(text.contains(line), "no {line:?} in\n{text}");
     }
 }
+
+#[tokio::test]
+async fn limit_hits_are_counted_by_the_limit_that_was_hit() {
+    let echo = Echo::start().await;
+    let limits = "max_conns_per_ip = 1\nhandshakes_per_ip_per_min = 3\nmessages_per_sec = 1\nburst = 1\nmax_frame = \"1KiB\"";
+    let config = common::config(echo.addr, "", limits) + "\n[metrics]\nbind = \"127.0.0.1:0\"\n";
+    let mut gw = TestGateway::start(&config).await;
+    let close_with = |code: u16| {
+        let mut payload = code.to_be_bytes().to_vec();
+        payload.extend_from_slice(b"bye");
+        payload
+    };
+
+    // Handshake 1: admitted, then over the message rate (burst 1).
+    let mut first = RawClient::connect(gw.addr).await;
+    assert_eq!(first.handshake("/chat", &[ORIGIN]).await.status, 101);
+    gw.handshake_event().await;
+    // Handshake 2: this address already holds its one connection.
+    let mut second = RawClient::connect(gw.addr).await;
+    assert_eq!(second.handshake("/chat", &[ORIGIN]).await.status, 429);
+    gw.handshake_event().await;
+    let mut burst = wsgate_testkit::client::encode(0x81, b"a", true);
+    burst.extend(wsgate_testkit::client::encode(0x81, b"b", true));
+    first.send_raw(&burst).await;
+    assert_eq!(first.read_data().await.payload, b"a");
+    assert_eq!(first.read_close().await.close_code(), Some(1008));
+    first.send_frame(0x88, &close_with(1008), true).await;
+    assert_eq!(gw.close_event().await.reason, Some("message_rate_exceeded"));
+    // Handshake 3: admitted, then a frame over max_frame.
+    let mut third = RawClient::connect(gw.addr).await;
+    assert_eq!(third.handshake("/chat", &[ORIGIN]).await.status, 101);
+    gw.handshake_event().await;
+    third
+        .send_raw(&wsgate_testkit::client::encode(0x82, &[0; 2048], true))
+        .await;
+    assert_eq!(third.read_close().await.close_code(), Some(1009));
+    third.send_frame(0x88, &close_with(1009), true).await;
+    assert_eq!(gw.close_event().await.reason, Some("message_too_big"));
+    // Handshake 4: over three a minute.
+    let mut fourth = RawClient::connect(gw.addr).await;
+    assert_eq!(fourth.handshake("/chat", &[ORIGIN]).await.status, 429);
+    assert_eq!(gw.handshake_event().await.reason, Some("rate_limited"));
+
+    let (_, text) = get(gw.metrics_addr().unwrap(), "/metrics").await;
+    for line in [
+        r#"wsgate_limit_hits_total{kind="max_conns_per_ip"} 1"#,
+        r#"wsgate_limit_hits_total{kind="handshakes_per_ip_per_min"} 1"#,
+        r#"wsgate_limit_hits_total{kind="message_rate"} 1"#,
+        r#"wsgate_limit_hits_total{kind="message_size"} 1"#,
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+    }
+    assert!(!text.contains(r#"kind="max_connections""#), "{text}");
+}

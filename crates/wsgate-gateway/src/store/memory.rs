@@ -155,6 +155,7 @@ impl<C: Clock + Clone> Memory<C> {
             reason: Reason::RateLimited,
             detail: format!("more than {per_min} handshakes per minute from {client}"),
             retry_after: Some(not_until.wait_time_from(self.clock.now())),
+            limit: Some("handshakes_per_ip_per_min"),
         })
     }
 

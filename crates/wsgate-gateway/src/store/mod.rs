@@ -35,6 +35,9 @@ pub(crate) struct Denied {
     pub(crate) detail: String,
     /// When trying again may succeed (`Retry-After`).
     pub(crate) retry_after: Option<Duration>,
+    /// The config key of the limit that was hit, when one was (the
+    /// `kind` label of `wsgate_limit_hits_total`).
+    pub(crate) limit: Option<&'static str>,
 }
 
 /// The store could not be asked.
@@ -171,14 +174,21 @@ pub(crate) enum Counted<'a> {
 
 /// The refusal for a full connection count, the same from every store.
 pub(crate) fn full(counted: Counted<'_>, max: u32) -> Denied {
-    let detail = match counted {
-        Counted::Client(c) => format!("{c} already holds {max} connections on this route"),
-        Counted::User(u) => format!("user {u:?} already holds {max} connections on this route"),
+    let (detail, limit) = match counted {
+        Counted::Client(c) => (
+            format!("{c} already holds {max} connections on this route"),
+            "max_conns_per_ip",
+        ),
+        Counted::User(u) => (
+            format!("user {u:?} already holds {max} connections on this route"),
+            "max_conns_per_user",
+        ),
     };
     Denied {
         reason: Reason::TooManyConnections,
         detail,
         retry_after: None,
+        limit: Some(limit),
     }
 }
 
@@ -192,6 +202,7 @@ pub(crate) fn revoked(user: &str, left: Option<Duration>) -> Denied {
         reason: Reason::Forbidden,
         detail,
         retry_after: None,
+        limit: None,
     }
 }
 
@@ -203,6 +214,7 @@ fn unavailable(e: StoreError) -> Denied {
             e.0
         ),
         retry_after: None,
+        limit: None,
     }
 }
 

@@ -249,6 +249,7 @@ impl Redis {
             reason: Reason::RateLimited,
             detail: format!("more than {per_min} handshakes per minute from {client}"),
             retry_after: Some(Duration::from_micros(wait_us)),
+            limit: Some("handshakes_per_ip_per_min"),
         }))
     }
 
