@@ -131,6 +131,7 @@ fn listener(mut t: Table<'_, '_>, base: &Path, errs: &mut Collector<'_>) -> Opti
         None => Some(DEFAULT_MAX_HEADER_BYTES),
     };
     let client_certs = client_certs(&mut t, tls.is_some(), base, errs);
+    let reuse_port = t.bool("reuse_port", errs).map(|b| b.value).unwrap_or(false);
     let path = t.path().to_owned();
     let at = t.at();
     t.finish(errs, LATER_LISTENER);
@@ -153,6 +154,7 @@ fn listener(mut t: Table<'_, '_>, base: &Path, errs: &mut Collector<'_>) -> Opti
         handshake_timeout,
         max_header_bytes: max_header_bytes?,
         client_certs,
+        reuse_port,
     })
 }
 
@@ -1017,6 +1019,9 @@ fn shutdown(mut t: Table<'_, '_>, errs: &mut Collector<'_>) -> Shutdown {
     let mut s = Shutdown::default();
     if let Some(g) = t.duration("grace", errs, false).and_then(|g| g.value) {
         s.grace = g;
+    }
+    if let Some(d) = t.duration("drain", errs, true).and_then(|d| d.value) {
+        s.drain = d;
     }
     t.finish(errs, &[]);
     s

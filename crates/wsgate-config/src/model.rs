@@ -127,6 +127,9 @@ pub struct Listener {
     pub max_header_bytes: u64,
     /// Client certificates: asked for, verified against these CAs.
     pub client_certs: Option<ClientCerts>,
+    /// Bind with `SO_REUSEPORT`, so a new wsgate process can bind the same
+    /// address beside this one (a zero-downtime upgrade).
+    pub reuse_port: bool,
 }
 
 /// `client_ca`, `client_cert` and `client_crl` on a TLS listener.
@@ -446,6 +449,10 @@ pub const DEFAULT_STORE_LEASE: Duration = Duration::from_secs(30);
 /// `[shutdown]`.
 #[derive(Debug, Clone)]
 pub struct Shutdown {
+    /// After the listeners close, how long open connections keep running
+    /// (a new process beside this one takes the new ones) before they are
+    /// sent 1001.
+    pub drain: Duration,
     /// Time open connections get to finish their close handshake.
     pub grace: Duration,
 }
@@ -453,6 +460,7 @@ pub struct Shutdown {
 impl Default for Shutdown {
     fn default() -> Self {
         Shutdown {
+            drain: Duration::ZERO,
             grace: DEFAULT_SHUTDOWN_GRACE,
         }
     }

@@ -61,7 +61,7 @@ async fn answer(
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         ),
         "/healthz" => (StatusCode::OK, "ok\n".to_owned(), "text/plain"),
-        "/readyz" if state.shutdown.is_cancelled() => (
+        "/readyz" if state.stop.is_cancelled() => (
             StatusCode::SERVICE_UNAVAILABLE,
             "shutting down\n".to_owned(),
             "text/plain",

@@ -94,10 +94,10 @@ impl Prepared {
     /// Binds every listener and starts accepting.
     pub async fn start(mut self) -> std::io::Result<Gateway> {
         let mut sockets = Vec::new();
-        for bound in &mut self.state.bound {
+        let policy = self.state.policy();
+        for (bound, l) in self.state.bound.iter_mut().zip(&policy.listeners) {
             let bind = *bound;
-            let socket = TcpListener::bind(bind)
-                .await
+            let socket = listen::bind(bind, l.config.reuse_port)
                 .map_err(|e| std::io::Error::new(e.kind(), format!("cannot bind {bind}: {e}")))?;
             *bound = socket.local_addr()?;
             sockets.push(socket);
@@ -124,7 +124,7 @@ impl Prepared {
         let addrs = state.bound.clone();
         for (i, socket) in sockets.into_iter().enumerate() {
             state
-                .tasks
+                .acceptors
                 .spawn(listen::accept_loop(Arc::clone(&state), i, socket));
         }
         Ok(Gateway {
@@ -165,25 +165,49 @@ impl Gateway {
         Reloader(Arc::clone(&self.state))
     }
 
-    /// A token that stops the gateway when cancelled.
+    /// A token that stops the gateway when cancelled (see [`Gateway::wait`]).
     pub fn shutdown_token(&self) -> CancellationToken {
-        self.state.shutdown.clone()
+        self.state.stop.clone()
     }
 
-    /// Stops accepting, sends every client a 1001 close, and waits up to the
-    /// configured grace for connections to finish. Returns whether all did.
-    pub async fn shutdown(self) -> bool {
-        self.state.shutdown.cancel();
+    /// Resolves once a stop has closed every listening socket.
+    pub async fn stopped_accepting(&self) {
+        self.state.acceptors.wait().await;
+    }
+
+    /// Stops the gateway as [`Gateway::wait`] describes.
+    pub async fn shutdown(&self) -> bool {
+        self.state.stop.cancel();
         self.wait().await
     }
 
-    /// Waits until the shutdown token is cancelled and connections have drained
-    /// (up to the grace period). Returns whether all connections finished.
-    pub async fn wait(self) -> bool {
-        self.state.shutdown.cancelled().await;
-        self.state.tasks.close();
-        let grace = self.state.policy().grace;
-        tokio::time::timeout(grace, self.state.tasks.wait())
+    /// Waits until the shutdown token is cancelled, then stops: the
+    /// listeners close at once (with `reuse_port`, a new process bound
+    /// beside this one takes every new connection from then on); open
+    /// connections run on for up to `[shutdown] drain`, then every client
+    /// is sent 1001 and gets up to `grace` to finish. Returns whether all
+    /// connections finished.
+    pub async fn wait(&self) -> bool {
+        let state = &self.state;
+        state.stop.cancelled().await;
+        state.acceptors.close();
+        state.acceptors.wait().await;
+        state.tasks.close();
+        let policy = state.policy();
+        tracing::info!(
+            drain_ms = u64::try_from(policy.drain.as_millis()).unwrap_or(u64::MAX),
+            "listeners closed; draining open connections"
+        );
+        if !policy.drain.is_zero()
+            && tokio::time::timeout(policy.drain, state.tasks.wait())
+                .await
+                .is_ok()
+        {
+            state.shutdown.cancel();
+            return true;
+        }
+        state.shutdown.cancel();
+        tokio::time::timeout(policy.grace, state.tasks.wait())
             .await
             .is_ok()
     }

@@ -20,11 +20,29 @@ use wsgate_policy::Reason;
 use crate::handshake::{Conn, elapsed_ms, handle};
 use crate::state::State;
 
+/// A listening socket on `bind`; with `reuse_port`, `SO_REUSEPORT` lets
+/// another process (the next version of wsgate) bind the same address, and
+/// the kernel spreads new connections over both until this one closes.
+pub(crate) fn bind(bind: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
+    let socket = match bind {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // As `TcpListener::bind` does: a restart can bind while old
+    // connections sit in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
+    socket.bind(bind)?;
+    socket.listen(1024)
+}
+
 /// Accepts on one listener until shutdown.
 pub(crate) async fn accept_loop(state: Arc<State>, index: usize, listener: TcpListener) {
     loop {
         let accepted = tokio::select! {
-            () = state.shutdown.cancelled() => break,
+            () = state.stop.cancelled() => break,
             a = listener.accept() => a,
         };
         match accepted {
@@ -114,7 +132,9 @@ where
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(connection);
-    let shutdown = conn.state.shutdown.clone();
+    // Stopping ends connections still at HTTP (idle keep-alives, requests
+    // in progress get their answer); upgraded ones are the relay's.
+    let shutdown = conn.state.stop.clone();
     let result = tokio::select! {
         r = connection.as_mut() => r,
         () = shutdown.cancelled() => {

@@ -43,6 +43,8 @@ pub(crate) struct Snapshot {
     pub(crate) verifiers: crate::auth::Verifiers,
     /// Signs identity assertions, when `[assertion]` is configured.
     pub(crate) assertion: Option<crate::assertion::Signer>,
+    /// `[shutdown] drain`.
+    pub(crate) drain: std::time::Duration,
     /// `[shutdown] grace`.
     pub(crate) grace: std::time::Duration,
 }
@@ -51,6 +53,7 @@ pub(crate) struct Snapshot {
 #[derive(Debug, Clone)]
 pub(crate) struct Fixed {
     pub(crate) binds: Vec<std::net::SocketAddr>,
+    pub(crate) reuse_ports: Vec<bool>,
     pub(crate) metrics: Option<std::net::SocketAddr>,
     pub(crate) store: wsgate_config::Store,
     pub(crate) limits: wsgate_config::GlobalLimits,
@@ -61,6 +64,7 @@ impl Fixed {
     pub(crate) fn of(config: &Config) -> Fixed {
         Fixed {
             binds: config.listeners.iter().map(|l| l.bind).collect(),
+            reuse_ports: config.listeners.iter().map(|l| l.reuse_port).collect(),
             metrics: config.metrics,
             store: config.store.clone(),
             limits: config.limits,
@@ -85,6 +89,11 @@ impl Fixed {
                     errors.push(format!(
                         "listener[{i}].bind: {new} instead of {old}: {restart}"
                     ));
+                }
+            }
+            for (i, (old, new)) in self.reuse_ports.iter().zip(&new.reuse_ports).enumerate() {
+                if old != new {
+                    errors.push(format!("listener[{i}].reuse_port: changed: {restart}"));
                 }
             }
         }
@@ -194,6 +203,7 @@ impl Snapshot {
             auth: config.auth.clone(),
             verifiers,
             assertion,
+            drain: config.shutdown.drain,
             grace: config.shutdown.grace,
         };
         Ok(Built { snapshot, notes })

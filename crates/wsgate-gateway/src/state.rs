@@ -40,7 +40,14 @@ pub(crate) struct State {
     pub(crate) slots: Arc<crate::limits::Slots>,
     /// `[limits] assembly_memory`: bytes for messages being assembled.
     pub(crate) budget: Arc<crate::limits::Budget>,
+    /// Stop accepting: the listeners close, `/readyz` fails, idle HTTP
+    /// connections end. Open WebSocket connections go on (the drain).
+    pub(crate) stop: CancellationToken,
+    /// Close every open connection with 1001 (after the drain).
     pub(crate) shutdown: CancellationToken,
+    /// The accept loops, which own the listening sockets.
+    pub(crate) acceptors: TaskTracker,
+    /// Every connection (and the operator endpoints).
     pub(crate) tasks: TaskTracker,
     next_conn: AtomicU64,
 }
@@ -114,7 +121,9 @@ impl State {
             audit,
             metrics,
             metrics_bind: config.metrics,
+            stop: CancellationToken::new(),
             shutdown: CancellationToken::new(),
+            acceptors: TaskTracker::new(),
             tasks: TaskTracker::new(),
             next_conn: AtomicU64::new(1),
         };

@@ -186,3 +186,50 @@ async fn shutdown_sends_1001_to_every_client_and_finishes() {
         "connections were still open after the grace period"
     );
 }
+
+/// `common::config` with `[shutdown] drain`.
+fn draining(echo: &Echo, drain: &str) -> String {
+    common::config(echo.addr, "", "").replace(
+        "[shutdown]\ngrace = \"5s\"",
+        &format!("[shutdown]\ngrace = \"5s\"\ndrain = \"{drain}\""),
+    )
+}
+
+#[tokio::test]
+async fn while_draining_the_listener_is_closed_and_open_connections_go_on_to_their_end() {
+    let echo = Echo::start().await;
+    let config = draining(&echo, "60s");
+    assert!(config.contains("drain = \"60s\""));
+    let mut gw = TestGateway::start(&config).await;
+    let mut c = RawClient::connect(gw.addr).await;
+    assert_eq!(c.handshake("/chat", &[ORIGIN]).await.status, 101);
+    gw.handshake_event().await;
+    gw.shutdown_token().cancel();
+    gw.stopped_accepting().await;
+    // The listening socket is closed: nothing accepts on its address any more.
+    assert!(tokio::net::TcpStream::connect(gw.addr).await.is_err());
+    // The open connection is not told anything and still relays.
+    c.send_text("during the drain").await;
+    assert_eq!(c.read_data().await.payload, b"during the drain");
+    // It ends by itself, long before the drain is over: the gateway is done.
+    c.send_frame(0x88, &1000u16.to_be_bytes(), true).await;
+    assert_eq!(c.read_close().await.close_code(), Some(1000));
+    assert_eq!(gw.close_event().await.reason, Some("client_closed"));
+    assert!(gw.shutdown().await, "a connection was left open");
+}
+
+#[tokio::test]
+async fn when_the_drain_is_over_open_connections_get_1001() {
+    let echo = Echo::start().await;
+    let gw = TestGateway::start(&draining(&echo, "100ms")).await;
+    let mut c = RawClient::connect(gw.addr).await;
+    assert_eq!(c.handshake("/chat", &[ORIGIN]).await.status, 101);
+    let stopped = tokio::spawn(gw.shutdown());
+    let close = c.read_close().await;
+    assert_eq!(
+        (close.close_code(), close.close_reason().as_str()),
+        (Some(1001), "shutting_down")
+    );
+    c.send_frame(0x88, &1001u16.to_be_bytes(), true).await;
+    assert!(stopped.await.unwrap());
+}

@@ -13,7 +13,10 @@ use crate::WAIT;
 pub struct TestGateway {
     /// The first listener's address.
     pub addr: SocketAddr,
-    gateway: Option<Gateway>,
+    gateway: Arc<Gateway>,
+    /// The gateway's own wait, running from the start as in `wsgate
+    /// serve`: cancelling the shutdown token stops it the way SIGTERM does.
+    stopped: Option<tokio::task::JoinHandle<bool>>,
     events: broadcast::Receiver<Arc<AuditEvent>>,
     lines: Arc<Mutex<Vec<u8>>>,
     /// Where relative paths in the config resolve, and its environment.
@@ -68,10 +71,14 @@ impl TestGateway {
         let events = audit.subscribe();
         let prepared =
             wsgate_gateway::prepare(config, audit).unwrap_or_else(|e| panic!("prepare: {e:?}"));
-        let gateway = prepared.start().await.expect("start gateway");
+        let gateway = Arc::new(prepared.start().await.expect("start gateway"));
         TestGateway {
             addr: gateway.local_addrs()[0],
-            gateway: Some(gateway),
+            stopped: Some(tokio::spawn({
+                let gateway = Arc::clone(&gateway);
+                async move { gateway.wait().await }
+            })),
+            gateway,
             events,
             lines,
             base,
@@ -85,7 +92,7 @@ impl TestGateway {
     /// parsing or from the gateway.
     pub async fn reload(&self, toml: &str) -> Result<u64, Vec<String>> {
         let config = parse(toml, &self.base, &self.env)?;
-        self.gateway.as_ref().expect("running").reload(config).await
+        self.gateway.reload(config).await
     }
 
     /// The next audit event matching `want`, waiting up to [`WAIT`].
@@ -116,7 +123,7 @@ impl TestGateway {
 
     /// Where `/metrics`, `/healthz` and `/readyz` are served, if configured.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.gateway.as_ref().and_then(Gateway::metrics_addr)
+        self.gateway.metrics_addr()
     }
 
     /// Everything the audit log wrote, as text.
@@ -126,13 +133,20 @@ impl TestGateway {
 
     /// Stops the gateway: 1001 to every client, then waits for the grace period.
     pub async fn shutdown(mut self) -> bool {
-        let gateway = self.gateway.take().expect("running");
-        gateway.shutdown().await
+        self.gateway.shutdown_token().cancel();
+        let stopped = self.stopped.take().expect("running");
+        stopped.await.expect("the gateway's wait")
+    }
+
+    /// Resolves once a stop (see [`TestGateway::shutdown_token`]) has
+    /// closed every listening socket.
+    pub async fn stopped_accepting(&self) {
+        self.gateway.stopped_accepting().await;
     }
 
     /// A token that stops the gateway.
     pub fn shutdown_token(&self) -> tokio_util_token::Token {
-        tokio_util_token::Token(self.gateway.as_ref().expect("running").shutdown_token())
+        tokio_util_token::Token(self.gateway.shutdown_token())
     }
 }
 
@@ -164,8 +178,6 @@ pub mod tokio_util_token {
 
 impl Drop for TestGateway {
     fn drop(&mut self) {
-        if let Some(g) = &self.gateway {
-            g.shutdown_token().cancel();
-        }
+        self.gateway.shutdown_token().cancel();
     }
 }

@@ -135,6 +135,16 @@ impl GatewayProcess {
         }
     }
 
+    /// Waits (up to [`crate::WAIT`]) for the process to exit by itself: its
+    /// stderr ends when it does. Returns its exit code.
+    pub async fn exited(&mut self) -> Option<i32> {
+        let ended = async { while self.lines.changed().await.is_ok() {} };
+        if tokio::time::timeout(crate::WAIT, ended).await.is_err() {
+            panic!("wsgate did not exit; its log:\n{}", self.log());
+        }
+        self.child.wait().ok()?.code()
+    }
+
     /// The next audit event that `want` accepts (earlier ones are skipped).
     pub async fn event(&mut self, want: impl Fn(&Value) -> bool) -> Value {
         let wait = async {

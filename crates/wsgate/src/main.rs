@@ -236,7 +236,7 @@ async fn run(prepared: wsgate_gateway::Prepared, audit_to: AuditTarget) -> anyho
     tokio::spawn(async move {
         signals.run(&audit, &audit_to, &reloader).await;
         token.cancel();
-        tracing::info!("shutting down: closing connections with 1001");
+        tracing::info!("shutting down: closing the listeners");
     });
     let drained = gateway.wait().await;
     if drained {
