@@ -69,6 +69,7 @@ pub(crate) struct Metrics {
     pub(crate) upstream_seconds: Histogram,
     pub(crate) config_generation: Gauge,
     reloads: Family<ResultLabels, Counter>,
+    last_reload_ok: Gauge,
     limit_hits: Family<KindLabels, Counter>,
 }
 
@@ -162,6 +163,13 @@ impl Metrics {
             "Reloads by result: applied, or refused (the old config stays)",
             reloads.clone(),
         );
+        let last_reload_ok = Gauge::default();
+        last_reload_ok.set(1);
+        registry.register(
+            "config_last_reload_successful",
+            "1 when the last reload was applied (or none was tried), 0 when it was refused",
+            last_reload_ok.clone(),
+        );
         let limit_hits = Family::<KindLabels, Counter>::default();
         registry.register(
             "limit_hits",
@@ -169,6 +177,7 @@ impl Metrics {
             limit_hits.clone(),
         );
         Metrics {
+            last_reload_ok,
             limit_hits,
             config_generation,
             reloads,
@@ -203,6 +212,7 @@ impl Metrics {
             result: result.to_owned(),
         };
         self.reloads.get_or_create(&labels).inc();
+        self.last_reload_ok.set(i64::from(result == "applied"));
     }
 
     pub(crate) fn handshake(

@@ -78,6 +78,7 @@ async fn an_origin_taken_off_the_list_closes_its_connections_and_only_those() {
     let text = metrics(&gw).await;
     for line in [
         "wsgate_config_generation 2",
+        "wsgate_config_last_reload_successful 1",
         r#"wsgate_config_reloads_total{result="applied"} 1"#,
         r#"wsgate_closes_total{route="/chat",reason="policy_changed",code="1008"} 1"#,
         r#"wsgate_connections_open{route="/chat"} 1"#,
@@ -199,6 +200,7 @@ handshake_timeout"#
     let text = metrics(&gw).await;
     for line in [
         "wsgate_config_generation 1",
+        "wsgate_config_last_reload_successful 0",
         r#"wsgate_config_reloads_total{result="refused"} 1"#,
     ] {
         assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
