@@ -15,7 +15,16 @@ use crate::reader::{At, Table};
 /// with a clear message rather than reported as typos or, worse, ignored.
 const LATER_TOP: &[&str] = &[];
 const LATER_LISTENER: &[&str] = &[];
-const LATER_ROUTE: &[&str] = &["csp", "kind"];
+const LATER_ROUTE: &[&str] = &[];
+/// Keys that mean something only where WebSocket connections are admitted.
+const WEBSOCKET_ONLY: &[&str] = &[
+    "origins",
+    "allow_missing_origin",
+    "subprotocols",
+    "messages",
+    "compression",
+    "jwt_query_param",
+];
 
 /// Parses and validates a config; `base` resolves relative file paths.
 pub(crate) fn parse(
@@ -299,6 +308,27 @@ fn route(
     errs: &mut Collector<'_>,
 ) -> Option<Route> {
     let path = route_path(&mut t, errs);
+    let kind = match t.string("kind", errs) {
+        None => RouteKind::WebSocket,
+        Some(k) => match k.value {
+            "websocket" => RouteKind::WebSocket,
+            "http" => RouteKind::Http,
+            other => {
+                let msg = format!("`{other}` is not a route kind; write \"websocket\" or \"http\"");
+                errs.push(&k.path, Some(k.at), msg);
+                RouteKind::WebSocket
+            }
+        },
+    };
+    if kind == RouteKind::Http {
+        for key in WEBSOCKET_ONLY {
+            if t.get(key).is_some() {
+                let msg = "applies to WebSocket routes only; this route has kind = \"http\"";
+                errs.push(&t.path_of(key), Some(t.at()), msg);
+            }
+        }
+    }
+    let csp = t.table("csp", errs).and_then(|c| csp(c, kind, errs));
     let hosts = hosts(&mut t, errs);
     let mode = match t.string("mode", errs) {
         None => Some(Mode::Enforce),
@@ -315,7 +345,7 @@ fn route(
             }
         },
     };
-    let upstream = upstream(&mut t, base, errs);
+    let upstream = upstream(&mut t, kind, base, errs);
     let origins = origins(&mut t, errs);
     let allow_missing_origin = t
         .bool("allow_missing_origin", errs)
@@ -350,7 +380,14 @@ fn route(
     };
     let (route_at, route_path_key) = (t.at(), t.path().to_owned());
     t.finish(errs, LATER_ROUTE);
-    if origins.as_ref().is_some_and(|o| o.is_empty()) && !allow_missing_origin {
+    if kind == RouteKind::Http && !matches!(auth, Some(Auth::None)) {
+        let msg = "kind = \"http\" routes take auth = \"none\" in this version: the application authenticates its own pages and API; the gateway authenticates WebSocket handshakes";
+        errs.push(&format!("{route_path_key}.auth"), Some(route_at), msg);
+    }
+    if kind == RouteKind::WebSocket
+        && origins.as_ref().is_some_and(|o| o.is_empty())
+        && !allow_missing_origin
+    {
         errs.push(&route_path_key, Some(route_at), "with no `origins` and `allow_missing_origin = false` this route admits nobody; list the browser origins, or set allow_missing_origin = true for non-browser clients");
     }
     Some(Route {
@@ -367,6 +404,56 @@ fn route(
         subprotocols: subprotocols?,
         limits: limits?,
         messages: messages?,
+        kind,
+        csp,
+    })
+}
+
+/// `csp = { connect_src = [...], report_only = false }`.
+fn csp(mut t: Table<'_, '_>, kind: RouteKind, errs: &mut Collector<'_>) -> Option<Csp> {
+    let (path, at) = (t.path().to_owned(), t.at());
+    let report_only = t.bool("report_only", errs).is_some_and(|b| b.value);
+    let sources = t.strings("connect_src", errs);
+    t.finish(errs, &[]);
+    if kind != RouteKind::Http {
+        let msg =
+            "applies to kind = \"http\" routes only: a policy for the pages that open WebSockets";
+        errs.push(&path, Some(at), msg);
+        return None;
+    }
+    let Some(sources) = sources else {
+        let msg = "needs `connect_src`: where the pages' scripts may connect, e.g. [\"'self'\", \"wss://chat.example.com\"]";
+        errs.push(&path, Some(at), msg);
+        return None;
+    };
+    let mut ok = !sources.is_empty();
+    if !ok {
+        errs.push(
+            &format!("{path}.connect_src"),
+            Some(at),
+            "an empty list; write [\"'none'\"] to allow no connections",
+        );
+    }
+    for s in &sources {
+        // A source expression is one token: anything that could end the
+        // directive or the header (`;`, `,`, whitespace, controls) would let
+        // a config change the policy's meaning.
+        let bad = s.value.is_empty()
+            || s.value
+                .bytes()
+                .any(|b| b == b';' || b == b',' || !(0x21..0x7f).contains(&b));
+        if bad {
+            ok = false;
+            let msg = format!(
+                "`{}` is not a CSP source expression (one token, no `;` or `,`)",
+                s.value
+            );
+            errs.push(&s.path, Some(s.at), msg);
+        }
+    }
+    ok.then(|| Csp {
+        connect_src: sources.iter().map(|s| s.value.to_owned()).collect(),
+        report_only,
     })
 }
 
@@ -464,7 +551,12 @@ fn route_path(t: &mut Table<'_, '_>, errs: &mut Collector<'_>) -> Option<String>
     Some(p.value.to_owned())
 }
 
-fn upstream(t: &mut Table<'_, '_>, base: &Path, errs: &mut Collector<'_>) -> Option<Upstream> {
+fn upstream(
+    t: &mut Table<'_, '_>,
+    kind: RouteKind,
+    base: &Path,
+    errs: &mut Collector<'_>,
+) -> Option<Upstream> {
     let ca = t
         .string("upstream_ca", errs)
         .and_then(|c| existing_file(c.value, base, &c.path, c.at, errs));
@@ -487,10 +579,17 @@ fn upstream(t: &mut Table<'_, '_>, base: &Path, errs: &mut Collector<'_>) -> Opt
             return None;
         }
     };
-    let tls = match url.scheme() {
-        "ws" => false,
-        "wss" => true,
-        other => {
+    let tls = match (kind, url.scheme()) {
+        (RouteKind::WebSocket, "ws") | (RouteKind::Http, "http") => false,
+        (RouteKind::WebSocket, "wss") | (RouteKind::Http, "https") => true,
+        (RouteKind::Http, other) => {
+            let msg = format!(
+                "scheme `{other}` is not an HTTP upstream; write http:// or https:// (this route has kind = \"http\")"
+            );
+            errs.push(&u.path, Some(u.at), msg);
+            return None;
+        }
+        (RouteKind::WebSocket, other) => {
             let msg =
                 format!("scheme `{other}` is not a WebSocket upstream; write ws:// or wss://");
             errs.push(&u.path, Some(u.at), msg);

@@ -265,6 +265,33 @@ pub struct Route {
     /// Accept permessage-deflate from clients (inflated, with `max_message`
     /// bounding the inflated size, before any rule sees a message).
     pub compression: bool,
+    /// What the route carries: WebSocket connections, or plain HTTP.
+    pub kind: RouteKind,
+    /// The `Content-Security-Policy` added to an HTTP route's responses.
+    pub csp: Option<Csp>,
+}
+
+/// `kind` of a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RouteKind {
+    /// WebSocket handshakes, admitted and relayed frame by frame.
+    #[default]
+    WebSocket,
+    /// Plain HTTP requests (pages, the application's API, its login),
+    /// proxied to an http:// or https:// upstream.
+    Http,
+}
+
+/// `csp` on an HTTP route: a policy added to every response, on top of any
+/// the upstream sends (browsers enforce every policy a response carries,
+/// so adding one can only tighten).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Csp {
+    /// `connect-src` source expressions: where the page's scripts may
+    /// open WebSockets (and fetch), e.g. `'self'`, `wss://chat.example.com`.
+    pub connect_src: Vec<String>,
+    /// Report violations without blocking (`Content-Security-Policy-Report-Only`).
+    pub report_only: bool,
 }
 
 /// `[route.messages]`.

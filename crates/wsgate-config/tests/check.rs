@@ -92,7 +92,8 @@ csp = {}
     }
     assert!(
         text.iter()
-            .any(|t| t.contains("not implemented in this version"))
+            .any(|t| t.contains("applies to kind = \"http\" routes only")),
+        "{text:#?}"
     );
     assert!(text.iter().any(|t| t.contains("unknown key")));
 }
@@ -347,4 +348,68 @@ lease = "10s"
             "no `{words}` at {path} for {store:?}: {errs}"
         );
     }
+}
+
+/// A config whose last route is `route`, beside a WebSocket route.
+fn with_route(route: &str) -> String {
+    format!("{GOOD}\n[[route]]\n{route}\n")
+}
+
+#[test]
+fn http_routes_take_http_upstreams_a_csp_and_none_of_the_websocket_keys() {
+    let ok = with_route(
+        r#"path = "/app"
+kind = "http"
+upstream = "https://127.0.0.1:8080/base"
+auth = "none"
+hosts = ["app.example.com"]
+identity_headers = { method = "X-Wsgate-Auth" }
+csp = { connect_src = ["'self'", "wss://chat.example.com"], report_only = true }"#,
+    );
+    let c = parse(&ok, Path::new(".")).unwrap();
+    let r = c.routes.last().unwrap();
+    assert_eq!(r.kind, wsgate_config::RouteKind::Http);
+    assert!(r.upstream.tls);
+    let csp = r.csp.as_ref().unwrap();
+    assert_eq!(csp.connect_src, ["'self'", "wss://chat.example.com"]);
+    assert!(csp.report_only);
+
+    let bad = with_route(
+        r#"path = "/app"
+kind = "http"
+upstream = "ws://127.0.0.1:8080"
+auth = "jwt"
+origins = ["https://app.example.com"]
+subprotocols = ["chat"]
+compression = true
+csp = { connect_src = ["'self'; script-src *", "wss://a.example.com, https:"] }"#,
+    );
+    let errs = parse(&bad, Path::new(".")).unwrap_err().0;
+    let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    let last = c.routes.len() - 1;
+    for (path, says) in [
+        ("upstream", "not an HTTP upstream"),
+        ("auth", "take auth = \"none\""),
+        ("origins", "WebSocket routes only"),
+        ("subprotocols", "WebSocket routes only"),
+        ("compression", "WebSocket routes only"),
+        ("csp.connect_src[0]", "not a CSP source expression"),
+        ("csp.connect_src[1]", "not a CSP source expression"),
+    ] {
+        let path = format!("route[{last}].{path}");
+        assert!(
+            errs.iter()
+                .any(|e| e.path == path && e.to_string().contains(says)),
+            "no {path}: {says} in {text:#?}"
+        );
+    }
+    let kind = with_route(
+        r#"path = "/app"
+kind = "ftp"
+upstream = "ws://127.0.0.1:8080"
+auth = "none"
+allow_missing_origin = true"#,
+    );
+    let errs = parse(&kind, Path::new(".")).unwrap_err();
+    assert!(errs.to_string().contains("not a route kind"), "{errs}");
 }

@@ -79,6 +79,9 @@ pub struct AuditEvent {
     /// Client messages dropped by `on_violation = "drop"`, when any were.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub messages_dropped: Option<u64>,
+    /// CSP violations: the URL the browser blocked (without its query).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<String>,
     /// Reloads: the config generation in force after it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub generation: Option<u64>,
@@ -115,6 +118,7 @@ impl AuditEvent {
             messages_in: None,
             messages_out: None,
             messages_dropped: None,
+            blocked: None,
             generation: None,
             duration_ms: 0,
             detail: None,

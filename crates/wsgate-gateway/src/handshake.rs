@@ -23,6 +23,7 @@ use wsgate_proto::handshake::{self, HandshakeError};
 use crate::audit::AuditEvent;
 use crate::metrics::{CloseLabels, FlowLabels, RouteLabels};
 use crate::relay;
+use crate::respond::Body;
 use crate::snapshot::Snapshot;
 use crate::state::State;
 use crate::upstream::{self, ClientSide, Connected};
@@ -45,11 +46,47 @@ impl Conn {
     }
 }
 
-/// Answers one request on a client connection.
+/// Answers one request on a client connection: the gateway's own paths
+/// (JWKS, tickets, CSP reports), a `kind = "http"` route's pass-through,
+/// or a WebSocket handshake.
 pub(crate) async fn handle(
+    req: Request<Incoming>,
+    conn: Arc<Conn>,
+) -> Result<Response<Body>, Infallible> {
+    // One policy for the whole decision, whatever a reload does meanwhile.
+    let policy = conn.state.policy();
+    let path = req.uri().path();
+    let own = policy
+        .assertion
+        .as_ref()
+        .is_some_and(|s| path == s.jwks_path())
+        || policy
+            .auth
+            .ticket
+            .as_ref()
+            .is_some_and(|t| path == t.issue_path);
+    if !own {
+        if path == crate::pass::CSP_REPORT_PATH
+            && policy.router.routes().iter().any(|r| r.csp.is_some())
+        {
+            return Ok(crate::pass::csp_report(req, &conn).await);
+        }
+        if let Some((index, route)) = policy.router.find(path)
+            && route.kind == wsgate_config::RouteKind::Http
+        {
+            let route = Arc::clone(route);
+            return Ok(crate::pass::forward(req, &conn, &policy, index, &route).await);
+        }
+    }
+    Ok(crate::respond::boxed(websocket(req, conn, policy).await))
+}
+
+/// Answers a WebSocket handshake (or the ticket and JWKS paths).
+async fn websocket(
     mut req: Request<Incoming>,
     conn: Arc<Conn>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+    policy: Arc<Snapshot>,
+) -> Response<Full<Bytes>> {
     let started = Instant::now();
     let on_upgrade = hyper::upgrade::on(&mut req);
     let (parts, _body) = req.into_parts();
@@ -58,12 +95,10 @@ pub(crate) async fn handle(
     ev.host = header_text(&parts.headers, header::HOST);
     ev.origin = header_text(&parts.headers, header::ORIGIN);
     let state = &conn.state;
-    // One policy for the whole decision, whatever a reload does meanwhile.
-    let policy = state.policy();
     if let Some(signer) = &policy.assertion
         && parts.uri.path() == signer.jwks_path()
     {
-        return Ok(crate::respond::jwks(signer.jwks()));
+        return crate::respond::jwks(signer.jwks());
     }
     if let Some(t) = &policy.auth.ticket
         && parts.uri.path() == t.issue_path
@@ -71,7 +106,7 @@ pub(crate) async fn handle(
         let response = crate::tickets::handle(&conn, &policy, &parts, &mut ev).await;
         ev.duration_ms = elapsed_ms(started);
         state.audit.write(ev);
-        return Ok(response);
+        return response;
     }
     let response = match decide(&conn, &policy, &parts).await {
         Err(Refusal {
@@ -150,11 +185,11 @@ pub(crate) async fn handle(
                 on_upgrade,
                 close_ev,
             );
-            return Ok(response);
+            return response;
         }
     };
     state.audit.write(ev);
-    Ok(response)
+    response
 }
 
 /// Why a handshake was refused, with what the response and the log need.

@@ -33,6 +33,7 @@ mod limits;
 mod listen;
 mod live;
 mod metrics;
+mod pass;
 mod pump;
 pub mod relay;
 mod respond;

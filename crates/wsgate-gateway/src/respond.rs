@@ -10,6 +10,16 @@ use http_body_util::Full;
 use wsgate_policy::{Reason, Response as Answer};
 use wsgate_proto::handshake::VERSION;
 
+/// Every response body the gateway sends: its own, or an HTTP upstream's
+/// streamed through.
+pub(crate) type Body = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
+
+/// One of the gateway's own responses, as a [`Body`].
+pub(crate) fn boxed(response: Response<Full<Bytes>>) -> Response<Body> {
+    use http_body_util::BodyExt as _;
+    response.map(|b| b.map_err(|never| match never {}).boxed())
+}
+
 /// The response that refuses a handshake for `reason`.
 pub(crate) fn refusal(reason: Reason) -> Response<Full<Bytes>> {
     let status = match reason.response() {

@@ -49,6 +49,8 @@ pub(crate) struct State {
     pub(crate) acceptors: TaskTracker,
     /// Every connection (and the operator endpoints).
     pub(crate) tasks: TaskTracker,
+    /// How many CSP reports become audit lines.
+    pub(crate) csp_reports: crate::pass::ReportBudget,
     next_conn: AtomicU64,
 }
 
@@ -125,6 +127,7 @@ impl State {
             shutdown: CancellationToken::new(),
             acceptors: TaskTracker::new(),
             tasks: TaskTracker::new(),
+            csp_reports: crate::pass::ReportBudget::new(),
             next_conn: AtomicU64::new(1),
         };
         Ok(Prepared {

@@ -103,9 +103,13 @@ pub(crate) async fn connect(
         .map_err(|_| UpstreamError::Timeout(target))?
 }
 
-type Stream = Either<TcpStream, tokio_rustls::client::TlsStream<TcpStream>>;
+pub(crate) type Stream = Either<TcpStream, tokio_rustls::client::TlsStream<TcpStream>>;
 
-async fn open(up: &Upstream, tls: Option<&Arc<ClientConfig>>) -> Result<Stream, UpstreamError> {
+/// A connection to the upstream, over TLS when its URL says so.
+pub(crate) async fn open(
+    up: &Upstream,
+    tls: Option<&Arc<ClientConfig>>,
+) -> Result<Stream, UpstreamError> {
     let target = format!("{}:{}", up.host, up.port);
     let tcp = TcpStream::connect((up.host.as_str(), up.port))
         .await
@@ -175,14 +179,9 @@ fn build_request(
             headers.append(name, value.clone());
         }
     }
-    let host = if up.port == default_port(up.tls) {
-        up.host.clone()
-    } else {
-        format!("{}:{}", bracket(&up.host), up.port)
-    };
     headers.insert(
         header::HOST,
-        HeaderValue::from_str(&host).map_err(http::Error::from)?,
+        HeaderValue::from_str(&host_header(up)).map_err(http::Error::from)?,
     );
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
@@ -258,6 +257,15 @@ fn identity_headers(
     }
 }
 
+/// The upstream's `Host`: its name, and its port unless the scheme's default.
+pub(crate) fn host_header(up: &Upstream) -> String {
+    if up.port == default_port(up.tls) {
+        up.host.clone()
+    } else {
+        format!("{}:{}", bracket(&up.host), up.port)
+    }
+}
+
 fn default_port(tls: bool) -> u16 {
     if tls { 443 } else { 80 }
 }
@@ -272,7 +280,7 @@ fn bracket(host: &str) -> String {
 
 /// The upstream's path for a request: the upstream URL's path, then what the
 /// request path has beyond the route's prefix, then the request's query.
-fn upstream_path(up: &Upstream, route_path: &str, path_and_query: &str) -> String {
+pub(crate) fn upstream_path(up: &Upstream, route_path: &str, path_and_query: &str) -> String {
     let (path, query) = match path_and_query.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (path_and_query, None),

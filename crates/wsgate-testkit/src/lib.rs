@@ -23,6 +23,7 @@ pub mod auth_server;
 pub mod client;
 pub mod deflate;
 pub mod gateway;
+pub mod http_upstream;
 pub mod jwt;
 pub mod pki;
 pub mod process;

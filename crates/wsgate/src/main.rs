@@ -79,6 +79,17 @@ enum Command {
     /// weak authentication, protocol and limit weaknesses; exit 0 clean,
     /// 1 findings at or above --fail-on, 2 could not run.
     Audit(audit::AuditArgs),
+    /// The attack and the defence, live: a chat application behind the
+    /// gateway, an attacker's page on another origin, and the gateway's
+    /// decisions as they happen. Prints the URLs to open; Ctrl-C stops it.
+    Demo {
+        /// The gateway's address (port 0: any free port).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        gateway: std::net::SocketAddr,
+        /// The console's address (port 0: any free port).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        console: std::net::SocketAddr,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -100,6 +111,7 @@ fn main() -> ExitCode {
             until,
         } => operate::revoke(config.as_deref(), admin, &user, duration, until),
         Command::Reload { config, admin } => operate::reload(config.as_deref(), admin),
+        Command::Demo { gateway, console } => demo(wsgate_demo::Options { gateway, console }),
         Command::Completions { shell } => {
             use clap::CommandFactory as _;
             clap_complete::generate(shell, &mut Cli::command(), "wsgate", &mut std::io::stdout());
@@ -245,6 +257,33 @@ async fn run(prepared: wsgate_gateway::Prepared, audit_to: AuditTarget) -> anyho
         tracing::warn!("grace period over with connections still open; exiting");
     }
     Ok(())
+}
+
+fn demo(options: wsgate_demo::Options) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let demo = match wsgate_demo::Demo::start(options).await {
+            Ok(d) => d,
+            Err(e) => {
+                say(&format!("wsgate demo: {e:#}"));
+                return ExitCode::FAILURE;
+            }
+        };
+        println!("wsgate demo is running. Open, in one browser:");
+        for (what, url) in demo.urls() {
+            println!("  {what:<24} {url}");
+        }
+        println!("Ctrl-C stops it.");
+        let _ = tokio::signal::ctrl_c().await;
+        demo.shutdown().await;
+        ExitCode::SUCCESS
+    })
 }
 
 /// A line on stderr that is skipped, not a panic, when stderr is gone.

@@ -1,0 +1,180 @@
+//! `kind = "http"` routes: the application's pages and API proxied through
+//! the gateway, with the Host allow-list, the gateway's own forwarding
+//! headers, an added Content-Security-Policy, and CSP reports in the audit
+//! log.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod common;
+
+use common::ORIGIN;
+use wsgate_testkit::client::{RawClient, Reply};
+use wsgate_testkit::gateway::TestGateway;
+use wsgate_testkit::http_upstream::{HttpUpstream, OWN_CSP};
+use wsgate_testkit::upstream::Echo;
+
+/// A WebSocket route at /chat and the application at /app.
+async fn gateway(app: &HttpUpstream, echo: &Echo, csp: &str) -> TestGateway {
+    let config = common::config(echo.addr, "", "")
+        + &format!(
+            r#"
+[[route]]
+path = "/app"
+kind = "http"
+upstream = "{}"
+auth = "none"
+identity_headers = {{ user = "X-Wsgate-User", method = "X-Wsgate-Auth" }}
+{csp}
+"#,
+            app.url("/base")
+        );
+    TestGateway::start(&config).await
+}
+
+const CSP: &str = r#"csp = { connect_src = ["'self'", "ws://localhost"] }"#;
+
+fn seen(reply: &Reply) -> serde_json::Value {
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    serde_json::from_str(&reply.body).unwrap()
+}
+
+#[tokio::test]
+async fn requests_go_through_with_the_gateways_own_forwarding_headers() {
+    let (app, echo) = (HttpUpstream::start().await, Echo::start().await);
+    let mut gw = gateway(&app, &echo, "").await;
+    let mut c = RawClient::connect(gw.addr).await;
+    let reply = c
+        .request(
+            "GET",
+            "/app/page?x=1",
+            &[
+                ("X-Forwarded-For", "6.6.6.6"),
+                ("X-Wsgate-User", "admin"),
+                ("Cookie", "session=s"),
+            ],
+        )
+        .await;
+    let up = seen(&reply);
+    assert_eq!(up["method"], "GET");
+    assert_eq!(up["uri"], "/base/page?x=1");
+    let h = &up["headers"];
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(h["x-forwarded-host"], "127.0.0.1");
+    assert_eq!(h["host"], app.addr.to_string());
+    assert_eq!(h["cookie"], "session=s");
+    assert_eq!(h["x-wsgate-auth"], "none");
+    assert!(h.get("x-wsgate-user").is_none(), "{h}");
+    // Keep-alive: a second request on the same connection, with a body.
+    c.send_raw(b"POST /app/form HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n\r\nhello")
+        .await;
+    let up = seen(&c.read_reply().await);
+    assert_eq!(
+        (&up["method"], &up["body"]),
+        (&"POST".into(), &"hello".into())
+    );
+    // The WebSocket route beside it is unchanged.
+    let mut ws = RawClient::connect(gw.addr).await;
+    assert_eq!(ws.handshake("/chat", &[ORIGIN]).await.status, 101);
+    assert_eq!(gw.handshake_event().await.decision, Some("admitted"));
+}
+
+#[tokio::test]
+async fn the_host_allow_list_upgrades_and_a_dead_upstream_are_refused_and_logged() {
+    let (app, echo) = (HttpUpstream::start().await, Echo::start().await);
+    let mut gw = gateway(&app, &echo, "").await;
+    let mut c = RawClient::connect(gw.addr).await;
+    let reply = c.request("GET", "/app/", &[("Host", "evil.example")]).await;
+    assert_eq!((reply.status, reply.body.trim()), (421, "host_not_allowed"));
+    let ev = gw.event(|e| e.event == "http").await;
+    assert_eq!(
+        (ev.decision, ev.reason, ev.route.as_deref()),
+        (Some("refused"), Some("host_not_allowed"), Some("/app"))
+    );
+
+    // A WebSocket handshake must not reach an HTTP upstream unchecked.
+    let mut c = RawClient::connect(gw.addr).await;
+    let reply = c.handshake("/app/socket", &[ORIGIN]).await;
+    assert_eq!((reply.status, reply.body.trim()), (400, "bad_handshake"));
+    let ev = gw.event(|e| e.event == "http").await;
+    assert!(ev.detail.as_deref().unwrap().contains("Upgrade"), "{ev:?}");
+}
+
+#[tokio::test]
+async fn an_upstream_that_is_down_is_a_502() {
+    let echo = Echo::start().await;
+    let dead = HttpUpstream {
+        addr: std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap(),
+    };
+    let mut gw = gateway(&dead, &echo, "").await;
+    let mut c = RawClient::connect(gw.addr).await;
+    let reply = c.request("GET", "/app/", &[]).await;
+    assert_eq!(
+        (reply.status, reply.body.trim()),
+        (502, "upstream_unavailable")
+    );
+    let ev = gw.event(|e| e.event == "http").await;
+    assert_eq!(ev.reason, Some("upstream_unavailable"));
+}
+
+#[tokio::test]
+async fn a_csp_is_added_beside_the_upstreams_own_which_stays() {
+    let (app, echo) = (HttpUpstream::start().await, Echo::start().await);
+    let gw = gateway(&app, &echo, CSP).await;
+    let mut c = RawClient::connect(gw.addr).await;
+    let reply = c.request("GET", "/app/csp/page", &[]).await;
+    assert_eq!(reply.status, 200);
+    let policies: Vec<&str> = reply
+        .headers
+        .iter()
+        .filter(|(k, _)| k == "content-security-policy")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(
+        policies,
+        [
+            OWN_CSP,
+            "connect-src 'self' ws://localhost; report-uri /.wsgate/csp-report"
+        ]
+    );
+    let reply = c.request("GET", "/app/plain", &[]).await;
+    assert_eq!(
+        reply.header("content-security-policy"),
+        Some("connect-src 'self' ws://localhost; report-uri /.wsgate/csp-report")
+    );
+}
+
+#[tokio::test]
+async fn a_csp_report_becomes_an_audit_event_with_the_blocked_url() {
+    let (app, echo) = (HttpUpstream::start().await, Echo::start().await);
+    let mut gw = gateway(&app, &echo, CSP).await;
+    let report = serde_json::json!({"csp-report": {
+        "document-uri": "http://localhost/app/chat?room=7",
+        "blocked-uri": "wss://evil.example:9999/bot?victim=alice",
+        "effective-directive": "connect-src",
+        "disposition": "enforce"
+    }})
+    .to_string();
+    let mut c = RawClient::connect(gw.addr).await;
+    c.send_raw(
+        format!(
+            "POST /.wsgate/csp-report HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/csp-report\r\nContent-Length: {}\r\n\r\n{report}",
+            report.len()
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert_eq!(c.read_reply().await.status, 204);
+    let ev = gw.event(|e| e.event == "csp_violation").await;
+    assert_eq!(
+        ev.blocked.as_deref(),
+        Some("wss://evil.example:9999/bot?[query omitted]")
+    );
+    assert_eq!(ev.path.as_deref(), Some("/app/chat"));
+    assert_eq!(ev.decision, Some("blocked"));
+    assert!(!gw.audit_text().contains("victim=alice"));
+    // Not a report: refused, and nothing logged.
+    let reply = c.request("POST", "/.wsgate/csp-report", &[]).await;
+    assert_eq!(reply.status, 400);
+}

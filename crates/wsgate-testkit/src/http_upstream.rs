@@ -1,0 +1,89 @@
+//! An HTTP application on 127.0.0.1:0, as a `kind = "http"` route's
+//! upstream: it answers every request with what it received, as JSON
+//! (`method`, `uri`, `headers`, `body`), so tests can see exactly what the
+//! gateway forwarded. a path with `/csp` also sends a policy of its own; `/login`
+//! sets a session cookie.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+/// The policy `/csp/...` answers with.
+pub const OWN_CSP: &str = "default-src 'self'";
+
+/// The running application.
+pub struct HttpUpstream {
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl HttpUpstream {
+    /// Starts it.
+    pub async fn start() -> HttpUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind http upstream");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), hyper::service::service_fn(mirror))
+                        .await;
+                });
+            }
+        });
+        HttpUpstream { addr }
+    }
+
+    /// Its URL with `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+async fn mirror(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let headers: serde_json::Map<String, serde_json::Value> = parts
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned().into(),
+            )
+        })
+        .collect();
+    let answer = serde_json::json!({
+        "method": parts.method.as_str(),
+        "uri": parts.uri.to_string(),
+        "headers": headers,
+        "body": String::from_utf8_lossy(&body),
+    });
+    let mut response = Response::new(Full::new(Bytes::from(answer.to_string())));
+    let h = response.headers_mut();
+    h.insert("content-type", "application/json".parse().expect("value"));
+    if parts.uri.path().contains("/csp") {
+        h.insert("content-security-policy", OWN_CSP.parse().expect("value"));
+    }
+    if parts.uri.path() == "/login" {
+        h.insert(
+            "set-cookie",
+            "session=alice-session; HttpOnly; SameSite=Lax; Path=/"
+                .parse()
+                .expect("value"),
+        );
+    }
+    Ok(response)
+}
