@@ -120,3 +120,36 @@ async fn pages_through_the_gateway_carry_the_csp_and_the_console_answers() {
     );
     assert_eq!(demo.c2_hits(), 0);
 }
+
+#[tokio::test]
+async fn the_console_streams_the_gateways_decisions_as_they_happen() {
+    let demo = Demo::start(Options::default()).await.unwrap();
+    let mut events = demo.audit().subscribe();
+    let mut console = RawClient::connect(demo.console).await;
+    console
+        .send_raw(b"GET /events HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await;
+    let head = console.read_reply().await;
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-type"), Some("text/event-stream"));
+    // The stream is open: a decision made now is on it.
+    let attacker = wsgate_demo::url("http", demo.attacker, "");
+    let (status, _, _) = handshake(demo.gateway, &attacker, "session=none").await;
+    assert_eq!(status, 403);
+    next_event(&mut events, "handshake").await;
+    let line = console.read_until(b"\n\n").await;
+    let line = String::from_utf8_lossy(&line);
+    let json = line
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .unwrap_or_else(|| panic!("not an event: {line:?}"));
+    let ev: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert_eq!(
+        (&ev["event"], &ev["reason"], &ev["origin"]),
+        (
+            &"handshake".into(),
+            &"origin_not_allowed".into(),
+            &attacker.as_str().into()
+        )
+    );
+}

@@ -44,27 +44,6 @@ const MAX_REPORT_BODY: usize = 16 * 1024;
 /// Longest string taken from a report into the log.
 const MAX_REPORT_FIELD: usize = 512;
 
-/// Headers that describe one hop, or that only the gateway may set.
-const NOT_FORWARDED: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "content-length",
-    "host",
-    "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-real-ip",
-    "client-cert",
-    "client-cert-chain",
-];
-
 /// Headers of the upstream's response that describe its hop only.
 const RESPONSE_HOP: &[&str] = &[
     "connection",
@@ -181,13 +160,7 @@ fn build_request(
         .uri(uri)
         .body(body)?;
     let headers = request.headers_mut();
-    let named: Vec<String> = parts
-        .headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(|t| t.trim().to_ascii_lowercase()))
-        .collect();
+    let named = upstream::connection_tokens(&parts.headers);
     let ids = &route.identity_headers;
     let identity: Vec<String> = [&ids.user, &ids.method, &ids.client_cert]
         .into_iter()
@@ -196,7 +169,7 @@ fn build_request(
         .collect();
     for (name, value) in &parts.headers {
         let n = name.as_str();
-        let dropped = NOT_FORWARDED.contains(&n)
+        let dropped = upstream::NOT_FORWARDED.contains(&n)
             || named.iter().any(|t| t == n)
             || identity.iter().any(|t| t == n);
         if !dropped {

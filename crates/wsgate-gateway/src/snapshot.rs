@@ -122,7 +122,14 @@ pub(crate) struct Built {
 impl Snapshot {
     /// Loads what `config` refers to (certificates, keys, schemas, JWKS,
     /// htpasswd); collects every problem instead of stopping at the first.
-    pub(crate) fn build(config: &Config, generation: u64) -> Result<Built, Vec<String>> {
+    /// On a reload, `previous` is the policy in force: a self-signed
+    /// listener whose TLS settings did not change keeps its certificate, so
+    /// a reload does not change the fingerprint clients were told to trust.
+    pub(crate) fn build(
+        config: &Config,
+        generation: u64,
+        previous: Option<&Snapshot>,
+    ) -> Result<Built, Vec<String>> {
         let mut errors = Vec::new();
         let mut notes = Vec::new();
         let verifiers = crate::auth::Verifiers::new(config, &mut errors);
@@ -133,7 +140,16 @@ impl Snapshot {
         });
         let mut listeners = Vec::new();
         for (i, l) in config.listeners.iter().enumerate() {
+            let unchanged_self_signed = previous
+                .and_then(|p| p.listeners.get(i))
+                .filter(|p| {
+                    l.tls == Some(wsgate_config::Tls::SelfSigned)
+                        && p.config.tls == l.tls
+                        && p.config.client_certs == l.client_certs
+                })
+                .map(|p| p.tls.clone());
             let tls = match &l.tls {
+                _ if unchanged_self_signed.is_some() => unchanged_self_signed.flatten(),
                 None => None,
                 Some(t) => match tls::server(t, l.bind, l.client_certs.as_ref()) {
                     Ok(server) => {

@@ -74,7 +74,7 @@ pub enum Trigger {
 impl State {
     /// Loads certificates and keys; collects every problem instead of stopping at the first.
     pub(crate) fn prepare(config: Config, audit: AuditLog) -> Result<Prepared, Vec<String>> {
-        let built = Snapshot::build(&config, 1);
+        let built = Snapshot::build(&config, 1, None);
         let metrics = crate::metrics::Metrics::new();
         let ticket_ttl = config
             .auth
@@ -186,7 +186,11 @@ impl State {
         let generation = self.policy.borrow().generation + 1;
         let mut errors = self.fixed.changes(&Fixed::of(&config));
         // Reading keys and hashing the Basic decoy are blocking work.
-        let built = tokio::task::spawn_blocking(move || Snapshot::build(&config, generation)).await;
+        let previous = self.policy();
+        let built = tokio::task::spawn_blocking(move || {
+            Snapshot::build(&config, generation, Some(&previous))
+        })
+        .await;
         let built = match built {
             Ok(Ok(b)) => Some(b),
             Ok(Err(mut e)) => {

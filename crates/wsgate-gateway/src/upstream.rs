@@ -127,8 +127,9 @@ pub(crate) async fn open(
     Ok(Either::Right(stream))
 }
 
-/// Headers that describe one hop and never cross the gateway.
-const HOP_BY_HOP: &[&str] = &[
+/// Headers that describe one hop, or that only the gateway may set: never
+/// passed on from a client, on any route.
+pub(crate) const NOT_FORWARDED: &[&str] = &[
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -139,11 +140,6 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
     "content-length",
     "host",
-    "sec-websocket-key",
-    "sec-websocket-version",
-    "sec-websocket-protocol",
-    "sec-websocket-extensions",
-    "sec-websocket-accept",
     "forwarded",
     "x-forwarded-for",
     "x-forwarded-proto",
@@ -153,6 +149,27 @@ const HOP_BY_HOP: &[&str] = &[
     "client-cert",
     "client-cert-chain",
 ];
+
+/// The WebSocket handshake's own headers: the gateway's handshake with the
+/// upstream is its own, with its own key.
+const WEBSOCKET_HEADERS: &[&str] = &[
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-protocol",
+    "sec-websocket-extensions",
+    "sec-websocket-accept",
+];
+
+/// The header names a request's `Connection` lists: hop-by-hop too (RFC
+/// 9110 section 7.6.1).
+pub(crate) fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|t| t.trim().to_ascii_lowercase()))
+        .collect()
+}
 
 fn build_request(
     up: &Upstream,
@@ -164,18 +181,12 @@ fn build_request(
     let uri = upstream_path(up, route_path, client.path_and_query);
     let mut req = Request::get(uri).body(Empty::new())?;
     let headers = req.headers_mut();
-    // Headers named in Connection are hop-by-hop too (RFC 9110 section 7.6.1).
-    let named: Vec<String> = client
-        .headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(|t| t.trim().to_ascii_lowercase()))
-        .collect();
+    let named = connection_tokens(client.headers);
     for (name, value) in client.headers {
         let n = name.as_str();
         let assertion = client.assertion.as_ref().is_some_and(|(h, _)| *h == n);
-        if !HOP_BY_HOP.contains(&n) && !named.iter().any(|t| t == n) && !assertion {
+        let dropped = NOT_FORWARDED.contains(&n) || WEBSOCKET_HEADERS.contains(&n);
+        if !dropped && !named.iter().any(|t| t == n) && !assertion {
             headers.append(name, value.clone());
         }
     }

@@ -297,3 +297,24 @@ async fn a_basic_user_taken_out_of_the_htpasswd_file_is_closed_and_the_others_st
     );
     echoes(&mut b, "bob stays").await;
 }
+
+#[tokio::test]
+async fn a_self_signed_certificate_survives_a_reload_that_leaves_its_listener_alone() {
+    let echo = Echo::start().await;
+    let config = common::config(echo.addr, "", "").replace(
+        r#"handshake_timeout = "2s""#,
+        "tls = { self_signed = true }",
+    );
+    let gw = TestGateway::start(&config).await;
+    let cert = || async {
+        let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        wsgate_testkit::pki::connect_pinned(tcp, "localhost")
+            .await
+            .1
+    };
+    let before = cert().await;
+    // Another origin list: the listener's TLS is as it was.
+    let other = config.replace("https://*.example.org", "https://*.example.net");
+    assert_eq!(gw.reload(&other).await, Ok(2));
+    assert_eq!(cert().await, before, "the fingerprint changed on reload");
+}

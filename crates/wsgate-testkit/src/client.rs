@@ -302,6 +302,17 @@ impl RawClient {
         !self.fill().await && self.buf.is_empty()
     }
 
+    /// The bytes received up to and including `delimiter` (a stream such
+    /// as server-sent events, read raw).
+    pub async fn read_until(&mut self, delimiter: &[u8]) -> Vec<u8> {
+        loop {
+            if let Some(i) = find(&self.buf, delimiter) {
+                return self.buf.drain(..i + delimiter.len()).collect();
+            }
+            assert!(self.fill().await, "connection closed before {delimiter:?}");
+        }
+    }
+
     async fn fill(&mut self) -> bool {
         let mut chunk = [0u8; 16384];
         match tokio::time::timeout(WAIT, self.io.read(&mut chunk)).await {

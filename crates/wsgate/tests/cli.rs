@@ -379,3 +379,56 @@ auth = "none"
         "{new}"
     );
 }
+
+#[tokio::test]
+async fn demo_prints_its_urls_serves_them_and_stops_on_ctrl_c() {
+    let mut child = Reap(
+        wsgate()
+            .arg("demo")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut urls = Vec::new();
+        let mut tx = Some(tx);
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
+                urls.push(url.to_owned());
+            }
+            if line.starts_with("Ctrl-C stops it")
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(urls.clone());
+            }
+        }
+    });
+    let urls = tokio::time::timeout(wsgate_testkit::WAIT, rx)
+        .await
+        .expect("the demo printed no URLs")
+        .unwrap();
+    assert_eq!(urls.len(), 4, "{urls:?}");
+    for url in &urls {
+        let port: u16 = url
+            .trim_start_matches("http://localhost:")
+            .trim_end_matches('/')
+            .parse()
+            .unwrap();
+        let mut c = RawClient::connect(([127, 0, 0, 1], port).into()).await;
+        let reply = c.request("GET", "/", &[("Host", "localhost")]).await;
+        assert_eq!(reply.status, 200, "{url}");
+        assert!(reply.body.starts_with("<!doctype html>"), "{url}");
+    }
+    let pid = child.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert_eq!(wait_exit(child).code(), Some(0));
+}
