@@ -404,7 +404,7 @@ impl Default for Limits {
 }
 
 /// `[log]`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Log {
     /// Format of operational log lines.
     pub format: LogFormat,

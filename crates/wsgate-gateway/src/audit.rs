@@ -1,9 +1,10 @@
 //! The audit log: one JSON line for every handshake decision, every close,
-//! every ticket issued and every revocation.
+//! every ticket issued, every revocation, every reload, every refused
+//! request on an HTTP route and every CSP violation report.
 //!
 //! Lines go to the configured target (stdout or a file) and to in-process
-//! subscribers (tests wait on them instead of sleeping; the demo's live panel
-//! will show them). Field names are a stable contract, documented in
+//! subscribers (tests wait on them instead of sleeping; the demo's console
+//! streams them). Field names are a stable contract, documented in
 //! docs/audit-log.md. Query strings, tokens and cookies never appear: the
 //! path is logged without its query.
 
@@ -21,7 +22,7 @@ const SUBSCRIBER_BACKLOG: usize = 4096;
 pub struct AuditEvent {
     /// RFC 3339 time with milliseconds, UTC.
     pub time: String,
-    /// `handshake` or `close`.
+    /// `handshake`, `close`, `http`, `csp_violation`, `ticket`, `revoke` or `reload`.
     pub event: &'static str,
     /// Connection id, unique within the process.
     pub conn: u64,

@@ -1,6 +1,8 @@
 //! The handshake stage: one HTTP request in, a refusal or a 101 out.
 //!
-//! In order: RFC 6455 checks, admission (route, host, origin, credentials,
+//! [`handle`] first sends the gateway's own paths (JWKS, ticket issuing,
+//! CSP reports) and requests on `kind = "http"` routes where they belong
+//! (`pass`). For a WebSocket handshake, in order: RFC 6455 checks, admission (route, host, origin, credentials,
 //! limits), the upstream's own 101, and only then the client's 101. Every
 //! outcome is one audit line. The relay starts once hyper hands over the
 //! upgraded connection.
@@ -44,6 +46,20 @@ impl Conn {
         let listener = self.state.bound[self.listener].to_string();
         AuditEvent::new(kind, self.id, self.client.to_string(), listener)
     }
+
+    /// An event about one request: its path (never its query), `Host` and `Origin`.
+    pub(crate) fn request_event(
+        &self,
+        kind: &'static str,
+        uri: &http::Uri,
+        headers: &http::HeaderMap,
+    ) -> AuditEvent {
+        let mut ev = self.event(kind);
+        ev.path = Some(uri.path().to_owned());
+        ev.host = header_text(headers, header::HOST);
+        ev.origin = header_text(headers, header::ORIGIN);
+        ev
+    }
 }
 
 /// Answers one request on a client connection: the gateway's own paths
@@ -56,32 +72,42 @@ pub(crate) async fn handle(
     // One policy for the whole decision, whatever a reload does meanwhile.
     let policy = conn.state.policy();
     let path = req.uri().path();
-    let own = policy
-        .assertion
-        .as_ref()
-        .is_some_and(|s| path == s.jwks_path())
-        || policy
-            .auth
-            .ticket
-            .as_ref()
-            .is_some_and(|t| path == t.issue_path);
-    if !own {
-        if path == crate::pass::CSP_REPORT_PATH
-            && policy.router.routes().iter().any(|r| r.csp.is_some())
-        {
-            return Ok(crate::pass::csp_report(req, &conn).await);
-        }
-        if let Some((index, route)) = policy.router.find(path)
-            && route.kind == wsgate_config::RouteKind::Http
-        {
-            let route = Arc::clone(route);
-            return Ok(crate::pass::forward(req, &conn, &policy, index, &route).await);
-        }
+    if let Some(signer) = &policy.assertion
+        && path == signer.jwks_path()
+    {
+        return Ok(crate::respond::boxed(crate::respond::jwks(signer.jwks())));
+    }
+    if let Some(t) = &policy.auth.ticket
+        && path == t.issue_path
+    {
+        return Ok(crate::respond::boxed(ticket(req, &conn, &policy).await));
+    }
+    if path == crate::pass::CSP_REPORT_PATH
+        && policy.router.routes().iter().any(|r| r.csp.is_some())
+    {
+        return Ok(crate::pass::csp_report(req, &conn).await);
+    }
+    if let Some((index, route)) = policy.router.find(path)
+        && route.kind == wsgate_config::RouteKind::Http
+    {
+        let route = Arc::clone(route);
+        return Ok(crate::pass::forward(req, &conn, &policy, index, &route).await);
     }
     Ok(crate::respond::boxed(websocket(req, conn, policy).await))
 }
 
-/// Answers a WebSocket handshake (or the ticket and JWKS paths).
+/// The ticket-issuing path: one audit line per request.
+async fn ticket(req: Request<Incoming>, conn: &Conn, policy: &Snapshot) -> Response<Full<Bytes>> {
+    let started = Instant::now();
+    let (parts, _body) = req.into_parts();
+    let mut ev = conn.request_event("ticket", &parts.uri, &parts.headers);
+    let response = crate::tickets::handle(conn, policy, &parts, &mut ev).await;
+    ev.duration_ms = elapsed_ms(started);
+    conn.state.audit.write(ev);
+    response
+}
+
+/// Answers a WebSocket handshake.
 async fn websocket(
     mut req: Request<Incoming>,
     conn: Arc<Conn>,
@@ -90,24 +116,8 @@ async fn websocket(
     let started = Instant::now();
     let on_upgrade = hyper::upgrade::on(&mut req);
     let (parts, _body) = req.into_parts();
-    let mut ev = conn.event("handshake");
-    ev.path = Some(parts.uri.path().to_owned());
-    ev.host = header_text(&parts.headers, header::HOST);
-    ev.origin = header_text(&parts.headers, header::ORIGIN);
+    let mut ev = conn.request_event("handshake", &parts.uri, &parts.headers);
     let state = &conn.state;
-    if let Some(signer) = &policy.assertion
-        && parts.uri.path() == signer.jwks_path()
-    {
-        return crate::respond::jwks(signer.jwks());
-    }
-    if let Some(t) = &policy.auth.ticket
-        && parts.uri.path() == t.issue_path
-    {
-        let response = crate::tickets::handle(&conn, &policy, &parts, &mut ev).await;
-        ev.duration_ms = elapsed_ms(started);
-        state.audit.write(ev);
-        return response;
-    }
     let response = match decide(&conn, &policy, &parts).await {
         Err(Refusal {
             reason,

@@ -4,7 +4,9 @@
 //!
 //! ```text
 //! listen     TCP accept, TLS, request head (timeouts, size limits)
-//! handshake  a process slot (limits) -> RFC 6455 checks -> the route's
+//! handshake  the gateway's own paths (JWKS, tickets, CSP reports); a
+//!            `kind = "http"` route goes to pass (HTTP pass-through, CSP);
+//!            else a process slot (limits) -> RFC 6455 checks -> the route's
 //!            handshake rate (store) -> admission (wsgate-policy) ->
 //!            credentials (auth) -> connection counts, revocation (store)
 //!            -> upstream -> 101

@@ -206,13 +206,14 @@ impl Metrics {
         self.limit_hits.get_or_create(&labels).inc();
     }
 
-    /// Counts a reload by its result.
-    pub(crate) fn reload(&self, result: &str) {
+    /// Counts a reload: applied, or refused (the old config stays).
+    pub(crate) fn reload(&self, applied: bool) {
+        let result = if applied { "applied" } else { "refused" };
         let labels = ResultLabels {
             result: result.to_owned(),
         };
         self.reloads.get_or_create(&labels).inc();
-        self.last_reload_ok.set(i64::from(result == "applied"));
+        self.last_reload_ok.set(i64::from(applied));
     }
 
     pub(crate) fn handshake(

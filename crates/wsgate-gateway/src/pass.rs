@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -65,11 +65,8 @@ pub(crate) async fn forward(
     route: &Arc<Route>,
 ) -> Response<Body> {
     let started = tokio::time::Instant::now();
-    let mut ev = conn.event("http");
+    let mut ev = conn.request_event("http", req.uri(), req.headers());
     ev.route = Some(route.path.clone());
-    ev.path = Some(req.uri().path().to_owned());
-    ev.host = text(req.headers(), header::HOST);
-    ev.origin = text(req.headers(), header::ORIGIN);
     let refuse = |reason: Reason, detail: String| {
         let mut ev = ev.clone();
         ev.refuse(reason, detail);
@@ -233,7 +230,7 @@ impl ReportBudget {
 /// should take them.
 pub(crate) async fn csp_report(req: Request<Incoming>, conn: &Conn) -> Response<Body> {
     let answer = |status: StatusCode| {
-        let mut r = Response::new(boxed_bytes(Bytes::new()));
+        let mut r = Response::new(crate::respond::full(Full::new(Bytes::new())));
         *r.status_mut() = status;
         r
     };
@@ -243,7 +240,8 @@ pub(crate) async fn csp_report(req: Request<Incoming>, conn: &Conn) -> Response<
     if conn.state.csp_reports.0.check().is_err() {
         return answer(StatusCode::TOO_MANY_REQUESTS);
     }
-    let origin = text(req.headers(), header::ORIGIN);
+    // The report's own request says who posted it; the page is in the body.
+    let posted = conn.request_event("csp_violation", req.uri(), req.headers());
     let Ok(body) = Limited::new(req.into_body(), MAX_REPORT_BODY)
         .collect()
         .await
@@ -258,8 +256,7 @@ pub(crate) async fn csp_report(req: Request<Incoming>, conn: &Conn) -> Response<
         return answer(StatusCode::BAD_REQUEST);
     }
     for v in reports {
-        let mut ev = conn.event("csp_violation");
-        ev.origin.clone_from(&origin);
+        let mut ev = posted.clone();
         ev.path = v.document_path;
         ev.blocked = Some(v.blocked);
         ev.decision = Some(if v.enforced { "blocked" } else { "reported" });
@@ -342,16 +339,6 @@ fn cap(s: &str) -> String {
         .filter(|c| !c.is_control())
         .take(MAX_REPORT_FIELD)
         .collect()
-}
-
-fn text(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
-    headers
-        .get(name)
-        .map(|v| cap(&String::from_utf8_lossy(v.as_bytes())))
-}
-
-fn boxed_bytes(bytes: Bytes) -> Body {
-    boxed(Response::new(Full::new(bytes))).into_body()
 }
 
 #[cfg(test)]

@@ -16,8 +16,13 @@ pub(crate) type Body = http_body_util::combinators::BoxBody<Bytes, hyper::Error>
 
 /// One of the gateway's own responses, as a [`Body`].
 pub(crate) fn boxed(response: Response<Full<Bytes>>) -> Response<Body> {
+    response.map(full)
+}
+
+/// A body of the gateway's own, as a [`Body`].
+pub(crate) fn full(body: Full<Bytes>) -> Body {
     use http_body_util::BodyExt as _;
-    response.map(|b| b.map_err(|never| match never {}).boxed())
+    body.map_err(|never| match never {}).boxed()
 }
 
 /// The response that refuses a handshake for `reason`.

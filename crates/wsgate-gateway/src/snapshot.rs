@@ -57,7 +57,7 @@ pub(crate) struct Fixed {
     pub(crate) metrics: Option<std::net::SocketAddr>,
     pub(crate) store: wsgate_config::Store,
     pub(crate) limits: wsgate_config::GlobalLimits,
-    pub(crate) log: String,
+    pub(crate) log: wsgate_config::Log,
 }
 
 impl Fixed {
@@ -68,8 +68,7 @@ impl Fixed {
             metrics: config.metrics,
             store: config.store.clone(),
             limits: config.limits,
-            // `Log` has no equality of its own; its Debug form is exact.
-            log: format!("{:?}", config.log),
+            log: config.log.clone(),
         }
     }
 

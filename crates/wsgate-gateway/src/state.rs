@@ -161,7 +161,7 @@ impl State {
         match loaded {
             Ok(Ok(config)) => self.reload(config, trigger).await,
             Ok(Err(errors)) => {
-                let errors: Vec<String> = errors.to_string().lines().map(str::to_owned).collect();
+                let errors: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
                 self.reloaded(trigger, Err(&errors));
                 Err(errors)
             }
@@ -233,14 +233,14 @@ impl State {
             Ok(generation) => {
                 ev.decision = Some("applied");
                 ev.generation = Some(generation);
-                self.metrics.reload("applied");
+                self.metrics.reload(true);
                 tracing::info!(generation, "config reloaded");
             }
             Err(errors) => {
                 ev.decision = Some("refused");
                 ev.generation = Some(self.policy.borrow().generation);
                 ev.detail = Some(errors.join("; "));
-                self.metrics.reload("refused");
+                self.metrics.reload(false);
                 tracing::error!(errors = %errors.join("; "), "config reload refused; the old config stays in force");
             }
         }

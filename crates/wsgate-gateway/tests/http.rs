@@ -178,3 +178,18 @@ async fn a_csp_report_becomes_an_audit_event_with_the_blocked_url() {
     let reply = c.request("POST", "/.wsgate/csp-report", &[]).await;
     assert_eq!(reply.status, 400);
 }
+
+#[tokio::test]
+async fn report_only_sends_the_policy_without_enforcing_it() {
+    let (app, echo) = (HttpUpstream::start().await, Echo::start().await);
+    let csp = r#"csp = { connect_src = ["'self'"], report_only = true }"#;
+    let gw = gateway(&app, &echo, csp).await;
+    let mut c = RawClient::connect(gw.addr).await;
+    let reply = c.request("GET", "/app/plain", &[]).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.header("content-security-policy-report-only"),
+        Some("connect-src 'self'; report-uri /.wsgate/csp-report")
+    );
+    assert_eq!(reply.header("content-security-policy"), None);
+}

@@ -161,7 +161,7 @@ fn parse(
             .map(|(_, v)| v.to_string())
     };
     wsgate_config::parse_with_env(toml, base, &lookup)
-        .map_err(|e| e.to_string().lines().map(str::to_owned).collect())
+        .map_err(|e| e.0.iter().map(ToString::to_string).collect())
 }
 
 /// A re-export wrapper so tests need not depend on tokio-util.

@@ -161,6 +161,16 @@ impl GatewayProcess {
     }
 }
 
+/// Sends `signal` ("TERM", "INT", "HUP"...) to process `pid`, as an
+/// operator would with kill(1).
+pub fn signal(pid: u32, signal: &str) {
+    let sent = Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(sent.success(), "kill -{signal} {pid} failed");
+}
+
 impl Drop for GatewayProcess {
     fn drop(&mut self) {
         self.kill();

@@ -180,14 +180,7 @@ auth = "none"
     c.send_text("hi").await;
     assert_eq!(c.read_data().await.payload, b"hi");
 
-    let pid = child.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    wsgate_testkit::process::signal(child.0.id(), "TERM");
     let close = c.read_close().await;
     assert_eq!(
         (close.close_code(), close.close_reason().as_str()),
@@ -265,14 +258,7 @@ auth = "none"
         .unwrap();
     // The reader is dropped here: the pipe is closed.
     assert!(first.contains("listening"), "{first}");
-    let pid = child.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    wsgate_testkit::process::signal(child.0.id(), "TERM");
     assert_eq!(wait_exit(child).code(), Some(0));
 }
 
@@ -297,14 +283,7 @@ fn sigint_stops_the_gateway_too() {
     let mut lines = BufReader::new(child.0.stderr.take().unwrap()).lines();
     // Readiness: the plain listening line (signal handlers are in place by then).
     assert!(lines.any(|l| l.unwrap().starts_with("wsgate: listening on ")));
-    let pid = child.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    wsgate_testkit::process::signal(child.0.id(), "INT");
     std::thread::spawn(move || lines.for_each(drop));
     assert_eq!(wait_exit(child).code(), Some(0));
 }
@@ -351,14 +330,7 @@ auth = "none"
     // logrotate moves the file away; the gateway still holds the old one.
     let rotated = dir.path().join("audit.log.1");
     std::fs::rename(&audit, &rotated).unwrap();
-    let pid = gw.pid().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    wsgate_testkit::process::signal(gw.pid(), "HUP");
     gw.wait_log("audit log reopened").await;
     let mut c = RawClient::connect(gw.addr).await;
     assert_eq!(
@@ -422,13 +394,6 @@ async fn demo_prints_its_urls_serves_them_and_stops_on_ctrl_c() {
         assert_eq!(reply.status, 200, "{url}");
         assert!(reply.body.starts_with("<!doctype html>"), "{url}");
     }
-    let pid = child.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    wsgate_testkit::process::signal(child.0.id(), "INT");
     assert_eq!(wait_exit(child).code(), Some(0));
 }

@@ -116,14 +116,8 @@ async fn a_file_with_errors_is_refused_by_wsgate_reload_and_by_sighup_and_change
         (&"refused".into(), &1.into())
     );
 
-    let pid = gw.pid().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    let pid = gw.pid();
+    wsgate_testkit::process::signal(pid, "HUP");
     let ev = gw.event(|e| e["event"] == "reload").await;
     assert_eq!(ev["decision"], "refused");
     assert_eq!(ev["client"], "signal");
@@ -135,13 +129,7 @@ async fn a_file_with_errors_is_refused_by_wsgate_reload_and_by_sighup_and_change
 
     // Fixed, the same signal puts it in force.
     write(&path, &config(echo.addr, r#""https://two.example""#));
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    wsgate_testkit::process::signal(pid, "HUP");
     let ev = gw.event(|e| e["event"] == "reload").await;
     assert_eq!(
         (&ev["decision"], &ev["generation"]),

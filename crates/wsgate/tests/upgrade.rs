@@ -63,14 +63,7 @@ async fn a_new_process_beside_the_old_one_takes_over_without_dropping_a_connecti
     let mut new = GatewayProcess::spawn(Path::new(BIN), &new_config, &[]).await;
     assert_eq!(new.addr, old.addr);
 
-    let pid = old.pid().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    wsgate_testkit::process::signal(old.pid(), "TERM");
     old.wait_log("listeners closed; draining open connections")
         .await;
 
