@@ -241,8 +241,38 @@ fn limits_and_inflate(c: &mut Criterion) {
     g.finish();
 }
 
+/// A chat message checked against a typical schema, as a route with
+/// `[route.messages] schema` does for every text message.
+fn schema(c: &mut Criterion) {
+    let schema = serde_json::json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "required": ["type", "room", "text"],
+        "additionalProperties": false,
+        "properties": {
+            "type": { "enum": ["message", "typing", "read"] },
+            "room": { "type": "string", "pattern": "^[a-z0-9-]{1,32}$" },
+            "text": { "type": "string", "maxLength": 2000 },
+            "reply_to": { "type": "integer", "minimum": 0 }
+        }
+    });
+    let rules = wsgate_policy::messages::MessageRules::new(&wsgate_config::Messages {
+        schema: Some((Path::new("chat.schema.json").to_owned(), schema)),
+        ..wsgate_config::Messages::default()
+    })
+    .unwrap();
+    let message = br#"{"type":"message","room":"general","text":"hello, everyone: the build is green again","reply_to":42}"#;
+    let mut g = c.benchmark_group("json_schema");
+    g.throughput(Throughput::Bytes(message.len() as u64));
+    g.bench_function("chat_message", |b| {
+        b.iter(|| rules.check_text(black_box(message)).unwrap())
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
+    schema,
     frames,
     utf8,
     origins,

@@ -445,6 +445,7 @@ fn spawn_relay(
                 relay::relay(
                     client,
                     connected.io,
+                    &state.buffers,
                     limits,
                     checks,
                     session_end,

@@ -27,6 +27,7 @@ mod admin;
 mod assertion;
 pub mod audit;
 mod auth;
+mod buffers;
 mod fetch;
 mod forward;
 mod handshake;

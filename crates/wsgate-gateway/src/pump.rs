@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
-use tokio::sync::{Mutex, mpsc};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Mutex;
 use tokio::time::Instant;
 use wsgate_config::OnViolation;
 use wsgate_policy::Reason;
@@ -26,14 +26,9 @@ use wsgate_proto::frame::{ControlFrame, Decoder, Step};
 use wsgate_proto::mask::MaskSource;
 use wsgate_proto::utf8::Utf8Stream;
 
+use crate::buffers::{Buffers, Lent};
 use crate::limits::{Budget, Reservation};
 use crate::sink::{PendingPong, Sink};
-
-/// Bytes read at a time. Large enough to move a 16 KiB frame in one read;
-/// small enough that a crowd of connections costs little.
-const READ_BUF: usize = 16 * 1024;
-/// Spare room below which the buffer is grown again before a read.
-const MIN_SPARE: usize = 1024;
 
 /// Which peer a pump reads from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +47,42 @@ pub(crate) enum Event {
     Violation(Side, Reason, String, bool),
     /// The peer's stream ended or failed.
     Gone(Side),
+}
+
+/// What the pumps tell the supervisor. Each pump says at most two things
+/// (why it stopped forwarding, then that its stream ended), so the queue
+/// needs no bound, and it allocates only once something is said: an idle
+/// connection holds no channel buffer.
+#[derive(Default)]
+pub(crate) struct Events {
+    queue: std::sync::Mutex<std::collections::VecDeque<Event>>,
+    ready: tokio::sync::Notify,
+}
+
+impl Events {
+    pub(crate) fn send(&self, event: Event) {
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(event);
+        // Stores a permit when the supervisor is not waiting yet, so
+        // nothing said between its check and its wait is missed.
+        self.ready.notify_one();
+    }
+
+    pub(crate) async fn recv(&self) -> Event {
+        loop {
+            let next = self
+                .queue
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pop_front();
+            if let Some(event) = next {
+                return event;
+            }
+            self.ready.notified().await;
+        }
+    }
 }
 
 /// Counters both pumps and the supervisor share.
@@ -290,29 +321,34 @@ impl Pump {
         }
     }
 
-    /// Relays until the peer's stream ends; reports closes, violations and the end.
+    /// Relays until the peer's stream ends; reports closes, violations and
+    /// the end. Reads borrow a buffer from `buffers` (see [`Lent`]): a pump
+    /// waiting on a quiet peer holds none.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "each is one thing the pump shares with the relay"
+    )]
     pub(crate) async fn run<R, A>(
-        mut self,
+        &mut self,
         mut reader: R,
+        buffers: &Buffers,
         to: &Mutex<Sink<A>>,
         pongs: &PendingPong,
-        events: &mpsc::Sender<Event>,
+        events: &Events,
         activity: &Activity,
         mut follow: Option<Follow<'_>>,
     ) where
         R: AsyncRead + Unpin,
         A: AsyncWrite + Unpin,
     {
-        let mut buf = BytesMut::with_capacity(READ_BUF);
+        let mut lent = Lent::default();
         let mut draining = false;
         loop {
-            if buf.capacity() - buf.len() < MIN_SPARE {
-                buf.reserve(READ_BUF);
-            }
-            let n = match reader.read_buf(&mut buf).await {
+            let n = match lent.read(&mut reader, buffers).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
+            let buf = lent.bytes();
             self.count_bytes(activity, n);
             if draining {
                 buf.clear();
@@ -324,7 +360,7 @@ impl Pump {
                 draining = true;
                 buf.clear();
                 let event = Event::Violation(self.side, Reason::PolicyChanged, detail, false);
-                let _ = events.send(event).await;
+                events.send(event);
                 continue;
             }
             if let Some(Err(e)) = self.checks.meter.as_ref().map(|m| m.bytes(n)) {
@@ -336,19 +372,19 @@ impl Pump {
                     Event::Violation(self.side, Reason::MessageRateExceeded, e.0, other_mid_frame);
                 draining = true;
                 buf.clear();
-                let _ = events.send(event).await;
+                events.send(event);
                 continue;
             }
-            let (used, stop) = self.process(&mut buf, to, pongs, activity).await;
+            let (used, stop) = self.process(buf, to, pongs, activity).await;
             if let Some(event) = stop {
                 draining = true;
                 buf.clear();
-                let _ = events.send(event).await;
+                events.send(event);
             } else {
                 buf.advance(used);
             }
         }
-        let _ = events.send(Event::Gone(self.side)).await;
+        events.send(Event::Gone(self.side));
     }
 
     /// Decodes what is buffered; returns the bytes used and, when the pump
@@ -426,7 +462,9 @@ impl Pump {
                             } else {
                                 &[][..]
                             };
-                            stop = self.inflate(chunk, message_end, to).await;
+                            // Boxed: compression is rare, and its state would otherwise
+                            // enlarge every connection's future, idle or not.
+                            stop = Box::pin(self.inflate(chunk, message_end, to)).await;
                             if stop.is_some() {
                                 break;
                             }
@@ -446,7 +484,8 @@ impl Pump {
                         self.count_message(activity);
                         match std::mem::replace(&mut self.handling, Handling::Forward) {
                             Handling::Assemble(body, _held) => {
-                                stop = self.finish_message(body, to, activity).await;
+                                // Boxed for the same reason: assembly is per route.
+                                stop = Box::pin(self.finish_message(body, to, activity)).await;
                                 if stop.is_some() {
                                     break;
                                 }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::Mutex;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use wsgate_config::Limits;
@@ -29,7 +29,8 @@ use wsgate_policy::Reason;
 use wsgate_proto::close::Close;
 use wsgate_proto::frame::{self, Decoder, Sender};
 
-use crate::pump::{Activity, Event, Follow, Pump, Side};
+use crate::buffers::Buffers;
+use crate::pump::{Activity, Event, Events, Follow, Pump, Side};
 pub(crate) use crate::pump::{Checks, Update};
 use crate::sink::{PendingPong, Sink};
 use crate::snapshot::Snapshot;
@@ -122,6 +123,7 @@ pub(crate) struct Reconfig<'a> {
 pub(crate) async fn relay<C, U>(
     client: C,
     upstream: U,
+    buffers: &Buffers,
     limits: &Limits,
     checks: Checks,
     session_end: Option<Instant>,
@@ -139,7 +141,7 @@ where
     let upstream_pongs = Arc::new(PendingPong::default());
     let client_sink = Mutex::new(Sink::new(client_write, false, Arc::clone(&client_pongs)));
     let upstream_sink = Mutex::new(Sink::new(upstream_write, true, Arc::clone(&upstream_pongs)));
-    let (tx, mut rx) = mpsc::channel(8);
+    let events = Events::default();
     let activity = Activity::new();
     let client_limits = frame::Limits {
         max_frame: limits.max_frame,
@@ -149,33 +151,37 @@ where
         changes: reconfig.changes.clone(),
         judge: reconfig.judge,
     };
-    let c2u = Pump::new(
+    // Pinned where they are made: `tokio::pin!` on a binding would move
+    // each future into a second slot of this async fn, and rustc keeps
+    // both, doubling what every connection holds.
+    let mut client_pump = Pump::new(
         Side::Client,
         Decoder::new(Sender::Client, client_limits),
         checks,
-    )
-    .run(
-        client_read,
-        &upstream_sink,
-        &client_pongs,
-        &tx,
-        &activity,
-        Some(follow),
     );
-    let u2c = Pump::new(
+    let mut upstream_pump = Pump::new(
         Side::Upstream,
         Decoder::new(Sender::Upstream, frame::Limits::NONE),
         Checks::default(),
-    )
-    .run(
+    );
+    let mut c2u = std::pin::pin!(client_pump.run(
+        client_read,
+        buffers,
+        &upstream_sink,
+        &client_pongs,
+        &events,
+        &activity,
+        Some(follow),
+    ));
+    let mut u2c = std::pin::pin!(upstream_pump.run(
         upstream_read,
+        buffers,
         &client_sink,
         &upstream_pongs,
-        &tx,
+        &events,
         &activity,
         None,
-    );
-    tokio::pin!(c2u, u2c);
+    ));
     let legs = Legs {
         client: &client_sink,
         upstream: &upstream_sink,
@@ -183,23 +189,26 @@ where
     let mut st = Closing::default();
     let mut timers = Timers::new(limits, activity.start(), session_end);
     let mut watching = true;
+    // Every handler below is boxed: each runs on a rare event (a close, a
+    // timer, a reload), and left inline its state would be part of every
+    // connection's future for the connection's whole life, idle or not.
     while !st.done() {
         let wake = st.deadline.unwrap_or_else(|| timers.next(&activity));
         tokio::select! {
-            Some(event) = rx.recv() => st.on_event(event, &legs).await,
+            event = events.recv() => Box::pin(st.on_event(event, &legs)).await,
             () = &mut c2u, if !st.client_reader_done => st.client_reader_done = true,
             () = &mut u2c, if !st.upstream_aborted => st.upstream_aborted = true,
             () = client_pongs.ready.notified() => {
-                bounded(async { legs.client.lock().await.flush_pong().await }).await;
+                Box::pin(bounded(async { legs.client.lock().await.flush_pong().await })).await;
             }
             () = upstream_pongs.ready.notified(), if !st.upstream_aborted => {
-                bounded(async { legs.upstream.lock().await.flush_pong().await }).await;
+                Box::pin(bounded(async { legs.upstream.lock().await.flush_pong().await })).await;
             }
             () = shutdown.cancelled(), if st.outcome.is_none() => {
-                st.gateway_close(Reason::ShuttingDown, &legs).await;
+                Box::pin(st.gateway_close(Reason::ShuttingDown, &legs)).await;
             }
             () = revoked.cancelled(), if st.outcome.is_none() => {
-                st.gateway_close(Reason::Revoked, &legs).await;
+                Box::pin(st.gateway_close(Reason::Revoked, &legs)).await;
             }
             changed = reconfig.changes.changed(), if watching && st.outcome.is_none() => {
                 if changed.is_err() {
@@ -212,7 +221,7 @@ where
                     Ok(update) => timers.follow(&update.limits, activity.start()),
                     Err(detail) => {
                         st.detail = Some(detail);
-                        st.gateway_close(Reason::PolicyChanged, &legs).await;
+                        Box::pin(st.gateway_close(Reason::PolicyChanged, &legs)).await;
                     }
                 }
             }
@@ -220,14 +229,17 @@ where
                 if st.deadline.is_some_and(|d| Instant::now() >= d) {
                     break;
                 }
-                if let Some(reason) = timers.fire(&activity, &legs).await {
-                    st.gateway_close(reason, &legs).await;
+                if let Some(reason) = Box::pin(timers.fire(&activity, &legs)).await {
+                    Box::pin(st.gateway_close(reason, &legs)).await;
                 }
             }
         }
     }
-    client_sink.lock().await.shutdown().await;
-    upstream_sink.lock().await.shutdown().await;
+    Box::pin(async {
+        client_sink.lock().await.shutdown().await;
+        upstream_sink.lock().await.shutdown().await;
+    })
+    .await;
     use std::sync::atomic::Ordering::Relaxed;
     Summary {
         outcome: st.outcome.unwrap_or(Outcome::ClientGone),

@@ -40,6 +40,8 @@ pub(crate) struct State {
     pub(crate) slots: Arc<crate::limits::Slots>,
     /// `[limits] assembly_memory`: bytes for messages being assembled.
     pub(crate) budget: Arc<crate::limits::Budget>,
+    /// Read buffers, lent to connections while they have bytes to read.
+    pub(crate) buffers: crate::buffers::Buffers,
     /// Stop accepting: the listeners close, `/readyz` fails, idle HTTP
     /// connections end. Open WebSocket connections go on (the drain).
     pub(crate) stop: CancellationToken,
@@ -120,6 +122,7 @@ impl State {
             live: Arc::new(crate::live::Live::default()),
             slots: crate::limits::Slots::new(config.limits.max_connections),
             budget: crate::limits::Budget::new(config.limits.assembly_memory),
+            buffers: crate::buffers::Buffers::default(),
             audit,
             metrics,
             metrics_bind: config.metrics,

@@ -1,0 +1,510 @@
+//! The contenders: how each is configured, started, found ready, measured
+//! and stopped.
+//!
+//! Every proxy gets the same job: listen on loopback (ws, or wss with the
+//! run's certificate), relay WebSocket upgrades to the echo upstream, log
+//! nothing per request that the others would not. wsgate does more, which
+//! is the point: an origin allow-list, JWT verification, a 64 KiB message
+//! limit and every client frame decoded, UTF-8 checked and re-masked.
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::tls::Pki;
+
+/// Longest wait for a process to say, or show, that it is ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest wait for a process to exit after SIGTERM.
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The origin every client sends and wsgate allows.
+pub const ORIGIN: &str = "https://app.example.com";
+/// Environment variable holding the HS256 secret for wsgate, and the token for the client.
+pub const SECRET_ENV: &str = "WSGATE_PERF_SECRET";
+
+/// One contender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Peer {
+    /// The load generator straight to the echo upstream.
+    Direct,
+    /// wsgate with the strict config.
+    Wsgate,
+    /// nginx with its default proxy buffers.
+    Nginx,
+    /// nginx with 16 KiB proxy buffers.
+    NginxTuned,
+    /// HAProxy.
+    Haproxy,
+}
+
+impl Peer {
+    /// All, in table order.
+    pub const ALL: [Peer; 5] = [
+        Peer::Direct,
+        Peer::Wsgate,
+        Peer::Nginx,
+        Peer::NginxTuned,
+        Peer::Haproxy,
+    ];
+
+    /// The name in tables and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Peer::Direct => "direct",
+            Peer::Wsgate => "wsgate",
+            Peer::Nginx => "nginx",
+            Peer::NginxTuned => "nginx-16k",
+            Peer::Haproxy => "haproxy",
+        }
+    }
+
+    /// Parses a name from [`Peer::name`].
+    pub fn parse(s: &str) -> Option<Peer> {
+        Peer::ALL.into_iter().find(|p| p.name() == s)
+    }
+}
+
+/// What a run's processes share.
+pub struct Setup {
+    /// Where configs, logs and PKI go.
+    pub dir: PathBuf,
+    /// The wsgate binary.
+    pub wsgate: PathBuf,
+    /// The wsgate-perf binary (echo upstream and load generator).
+    pub perf: PathBuf,
+    /// The run's certificates.
+    pub pki: Pki,
+    /// Connections a proxy may hold, from the open-files limit.
+    pub max_conns: usize,
+}
+
+/// How a process is placed on the machine's cores.
+#[derive(Debug, Clone, Copy)]
+pub struct Placement {
+    /// Proxy workers (threads or processes).
+    pub workers: usize,
+    /// TLS on the client leg.
+    pub tls: bool,
+}
+
+impl Placement {
+    /// The `taskset` prefix for a proxy: core 0 with one worker, free with two.
+    pub fn proxy_cpus(self) -> Option<&'static str> {
+        (self.workers == 1).then_some("0")
+    }
+
+    /// The `taskset` prefix for the load generator and the echo upstream.
+    pub fn client_cpus(self) -> Option<&'static str> {
+        (self.workers == 1).then_some("1")
+    }
+}
+
+/// A command, pinned to `cpus` when given.
+pub fn pinned(cpus: Option<&str>, program: &Path) -> Command {
+    match cpus {
+        Some(list) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", list]).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
+/// A running process, stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct Running {
+    child: Child,
+    /// Where clients connect.
+    pub addr: SocketAddr,
+}
+
+impl Running {
+    /// The process id (the proxy's master, for nginx).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stops it and waits, bounded.
+    pub fn stop(mut self) {
+        self.terminate();
+    }
+
+    fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.terminate();
+        }
+    }
+}
+
+/// Starts the echo upstream; ready when it prints its address.
+pub fn start_echo(setup: &Setup, place: Placement) -> anyhow::Result<Running> {
+    let mut cmd = pinned(place.client_cpus(), &setup.perf);
+    cmd.arg("echo");
+    if place.tls {
+        cmd.arg("--cert").arg(&setup.pki.cert);
+        cmd.arg("--key").arg(&setup.pki.key);
+    }
+    spawn_announcing(cmd, "echo: listening on ")
+}
+
+/// Starts `peer` in front of the plain-ws echo upstream at `echo`.
+/// `Direct` is not a process: the caller uses the echo upstream itself.
+pub fn start(
+    peer: Peer,
+    setup: &Setup,
+    place: Placement,
+    echo: SocketAddr,
+) -> anyhow::Result<Running> {
+    let dir = setup.dir.join(format!(
+        "{}-{}",
+        peer.name(),
+        if place.tls { "wss" } else { "ws" }
+    ));
+    std::fs::create_dir_all(&dir)?;
+    match peer {
+        Peer::Direct => anyhow::bail!("direct has no proxy to start"),
+        Peer::Wsgate => {
+            let config = dir.join("wsgate.toml");
+            std::fs::write(&config, wsgate_config(&dir, &setup.pki, place, echo))?;
+            let mut cmd = pinned(place.proxy_cpus(), &setup.wsgate);
+            cmd.arg("serve").arg("--config").arg(&config);
+            cmd.env(SECRET_ENV, secret()).env("WSGATE_LOG", "warn");
+            spawn_announcing(cmd, "wsgate: listening on ")
+        }
+        Peer::Nginx | Peer::NginxTuned => {
+            let port = free_port()?;
+            let config = dir.join("nginx.conf");
+            let tuned = peer == Peer::NginxTuned;
+            std::fs::write(
+                &config,
+                nginx_config(&dir, &setup.pki, place, port, echo, tuned),
+            )?;
+            let mut cmd = pinned(place.proxy_cpus(), &super::program("nginx"));
+            cmd.arg("-p")
+                .arg(&dir)
+                .arg("-c")
+                .arg(&config)
+                .arg("-e")
+                .arg(dir.join("error.log"));
+            spawn_listening(cmd, port)
+        }
+        Peer::Haproxy => {
+            let port = free_port()?;
+            let config = dir.join("haproxy.cfg");
+            let cfg = haproxy_config(&setup.pki, place, port, echo, setup.max_conns);
+            std::fs::write(&config, cfg)?;
+            let mut cmd = pinned(place.proxy_cpus(), &super::program("haproxy"));
+            cmd.arg("-db").arg("-f").arg(&config);
+            spawn_listening(cmd, port)
+        }
+    }
+}
+
+/// The HS256 secret of a run (a benchmark's, not a real one).
+pub fn secret() -> &'static str {
+    "wsgate-perf: a benchmark secret, not a real one"
+}
+
+fn wsgate_config(dir: &Path, pki: &Pki, place: Placement, echo: SocketAddr) -> String {
+    let mut c = String::new();
+    let _ = writeln!(
+        c,
+        "# wsgate-perf: the strict config wsgate is measured with."
+    );
+    let _ = writeln!(c, "[[listener]]\nbind = \"127.0.0.1:0\"");
+    if place.tls {
+        let _ = writeln!(c, "tls = {{ cert = {:?}, key = {:?} }}", pki.cert, pki.key);
+    }
+    let _ = writeln!(
+        c,
+        r#"
+[auth.jwt]
+hs256_secret_env = "{SECRET_ENV}"
+algorithms = ["HS256"]
+audience = "perf"
+
+[limits]
+# 10,000 idle connections and the handshakes around them.
+max_connections = 30000
+
+[log]
+audit = {audit:?}
+"#,
+        audit = dir.join("audit.log"),
+    );
+    for (path, auth, max) in [
+        ("/echo", "jwt", "64KiB"),
+        ("/big", "jwt", "2MiB"),
+        ("/open", "none", "64KiB"),
+    ] {
+        let _ = writeln!(
+            c,
+            r#"[[route]]
+path = "{path}"
+upstream = "ws://{echo}/"
+origins = ["{ORIGIN}"]
+auth = "{auth}"
+
+[route.limits]
+max_message = "{max}"
+"#
+        );
+    }
+    c
+}
+
+fn nginx_config(
+    dir: &Path,
+    pki: &Pki,
+    place: Placement,
+    port: u16,
+    echo: SocketAddr,
+    tuned: bool,
+) -> String {
+    let listen = if place.tls {
+        format!(
+            "listen 127.0.0.1:{port} ssl;\n        ssl_certificate {};\n        ssl_certificate_key {};",
+            pki.cert.display(),
+            pki.key.display()
+        )
+    } else {
+        format!("listen 127.0.0.1:{port};")
+    };
+    let buffers = if tuned {
+        // proxy_buffer_size sizes both directions of an upgraded connection;
+        // the others only keep nginx's rule that busy buffers fit in them.
+        "proxy_buffer_size 16k;\n            proxy_buffers 4 16k;\n            proxy_busy_buffers_size 32k;"
+    } else {
+        ""
+    };
+    let d = dir.display();
+    format!(
+        r#"# wsgate-perf: nginx as a WebSocket reverse proxy.
+daemon off;
+master_process on;
+worker_processes {workers};
+worker_rlimit_nofile 65536;
+pid {d}/nginx.pid;
+events {{ worker_connections 32768; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
+    server {{
+        {listen}
+        location / {{
+            proxy_pass http://{echo};
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_set_header Host $host;
+            proxy_read_timeout 1h;
+            proxy_send_timeout 1h;
+            {buffers}
+        }}
+    }}
+}}
+"#,
+        workers = place.workers,
+    )
+}
+
+fn haproxy_config(
+    pki: &Pki,
+    place: Placement,
+    port: u16,
+    echo: SocketAddr,
+    max_conns: usize,
+) -> String {
+    let tls = if place.tls {
+        format!(" ssl crt {}", pki.combined.display())
+    } else {
+        String::new()
+    };
+    format!(
+        r#"# wsgate-perf: HAProxy as a WebSocket reverse proxy.
+global
+    nbthread {workers}
+    # What the open-files limit allows: HAProxy refuses to start otherwise.
+    maxconn {max_conns}
+
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 1h
+    timeout server 1h
+    timeout tunnel 1h
+
+frontend ws
+    bind 127.0.0.1:{port}{tls}
+    default_backend echo
+
+backend echo
+    server echo {echo}
+"#,
+        workers = place.workers,
+    )
+}
+
+/// A free loopback port, for the proxies that cannot take port 0 and say
+/// which they got. (Another process could take it first; a benchmark, not
+/// a test, accepts that: the proxy then fails to start, loudly.)
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Spawns `cmd`; ready when a stderr line starts with `prefix` followed by
+/// the address. Later stderr lines are drained into the void.
+fn spawn_announcing(mut cmd: Command, prefix: &'static str) -> anyhow::Result<Running> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| anyhow::anyhow!("{cmd:?}: {e}"))?;
+    let stderr = child
+        .stderr
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stderr"))?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut said = Vec::new();
+        let mut sent = false;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if !sent {
+                if let Some(addr) = line
+                    .strip_prefix(prefix)
+                    .and_then(|a| a.trim().parse().ok())
+                {
+                    let _ = tx.send(Ok(addr));
+                    sent = true;
+                } else {
+                    said.push(line);
+                }
+            }
+        }
+        if !sent {
+            let _ = tx.send(Err(said.join("\n")));
+        }
+    });
+    match rx.recv_timeout(READY_TIMEOUT) {
+        Ok(Ok(addr)) => Ok(Running { child, addr }),
+        Ok(Err(said)) => {
+            let _ = child.kill();
+            anyhow::bail!("{cmd:?} exited before it was ready:\n{said}")
+        }
+        Err(_) => {
+            let _ = child.kill();
+            anyhow::bail!("{cmd:?} was not ready in {READY_TIMEOUT:?}")
+        }
+    }
+}
+
+/// Spawns `cmd`; ready when 127.0.0.1:`port` accepts a connection.
+fn spawn_listening(mut cmd: Command, port: u16) -> anyhow::Result<Running> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    let mut child = cmd.spawn().map_err(|e| anyhow::anyhow!("{cmd:?}: {e}"))?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            anyhow::bail!("{cmd:?} exited before it was ready: {status}");
+        }
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(Running { child, addr });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    anyhow::bail!("{cmd:?} did not listen on {addr} within {READY_TIMEOUT:?}")
+}
+
+/// Resident memory of `pid` and all its descendants, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let mut total = 0;
+    let mut family = vec![pid];
+    let mut i = 0;
+    while let Some(&p) = family.get(i) {
+        total += vm_rss(p).unwrap_or(0);
+        family.extend(children(p));
+        i += 1;
+    }
+    total
+}
+
+fn vm_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&p| {
+            // Field 4 of /proc/PID/stat, after the parenthesised name.
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|s| {
+                    let after = s.rsplit_once(')')?.1;
+                    after.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect()
+}
+
+/// `nginx -v`, `haproxy -v` and `wsgate --version`, first line each.
+pub fn versions(setup: &Setup) -> Vec<(String, String)> {
+    let probe = |program: &Path, arg: &str| {
+        Command::new(program)
+            .arg(arg)
+            .output()
+            .ok()
+            .map(|o| {
+                let text = [o.stdout, o.stderr].concat();
+                String::from_utf8_lossy(&text)
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned()
+            })
+            .unwrap_or_else(|| "not found".into())
+    };
+    vec![
+        ("wsgate".into(), probe(&setup.wsgate, "--version")),
+        ("nginx".into(), probe(&super::program("nginx"), "-v")),
+        ("haproxy".into(), probe(&super::program("haproxy"), "-v")),
+    ]
+}

@@ -1,0 +1,357 @@
+//! The run's results: one row per contender and workload, their ratios to
+//! the direct connection and to nginx, written as `results.json` and
+//! `results.md`.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::peers::{Peer, Placement, Setup};
+use super::{Kind, Plan, Workload};
+use crate::load::Report;
+
+/// One workload against one contender in one variant.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Row {
+    /// TLS on the client leg.
+    pub tls: bool,
+    /// Proxy workers.
+    pub workers: usize,
+    /// The contender.
+    pub peer: Peer,
+    /// The workload's letter.
+    pub workload: String,
+    /// What the load generator reported.
+    pub load: Report,
+    /// Idle: the proxy's resident memory per open connection, KiB.
+    pub kib_per_conn: Option<f64>,
+}
+
+impl Row {
+    pub(super) fn new(place: Placement, peer: Peer, w: &Workload) -> Row {
+        Row {
+            tls: place.tls,
+            workers: place.workers,
+            peer,
+            workload: w.id.into(),
+            load: Report::default(),
+            kib_per_conn: None,
+        }
+    }
+
+    /// The workload's headline figure: messages, handshakes per second, or
+    /// KiB per idle connection.
+    pub fn figure(&self) -> Option<f64> {
+        match self.load.mode.as_str() {
+            "echo" => Some(self.load.msgs_per_sec),
+            "handshakes" => Some(self.load.handshakes_per_sec),
+            _ => self.kib_per_conn,
+        }
+    }
+
+    /// One line for the progress log.
+    pub fn summary(&self) -> String {
+        let l = &self.load;
+        let errors = match l.errors {
+            0 => String::new(),
+            n => format!(
+                ", {n} errors (first: {})",
+                l.first_error.as_deref().unwrap_or("?")
+            ),
+        };
+        match l.mode.as_str() {
+            "echo" => format!(
+                "{:.0} msg/s, {:.1} MB/s, p50 {} µs, p99 {} µs{errors}",
+                l.msgs_per_sec,
+                l.mb_per_sec,
+                fmt_us(l.p50_us),
+                fmt_us(l.p99_us)
+            ),
+            "handshakes" => format!(
+                "{:.0} handshakes/s, p99 {} µs{errors}",
+                l.handshakes_per_sec,
+                fmt_us(l.p99_us)
+            ),
+            _ => format!(
+                "{} open, {} KiB per connection{errors}",
+                l.open,
+                self.kib_per_conn.map_or("?".into(), |k| format!("{k:.1}"))
+            ),
+        }
+    }
+
+    fn is(&self, place: Placement, peer: Peer, workload: &str) -> bool {
+        self.tls == place.tls
+            && self.workers == place.workers
+            && self.peer == peer
+            && self.workload == workload
+    }
+}
+
+/// The memory of wsgate holding connections with churn, over time.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Churn {
+    /// Connections held.
+    pub conns: usize,
+    /// Closed and reopened each second.
+    pub per_sec: usize,
+    /// (seconds since start, resident KiB).
+    pub samples: Vec<(u64, u64)>,
+    /// Connections the load generator failed to open.
+    pub errors: u64,
+}
+
+/// Everything a run measured, and where.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Results {
+    /// When (UTC, RFC 3339).
+    pub date: String,
+    /// The processor, from /proc/cpuinfo.
+    pub cpu: String,
+    /// The contenders' versions.
+    pub versions: Vec<(String, String)>,
+    /// Measured window of each workload, seconds.
+    pub seconds: f64,
+    /// Idle connections in workload e.
+    pub idle: usize,
+    /// Every row.
+    pub rows: Vec<Row>,
+    /// The churn run, when asked for.
+    pub churn: Option<Churn>,
+}
+
+impl Results {
+    pub(super) fn new(setup: &Setup, plan: &Plan, rows: Vec<Row>, churn: Option<Churn>) -> Results {
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split_once(':'))
+                    .map(|(_, v)| v.trim().to_owned())
+            })
+            .unwrap_or_else(|| "unknown".into());
+        Results {
+            date: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            cpu: format!(
+                "{cpu}, {} cores",
+                std::thread::available_parallelism().map_or(0, |n| n.get())
+            ),
+            versions: super::peers::versions(setup),
+            seconds: plan.duration.as_secs_f64(),
+            idle: plan.idle,
+            rows,
+            churn,
+        }
+    }
+
+    /// The row of one contender's workload in one variant.
+    pub fn row(&self, place: Placement, peer: Peer, workload: &str) -> Option<&Row> {
+        self.rows.iter().find(|r| r.is(place, peer, workload))
+    }
+
+    /// `figure / figure of `base``, same variant and workload.
+    pub fn ratio(&self, row: &Row, base: Peer) -> Option<f64> {
+        let place = Placement {
+            tls: row.tls,
+            workers: row.workers,
+        };
+        let b = self.row(place, base, &row.workload)?.figure()?;
+        (b > 0.0).then(|| row.figure().unwrap_or(0.0) / b)
+    }
+
+    /// The variants present, in run order.
+    pub fn placements(&self) -> Vec<Placement> {
+        let mut seen: Vec<Placement> = Vec::new();
+        for r in &self.rows {
+            if !seen
+                .iter()
+                .any(|p| p.tls == r.tls && p.workers == r.workers)
+            {
+                seen.push(Placement {
+                    tls: r.tls,
+                    workers: r.workers,
+                });
+            }
+        }
+        seen
+    }
+
+    /// The contenders present, in table order.
+    pub fn peers(&self) -> Vec<Peer> {
+        Peer::ALL
+            .into_iter()
+            .filter(|p| self.rows.iter().any(|r| r.peer == *p))
+            .collect()
+    }
+
+    /// Writes `results.json` and `results.md` into `dir`.
+    pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
+        std::fs::write(
+            dir.join("results.json"),
+            serde_json::to_string_pretty(self)?,
+        )?;
+        std::fs::write(dir.join("results.md"), self.markdown())?;
+        Ok(())
+    }
+
+    /// The tables: one per variant, a line per workload's figure, a column per contender.
+    pub fn markdown(&self) -> String {
+        let mut md = String::new();
+        let _ = writeln!(
+            md,
+            "Run {}, {}, {} s windows.\n",
+            self.date, self.cpu, self.seconds
+        );
+        for (name, version) in &self.versions {
+            let _ = writeln!(md, "- {name}: {version}");
+        }
+        let peers = self.peers();
+        for place in self.placements() {
+            let _ = writeln!(
+                md,
+                "\n### {}, {}\n",
+                if place.tls {
+                    "wss (TLS on the client leg)"
+                } else {
+                    "ws (plain)"
+                },
+                if place.workers == 1 {
+                    "one proxy worker on core 0; load generator and echo upstream on core 1"
+                        .to_owned()
+                } else {
+                    format!("{} proxy workers; nothing pinned", place.workers)
+                }
+            );
+            let _ = write!(md, "| workload | figure |");
+            for p in &peers {
+                let _ = write!(md, " {} |", p.name());
+            }
+            let _ = write!(md, "\n|---|---|");
+            for _ in &peers {
+                let _ = write!(md, "---|");
+            }
+            md.push('\n');
+            for w in super::WORKLOADS {
+                for (label, value) in figures(&w) {
+                    let cells: Vec<String> = peers
+                        .iter()
+                        .map(|&p| match self.row(place, p, w.id) {
+                            Some(r) => self.cell(r, value),
+                            None => "".into(),
+                        })
+                        .collect();
+                    if cells.iter().all(String::is_empty) {
+                        continue;
+                    }
+                    let _ = writeln!(md, "| {} | {label} | {} |", w.id, cells.join(" | "));
+                }
+            }
+        }
+        md.push_str(
+            "\nThroughput and handshake cells: the figure, then (its ratio to direct / to nginx). \
+             Latency: microseconds, round trip with the workload's messages in flight. \
+             Memory: resident KiB per open idle connection (after minus before, divided by connections).\n",
+        );
+        for w in super::WORKLOADS {
+            let _ = writeln!(md, "\n- {}: {}", w.id, w.what);
+        }
+        if let Some(c) = &self.churn {
+            let _ = writeln!(
+                md,
+                "\n### wsgate memory with churn: {} connections held, {} closed and reopened a second\n\n| seconds | RSS KiB |\n|---|---|",
+                c.conns, c.per_sec
+            );
+            for (s, kib) in &c.samples {
+                let _ = writeln!(md, "| {s} | {kib} |");
+            }
+        }
+        md
+    }
+
+    fn cell(&self, r: &Row, value: Value) -> String {
+        let err = if r.load.errors > 0 {
+            format!(" ⚠ {} errors", r.load.errors)
+        } else {
+            String::new()
+        };
+        let ratios = || {
+            let d = self
+                .ratio(r, Peer::Direct)
+                .map_or("–".into(), |x| format!("{x:.2}"));
+            let n = self
+                .ratio(r, Peer::Nginx)
+                .map_or("–".into(), |x| format!("{x:.2}"));
+            format!(" ({d} / {n})")
+        };
+        match value {
+            Value::Msgs => format!("{:.0}{}{err}", r.load.msgs_per_sec, ratios()),
+            Value::Mb => format!("{:.1}", r.load.mb_per_sec),
+            Value::P50 => fmt_us(r.load.p50_us),
+            Value::P99 => fmt_us(r.load.p99_us),
+            Value::P999 => fmt_us(r.load.p999_us),
+            Value::Handshakes => format!("{:.0}{}{err}", r.load.handshakes_per_sec, ratios()),
+            Value::Kib => r
+                .kib_per_conn
+                .map_or("–".into(), |k| format!("{k:.1}{err}")),
+        }
+    }
+
+    /// For `--smoke`: every workload moved something and nothing failed.
+    pub fn check_smoke(&self) -> anyhow::Result<()> {
+        let broken: Vec<String> = self
+            .rows
+            .iter()
+            .filter(|r| r.load.errors > 0 || r.figure().is_none_or(|f| f <= 0.0))
+            .map(|r| {
+                format!(
+                    "{} {}w {} {}: {}",
+                    if r.tls { "wss" } else { "ws" },
+                    r.workers,
+                    r.peer.name(),
+                    r.workload,
+                    r.summary()
+                )
+            })
+            .collect();
+        anyhow::ensure!(
+            broken.is_empty(),
+            "the harness is broken:\n{}",
+            broken.join("\n")
+        );
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Value {
+    Msgs,
+    Mb,
+    P50,
+    P99,
+    P999,
+    Handshakes,
+    Kib,
+}
+
+/// The lines a workload contributes to a table.
+fn figures(w: &Workload) -> Vec<(&'static str, Value)> {
+    match w.kind {
+        Kind::Echo { .. } => vec![
+            ("msg/s", Value::Msgs),
+            ("MB/s", Value::Mb),
+            ("p50 µs", Value::P50),
+            ("p99 µs", Value::P99),
+            ("p99.9 µs", Value::P999),
+        ],
+        Kind::Handshakes { .. } => {
+            vec![("handshakes/s", Value::Handshakes), ("p99 µs", Value::P99)]
+        }
+        Kind::Idle => vec![("KiB/conn", Value::Kib)],
+    }
+}
+
+fn fmt_us(v: Option<f64>) -> String {
+    v.map_or("–".into(), |v| format!("{v:.0}"))
+}

@@ -1,0 +1,147 @@
+//! Read buffers, lent to a connection only while it has bytes to read.
+//!
+//! An idle WebSocket connection is the common case (a chat client waits
+//! minutes between messages), and a gateway holding 10,000 of them must
+//! not hold 10,000 pairs of read buffers. So a pump owns no buffer: it
+//! borrows one from the process's [`Buffers`] when it polls its socket, and
+//! gives it back as soon as the socket has nothing more to give and the
+//! buffer is empty. What a read leaves unfinished (the first bytes of a
+//! frame header, or a control frame in pieces: never more than the decoder
+//! needs to see a whole header or control frame) moves to a small stash of
+//! the pump's own, so a client stalling mid-header does not pin a buffer.
+//!
+//! Buffers come back to a bounded free list, so in steady state relaying
+//! allocates nothing; past the bound they are freed, so a burst of
+//! connections does not hold memory after it.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
+
+use bytes::BytesMut;
+use tokio::io::AsyncRead;
+
+/// Bytes one read may take: a 16 KiB message and its header in one read,
+/// and four of them, so bulk traffic costs few system calls.
+pub(crate) const READ_BUF: usize = 64 * 1024;
+/// Spare room below which a lent buffer is grown again before a read.
+const MIN_SPARE: usize = 1024;
+/// Free buffers kept for reuse. A pump holds a buffer only while it is
+/// being polled with bytes to read (or while its forward waits for a slow
+/// peer), so a worker thread seldom has more than a few out at once.
+const KEEP_FREE: usize = 64;
+
+/// The process's free read buffers.
+#[derive(Debug, Default)]
+pub(crate) struct Buffers {
+    free: Mutex<Vec<BytesMut>>,
+}
+
+impl Buffers {
+    fn take(&self) -> BytesMut {
+        let reused = self.free.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        reused.unwrap_or_else(|| BytesMut::with_capacity(READ_BUF))
+    }
+
+    fn give(&self, mut buf: BytesMut) {
+        buf.clear();
+        // Reclaims the space consumed from the front (no allocation: the
+        // buffer is empty and unshared).
+        buf.reserve(READ_BUF);
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        if free.len() < KEEP_FREE {
+            free.push(buf);
+        }
+    }
+
+    /// Free buffers now held (for tests).
+    #[cfg(test)]
+    fn free(&self) -> usize {
+        self.free.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+/// One pump's reading state: a lent buffer while reading, or a stash of
+/// unfinished bytes while waiting.
+#[derive(Debug, Default)]
+pub(crate) struct Lent {
+    buf: Option<BytesMut>,
+    /// Bytes a read left unfinished, kept while the buffer is given back.
+    stash: Vec<u8>,
+}
+
+impl Lent {
+    /// Reads what the socket has into a lent buffer; resolves with the
+    /// number of bytes read (0: the stream ended).
+    pub(crate) fn read<'a, R: AsyncRead + Unpin>(
+        &'a mut self,
+        reader: &'a mut R,
+        buffers: &'a Buffers,
+    ) -> impl Future<Output = std::io::Result<usize>> + 'a {
+        std::future::poll_fn(move |cx| {
+            let buf = self.buf.get_or_insert_with(|| buffers.take());
+            if !self.stash.is_empty() {
+                buf.extend_from_slice(&self.stash);
+                self.stash.clear();
+            }
+            if buf.capacity() - buf.len() < MIN_SPARE {
+                buf.reserve(READ_BUF);
+            }
+            let polled = tokio_util::io::poll_read_buf(Pin::new(&mut *reader), cx, buf);
+            if polled.is_pending()
+                && let Some(waiting) = self.buf.take()
+            {
+                // Nothing to read now: the buffer goes back; what it holds
+                // (a piece of a header at most) waits in the stash.
+                self.stash.extend_from_slice(&waiting);
+                buffers.give(waiting);
+            }
+            polled
+        })
+    }
+
+    /// The bytes read and not yet consumed.
+    pub(crate) fn bytes(&mut self) -> &mut BytesMut {
+        self.buf.get_or_insert_with(BytesMut::new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test]
+    async fn an_idle_reader_holds_no_buffer() {
+        let buffers = Buffers::default();
+        let (mut near, mut far) = tokio::io::duplex(1024);
+        let mut lent = Lent::default();
+        far.write_all(b"\x81\x85abc").await.expect("write");
+        let n = lent.read(&mut near, &buffers).await.expect("read");
+        assert_eq!(n, 5);
+        // The decoder consumed two bytes; three (of a header) are left.
+        bytes::Buf::advance(lent.bytes(), 2);
+        let pending = futures_util::FutureExt::now_or_never(lent.read(&mut near, &buffers));
+        assert!(pending.is_none(), "nothing more was written");
+        assert!(lent.buf.is_none(), "the buffer went back while waiting");
+        assert_eq!(lent.stash, b"abc", "the unfinished bytes were kept");
+        assert_eq!(buffers.free(), 1);
+        far.write_all(b"de").await.expect("write");
+        assert_eq!(lent.read(&mut near, &buffers).await.expect("read"), 2);
+        assert_eq!(
+            &lent.bytes()[..],
+            b"abcde",
+            "stash first, then the new bytes"
+        );
+        assert_eq!(buffers.free(), 0, "the same buffer was lent again");
+    }
+
+    #[test]
+    fn the_free_list_is_bounded() {
+        let buffers = Buffers::default();
+        for _ in 0..KEEP_FREE + 10 {
+            buffers.give(BytesMut::with_capacity(READ_BUF));
+        }
+        assert_eq!(buffers.free(), KEEP_FREE);
+    }
+}
