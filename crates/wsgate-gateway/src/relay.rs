@@ -116,24 +116,30 @@ pub(crate) struct Reconfig<'a> {
 
 /// Relays between an upgraded client and an upgraded upstream until both
 /// legs are closed.
+///
+/// A plain function that builds the connection's state and returns the
+/// future that runs it: an async fn keeps each argument it moves (the two
+/// streams, the checks) in its own slot for its whole life, beside the
+/// copy it moved them into. Built here and only borrowed inside, each is
+/// held once, and every open connection is that much smaller.
 #[expect(
     clippy::too_many_arguments,
     reason = "each is one concern of the relay"
 )]
-pub(crate) async fn relay<C, U>(
+pub(crate) fn relay<'a, C, U>(
     client: C,
     upstream: U,
-    buffers: &Buffers,
-    limits: &Limits,
+    buffers: &'a Buffers,
+    limits: &'a Limits,
     checks: Checks,
     session_end: Option<Instant>,
-    shutdown: &CancellationToken,
-    revoked: &CancellationToken,
-    mut reconfig: Reconfig<'_>,
-) -> Summary
+    shutdown: &'a CancellationToken,
+    revoked: &'a CancellationToken,
+    mut reconfig: Reconfig<'a>,
+) -> impl Future<Output = Summary> + Send + 'a
 where
-    C: AsyncRead + AsyncWrite + Unpin + Send,
-    U: AsyncRead + AsyncWrite + Unpin + Send,
+    C: AsyncRead + AsyncWrite + Unpin + Send + 'a,
+    U: AsyncRead + AsyncWrite + Unpin + Send + 'a,
 {
     let (client_read, client_write) = tokio::io::split(client);
     let (upstream_read, upstream_write) = tokio::io::split(upstream);
@@ -141,8 +147,6 @@ where
     let upstream_pongs = Arc::new(PendingPong::default());
     let client_sink = Mutex::new(Sink::new(client_write, false, Arc::clone(&client_pongs)));
     let upstream_sink = Mutex::new(Sink::new(upstream_write, true, Arc::clone(&upstream_pongs)));
-    let events = Events::default();
-    let activity = Activity::new();
     let client_limits = frame::Limits {
         max_frame: limits.max_frame,
         max_message: limits.max_message,
@@ -151,9 +155,6 @@ where
         changes: reconfig.changes.clone(),
         judge: reconfig.judge,
     };
-    // Pinned where they are made: `tokio::pin!` on a binding would move
-    // each future into a second slot of this async fn, and rustc keeps
-    // both, doubling what every connection holds.
     let mut client_pump = Pump::new(
         Side::Client,
         Decoder::new(Sender::Client, client_limits),
@@ -164,91 +165,98 @@ where
         Decoder::new(Sender::Upstream, frame::Limits::NONE),
         Checks::default(),
     );
-    let mut c2u = std::pin::pin!(client_pump.run(
-        client_read,
-        buffers,
-        &upstream_sink,
-        &client_pongs,
-        &events,
-        &activity,
-        Some(follow),
-    ));
-    let mut u2c = std::pin::pin!(upstream_pump.run(
-        upstream_read,
-        buffers,
-        &client_sink,
-        &upstream_pongs,
-        &events,
-        &activity,
-        None,
-    ));
-    let legs = Legs {
-        client: &client_sink,
-        upstream: &upstream_sink,
-    };
-    let mut st = Closing::default();
+    let activity = Activity::new();
     let mut timers = Timers::new(limits, activity.start(), session_end);
-    let mut watching = true;
-    // Every handler below is boxed: each runs on a rare event (a close, a
-    // timer, a reload), and left inline its state would be part of every
-    // connection's future for the connection's whole life, idle or not.
-    while !st.done() {
-        let wake = st.deadline.unwrap_or_else(|| timers.next(&activity));
-        tokio::select! {
-            event = events.recv() => Box::pin(st.on_event(event, &legs)).await,
-            () = &mut c2u, if !st.client_reader_done => st.client_reader_done = true,
-            () = &mut u2c, if !st.upstream_aborted => st.upstream_aborted = true,
-            () = client_pongs.ready.notified() => {
-                Box::pin(bounded(async { legs.client.lock().await.flush_pong().await })).await;
-            }
-            () = upstream_pongs.ready.notified(), if !st.upstream_aborted => {
-                Box::pin(bounded(async { legs.upstream.lock().await.flush_pong().await })).await;
-            }
-            () = shutdown.cancelled(), if st.outcome.is_none() => {
-                Box::pin(st.gateway_close(Reason::ShuttingDown, &legs)).await;
-            }
-            () = revoked.cancelled(), if st.outcome.is_none() => {
-                Box::pin(st.gateway_close(Reason::Revoked, &legs)).await;
-            }
-            changed = reconfig.changes.changed(), if watching && st.outcome.is_none() => {
-                if changed.is_err() {
-                    // The gateway is going away; shutdown closes the connection.
-                    watching = false;
-                    continue;
+    async move {
+        let events = Events::default();
+        // Pinned where they are made: `tokio::pin!` on a binding would move
+        // each future into a second slot of this future, and rustc keeps
+        // both, doubling what every connection holds.
+        let mut c2u = std::pin::pin!(client_pump.run(
+            client_read,
+            buffers,
+            &upstream_sink,
+            &client_pongs,
+            &events,
+            &activity,
+            Some(follow),
+        ));
+        let mut u2c = std::pin::pin!(upstream_pump.run(
+            upstream_read,
+            buffers,
+            &client_sink,
+            &upstream_pongs,
+            &events,
+            &activity,
+            None,
+        ));
+        let legs = Legs {
+            client: &client_sink,
+            upstream: &upstream_sink,
+        };
+        let mut st = Closing::default();
+        let mut watching = true;
+        // Every handler below is boxed: each runs on a rare event (a close, a
+        // timer, a reload), and left inline its state would be part of every
+        // connection's future for the connection's whole life, idle or not.
+        while !st.done() {
+            let wake = st.deadline.unwrap_or_else(|| timers.next(&activity));
+            tokio::select! {
+                event = events.recv() => Box::pin(st.on_event(event, &legs)).await,
+                () = &mut c2u, if !st.client_reader_done => st.client_reader_done = true,
+                () = &mut u2c, if !st.upstream_aborted => st.upstream_aborted = true,
+                () = client_pongs.ready.notified() => {
+                    Box::pin(bounded(async { legs.client.lock().await.flush_pong().await })).await;
                 }
-                let policy = Arc::clone(&reconfig.changes.borrow_and_update());
-                match (reconfig.judge)(&policy) {
-                    Ok(update) => timers.follow(&update.limits, activity.start()),
-                    Err(detail) => {
-                        st.detail = Some(detail);
-                        Box::pin(st.gateway_close(Reason::PolicyChanged, &legs)).await;
+                () = upstream_pongs.ready.notified(), if !st.upstream_aborted => {
+                    Box::pin(bounded(async { legs.upstream.lock().await.flush_pong().await })).await;
+                }
+                () = shutdown.cancelled(), if st.outcome.is_none() => {
+                    Box::pin(st.gateway_close(Reason::ShuttingDown, &legs)).await;
+                }
+                () = revoked.cancelled(), if st.outcome.is_none() => {
+                    Box::pin(st.gateway_close(Reason::Revoked, &legs)).await;
+                }
+                changed = reconfig.changes.changed(), if watching && st.outcome.is_none() => {
+                    if changed.is_err() {
+                        // The gateway is going away; shutdown closes the connection.
+                        watching = false;
+                        continue;
+                    }
+                    let policy = Arc::clone(&reconfig.changes.borrow_and_update());
+                    match (reconfig.judge)(&policy) {
+                        Ok(update) => timers.follow(&update.limits, activity.start()),
+                        Err(detail) => {
+                            st.detail = Some(detail);
+                            Box::pin(st.gateway_close(Reason::PolicyChanged, &legs)).await;
+                        }
+                    }
+                }
+                () = sleep_until(wake) => {
+                    if st.deadline.is_some_and(|d| Instant::now() >= d) {
+                        break;
+                    }
+                    if let Some(reason) = Box::pin(timers.fire(&activity, &legs)).await {
+                        Box::pin(st.gateway_close(reason, &legs)).await;
                     }
                 }
             }
-            () = sleep_until(wake) => {
-                if st.deadline.is_some_and(|d| Instant::now() >= d) {
-                    break;
-                }
-                if let Some(reason) = Box::pin(timers.fire(&activity, &legs)).await {
-                    Box::pin(st.gateway_close(reason, &legs)).await;
-                }
-            }
         }
-    }
-    Box::pin(async {
-        client_sink.lock().await.shutdown().await;
-        upstream_sink.lock().await.shutdown().await;
-    })
-    .await;
-    use std::sync::atomic::Ordering::Relaxed;
-    Summary {
-        outcome: st.outcome.unwrap_or(Outcome::ClientGone),
-        bytes_from_client: activity.bytes_from_client.load(Relaxed),
-        bytes_from_upstream: activity.bytes_from_upstream.load(Relaxed),
-        messages_from_client: activity.messages_from_client.load(Relaxed),
-        messages_from_upstream: activity.messages_from_upstream.load(Relaxed),
-        messages_dropped: activity.messages_dropped.load(Relaxed),
-        detail: st.detail,
+        Box::pin(async {
+            client_sink.lock().await.shutdown().await;
+            upstream_sink.lock().await.shutdown().await;
+        })
+        .await;
+        use std::sync::atomic::Ordering::Relaxed;
+        Summary {
+            outcome: st.outcome.unwrap_or(Outcome::ClientGone),
+            bytes_from_client: activity.bytes_from_client.load(Relaxed),
+            bytes_from_upstream: activity.bytes_from_upstream.load(Relaxed),
+            messages_from_client: activity.messages_from_client.load(Relaxed),
+            messages_from_upstream: activity.messages_from_upstream.load(Relaxed),
+            messages_dropped: activity.messages_dropped.load(Relaxed),
+            detail: st.detail,
+        }
     }
 }
 

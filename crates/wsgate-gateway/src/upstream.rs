@@ -103,7 +103,11 @@ pub(crate) async fn connect(
         .map_err(|_| UpstreamError::Timeout(target))?
 }
 
-pub(crate) type Stream = Either<TcpStream, tokio_rustls::client::TlsStream<TcpStream>>;
+/// The TLS variant is boxed: a rustls connection is about a kilobyte, and
+/// an enum is as large as its largest variant, so every plain upstream
+/// connection (hyper boxes this stream for the upgrade, and keeps it for
+/// the connection's life) would otherwise carry that kilobyte unused.
+pub(crate) type Stream = Either<TcpStream, Box<tokio_rustls::client::TlsStream<TcpStream>>>;
 
 /// A connection to the upstream, over TLS when its URL says so.
 pub(crate) async fn open(
@@ -124,7 +128,7 @@ pub(crate) async fn open(
         .connect(name, tcp)
         .await
         .map_err(|e| UpstreamError::Tls(target, e))?;
-    Ok(Either::Right(stream))
+    Ok(Either::Right(Box::new(stream)))
 }
 
 /// Headers that describe one hop, or that only the gateway may set: never
