@@ -71,13 +71,12 @@ async fn count(size: usize, route: &str) -> (u64, u64) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let echo = listener.local_addr().unwrap();
     tokio::spawn(wsgate_bench::echo::serve(listener, None));
-    let gateway = wsgate_testkit::gateway::TestGateway::start(&format!(
-        r#"
-[[listener]]
-bind = "127.0.0.1:0"
-
+    // Two routes to the same upstream: one streams, one assembles (the control).
+    let route_toml = |path: &str, rules: &str| {
+        format!(
+            r#"
 [[route]]
-path = "/stream"
+path = "{path}"
 upstream = "ws://{echo}/"
 origins = ["https://app.example.com"]
 auth = "none"
@@ -86,23 +85,15 @@ auth = "none"
 max_message = "64KiB"
 idle_timeout = "off"
 ping_interval = "off"
-
-[[route]]
-path = "/json"
-upstream = "ws://{echo}/"
-origins = ["https://app.example.com"]
-auth = "none"
-
-[route.limits]
-max_message = "64KiB"
-idle_timeout = "off"
-ping_interval = "off"
-
-[route.messages]
-json = true
-"#
-    ))
-    .await;
+{rules}"#
+        )
+    };
+    let config = format!(
+        "[[listener]]\nbind = \"127.0.0.1:0\"\n{}{}",
+        route_toml("/stream", ""),
+        route_toml("/json", "\n[route.messages]\njson = true\n")
+    );
+    let gateway = wsgate_testkit::gateway::TestGateway::start(&config).await;
     let mut stream = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
     stream.set_nodelay(true).unwrap();
     let request = Request {

@@ -18,7 +18,7 @@ pub mod report;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use peers::{Peer, Placement, Running, Setup};
@@ -239,7 +239,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         }
     }
     let churn = if options.churn_conns > 0 {
-        Some(churn(&plan, &setup, &token, options)?)
+        Some(churn(&setup, &token, options)?)
     } else {
         None
     };
@@ -426,8 +426,20 @@ fn run_load(mut cmd: Command) -> anyhow::Result<Report> {
 /// Opens the idle connections, reads the proxy's memory before and after,
 /// then lets the load generator close them; its report and the KiB per
 /// connection.
-fn idle_memory(mut cmd: Command, proxy: u32) -> anyhow::Result<(Report, Option<f64>)> {
+fn idle_memory(cmd: Command, proxy: u32) -> anyhow::Result<(Report, Option<f64>)> {
     let before = peers::rss_kib(proxy);
+    let (child, ready) = start_idle(cmd)?;
+    std::thread::sleep(IDLE_SETTLE);
+    let after = peers::rss_kib(proxy);
+    let mut report = finish_idle(child)?;
+    report.open = ready.open;
+    let kib = (ready.open > 0).then(|| (after.saturating_sub(before)) as f64 / ready.open as f64);
+    Ok((report, kib))
+}
+
+/// Starts an idle load generator and waits until it holds its
+/// connections: the process, and what it reported then.
+fn start_idle(mut cmd: Command) -> anyhow::Result<(Child, Report)> {
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -437,18 +449,19 @@ fn idle_memory(mut cmd: Command, proxy: u32) -> anyhow::Result<(Report, Option<f
         .stderr
         .take()
         .ok_or_else(|| anyhow::anyhow!("no stderr"))?;
-    let mut ready = None;
     for line in BufReader::new(stderr).lines().map_while(Result::ok) {
         if let Some(json) = line.strip_prefix("idle: ready ") {
-            ready = Some(serde_json::from_str::<Report>(json)?);
-            break;
+            return Ok((child, serde_json::from_str(json)?));
         }
         say(&line);
     }
-    let ready = ready
-        .ok_or_else(|| anyhow::anyhow!("the idle load generator ended before it was ready"))?;
-    std::thread::sleep(IDLE_SETTLE);
-    let after = peers::rss_kib(proxy);
+    let _ = child.kill();
+    anyhow::bail!("the idle load generator ended before it was ready")
+}
+
+/// Closes an idle load generator's stdin, so it closes its connections
+/// and exits; its final report.
+fn finish_idle(mut child: Child) -> anyhow::Result<Report> {
     drop(child.stdin.take());
     let out = child.wait_with_output()?;
     anyhow::ensure!(
@@ -456,15 +469,12 @@ fn idle_memory(mut cmd: Command, proxy: u32) -> anyhow::Result<(Report, Option<f
         "the idle load generator failed: {}",
         out.status
     );
-    let mut report: Report = serde_json::from_slice(&out.stdout)?;
-    report.open = ready.open;
-    let kib = (ready.open > 0).then(|| (after.saturating_sub(before)) as f64 / ready.open as f64);
-    Ok((report, kib))
+    Ok(serde_json::from_slice(&out.stdout)?)
 }
 
 /// Holds `conns` connections through wsgate with 1% churn a second,
 /// sampling its memory every 30 s.
-fn churn(plan: &Plan, setup: &Setup, token: &str, o: &Options) -> anyhow::Result<report::Churn> {
+fn churn(setup: &Setup, token: &str, o: &Options) -> anyhow::Result<report::Churn> {
     let place = Placement {
         workers: 1,
         tls: false,
@@ -490,23 +500,7 @@ fn churn(plan: &Plan, setup: &Setup, token: &str, o: &Options) -> anyhow::Result
         &per_sec.to_string(),
     ]);
     cmd.args(["--hold", &format!("{}s", o.churn_time.as_secs() + 60)]);
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let stderr = child
-        .stderr
-        .take()
-        .ok_or_else(|| anyhow::anyhow!("no stderr"))?;
-    let mut lines = BufReader::new(stderr).lines();
-    anyhow::ensure!(
-        lines
-            .by_ref()
-            .map_while(Result::ok)
-            .any(|l| l.starts_with("idle: ready ")),
-        "the churn load generator ended before it was ready"
-    );
+    let (child, _) = start_idle(cmd)?;
     let start = Instant::now();
     let mut samples = Vec::new();
     while start.elapsed() < o.churn_time {
@@ -521,12 +515,9 @@ fn churn(plan: &Plan, setup: &Setup, token: &str, o: &Options) -> anyhow::Result
         );
     }
     samples.push((start.elapsed().as_secs(), peers::rss_kib(gate.pid())));
-    drop(child.stdin.take());
-    let out = child.wait_with_output()?;
-    let load: Report = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let load = finish_idle(child)?;
     gate.stop();
     echo.stop();
-    let _ = plan;
     Ok(report::Churn {
         conns: o.churn_conns,
         per_sec,
