@@ -436,7 +436,9 @@ pub async fn idle(
         }
     }
     report.seconds = started.elapsed().as_secs_f64();
-    report.open = held.len();
+    // Still open at the end: one the proxy closed (an idle timeout, say)
+    // is not counted.
+    report.open = held.iter().filter(|h| h.open()).count();
     drop(held);
     (report.errors, report.first_error) = (errors.count, errors.first);
     report
@@ -445,30 +447,36 @@ pub async fn idle(
 /// An open idle connection; dropping it sends a close and ends it.
 struct Held {
     _stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Held {
+    /// Whether the connection is still open (the proxy may have closed it).
+    fn open(&self) -> bool {
+        !self.task.is_finished()
+    }
 }
 
 /// Opens one connection and leaves a task holding it (answering pings).
 async fn hold(target: Target, opening: Arc<Semaphore>) -> anyhow::Result<Held> {
-    {
-        let permit = opening.acquire_owned().await?;
-        let (stream, early) = target.open().await?;
-        drop(permit);
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let (mut r, w) = tokio::io::split(stream);
-            let w = AsyncMutex::new(w);
-            tokio::select! {
-                _ = read_echoes(&mut r, early, &w, |_| {}) => return,
-                _ = stopped => {}
-            }
-            let close = wire::client_frame(OP_CLOSE, &1000u16.to_be_bytes());
-            let _ = w.lock().await.write_all(&close).await;
-            let _ = tokio::time::timeout(CLOSE_WAIT, async {
-                let mut sink = [0u8; 1024];
-                while matches!(r.read(&mut sink).await, Ok(n) if n > 0) {}
-            })
-            .await;
-        });
-        Ok(Held { _stop: stop })
-    }
+    let permit = opening.acquire_owned().await?;
+    let (stream, early) = target.open().await?;
+    drop(permit);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let (mut r, w) = tokio::io::split(stream);
+        let w = AsyncMutex::new(w);
+        tokio::select! {
+            _ = read_echoes(&mut r, early, &w, |_| {}) => return,
+            _ = stopped => {}
+        }
+        let close = wire::client_frame(OP_CLOSE, &1000u16.to_be_bytes());
+        let _ = w.lock().await.write_all(&close).await;
+        let _ = tokio::time::timeout(CLOSE_WAIT, async {
+            let mut sink = [0u8; 1024];
+            while matches!(r.read(&mut sink).await, Ok(n) if n > 0) {}
+        })
+        .await;
+    });
+    Ok(Held { _stop: stop, task })
 }

@@ -523,6 +523,7 @@ fn churn(setup: &Setup, token: &str, o: &Options) -> anyhow::Result<report::Chur
         per_sec,
         samples,
         errors: load.errors,
+        open_at_end: load.open,
     })
 }
 

@@ -100,6 +100,9 @@ pub struct Churn {
     pub samples: Vec<(u64, u64)>,
     /// Connections the load generator failed to open.
     pub errors: u64,
+    /// Connections still open at the end (the rest the proxy closed).
+    #[serde(default)]
+    pub open_at_end: usize,
 }
 
 /// Everything a run measured, and where.
@@ -266,6 +269,11 @@ impl Results {
             for (s, kib) in &c.samples {
                 let _ = writeln!(md, "| {s} | {kib} |");
             }
+            let _ = writeln!(
+                md,
+                "\n{} connections failed to open; {} of {} were still open at the end.",
+                c.errors, c.open_at_end, c.conns
+            );
         }
         md
     }
