@@ -175,7 +175,7 @@ pub async fn echo(
         let target = target.clone();
         let frame = Arc::clone(&frame);
         tasks.push(tokio::spawn(async move {
-            echo_connection(&target, &frame, in_flight, window).await
+            echo_connection(&target, &frame, size as u64, in_flight, window).await
         }));
     }
     let mut report = Report {
@@ -207,6 +207,7 @@ pub async fn echo(
 async fn echo_connection(
     target: &Target,
     frame: &[u8],
+    payload_len: u64,
     in_flight: usize,
     window: Window,
 ) -> anyhow::Result<EchoTally> {
@@ -238,7 +239,6 @@ async fn echo_connection(
         w.lock().await.write_all(&close).await?;
         anyhow::Ok(())
     };
-    let payload_len = (frame.len() - wire::parse_header(frame).map_or(0, |h| h.size)) as u64;
     let mut tally = EchoTally {
         messages: 0,
         bytes: 0,

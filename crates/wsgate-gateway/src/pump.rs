@@ -298,26 +298,23 @@ impl Pump {
         })
     }
 
-    /// A whole assembled text message: sent on in one frame, or refused.
-    async fn finish_message<A: AsyncWrite + Unpin>(
-        &self,
-        body: Vec<u8>,
-        to: &Mutex<Sink<A>>,
-        activity: &Activity,
-    ) -> Option<Event> {
+    /// Judges a whole assembled text message: the frame to send it on in,
+    /// nothing when `on_violation = "drop"` dropped it, or the violation.
+    /// The caller writes the frame, so judging adds no state of its own to
+    /// every connection's future.
+    fn finish_message(&self, body: &[u8], activity: &Activity) -> Result<Option<Vec<u8>>, Event> {
         let rules = self.checks.rules.as_ref();
-        let checked = rules.map_or(Ok(()), |r| r.check_text(&body));
-        match checked {
-            Ok(()) => {
-                let frame = wsgate_proto::frame::encode_data(0x1, &body, Some(rand::random()));
-                Self::forward(to, &frame, false).await;
-                None
-            }
+        match rules.map_or(Ok(()), |r| r.check_text(body)) {
+            Ok(()) => Ok(Some(wsgate_proto::frame::encode_data(
+                0x1,
+                body,
+                Some(rand::random()),
+            ))),
             Err(_) if rules.is_some_and(|r| r.on_violation == OnViolation::Drop) => {
                 activity.messages_dropped.fetch_add(1, Ordering::Relaxed);
-                None
+                Ok(None)
             }
-            Err((reason, detail)) => Some(Event::Violation(self.side, reason, detail, false)),
+            Err((reason, detail)) => Err(Event::Violation(self.side, reason, detail, false)),
         }
     }
 
@@ -462,8 +459,10 @@ impl Pump {
                             } else {
                                 &[][..]
                             };
-                            // Boxed: compression is rare, and its state would otherwise
-                            // enlarge every connection's future, idle or not.
+                            // Boxed: its state (an inflater's output, a frame being
+                            // written) would otherwise enlarge every connection's
+                            // future, idle or not. It costs an allocation per
+                            // compressed piece, on a path that allocates anyway.
                             stop = Box::pin(self.inflate(chunk, message_end, to)).await;
                             if stop.is_some() {
                                 break;
@@ -483,11 +482,15 @@ impl Pump {
                         self.inflating = None;
                         self.count_message(activity);
                         match std::mem::replace(&mut self.handling, Handling::Forward) {
+                            // The reservation is held until the frame is written.
                             Handling::Assemble(body, _held) => {
-                                // Boxed for the same reason: assembly is per route.
-                                stop = Box::pin(self.finish_message(body, to, activity)).await;
-                                if stop.is_some() {
-                                    break;
+                                match self.finish_message(&body, activity) {
+                                    Ok(Some(frame)) => Self::forward(to, &frame, false).await,
+                                    Ok(None) => {}
+                                    Err(event) => {
+                                        stop = Some(event);
+                                        break;
+                                    }
                                 }
                             }
                             Handling::Skip => {
