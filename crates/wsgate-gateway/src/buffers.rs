@@ -14,9 +14,9 @@
 //! allocates nothing; past the bound they are freed, so a burst of
 //! connections does not hold memory after it.
 
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Mutex;
+use std::task::{Context, Poll};
 
 use bytes::BytesMut;
 use tokio::io::AsyncRead;
@@ -38,12 +38,14 @@ pub(crate) struct Buffers {
 }
 
 impl Buffers {
-    fn take(&self) -> BytesMut {
+    /// A buffer of at least [`READ_BUF`] bytes: a free one, or a new one.
+    pub(crate) fn take(&self) -> BytesMut {
         let reused = self.free.lock().unwrap_or_else(|p| p.into_inner()).pop();
         reused.unwrap_or_else(|| BytesMut::with_capacity(READ_BUF))
     }
 
-    fn give(&self, mut buf: BytesMut) {
+    /// Takes a buffer back (kept for reuse up to [`KEEP_FREE`]).
+    pub(crate) fn give(&self, mut buf: BytesMut) {
         buf.clear();
         // Reclaims the space consumed from the front (no allocation: the
         // buffer is empty and unshared).
@@ -71,33 +73,32 @@ pub(crate) struct Lent {
 }
 
 impl Lent {
-    /// Reads what the socket has into a lent buffer; resolves with the
-    /// number of bytes read (0: the stream ended).
-    pub(crate) fn read<'a, R: AsyncRead + Unpin>(
-        &'a mut self,
-        reader: &'a mut R,
-        buffers: &'a Buffers,
-    ) -> impl Future<Output = std::io::Result<usize>> + 'a {
-        std::future::poll_fn(move |cx| {
-            let buf = self.buf.get_or_insert_with(|| buffers.take());
-            if !self.stash.is_empty() {
-                buf.extend_from_slice(&self.stash);
-                self.stash.clear();
-            }
-            if buf.capacity() - buf.len() < MIN_SPARE {
-                buf.reserve(READ_BUF);
-            }
-            let polled = tokio_util::io::poll_read_buf(Pin::new(&mut *reader), cx, buf);
-            if polled.is_pending()
-                && let Some(waiting) = self.buf.take()
-            {
-                // Nothing to read now: the buffer goes back; what it holds
-                // (a piece of a header at most) waits in the stash.
-                self.stash.extend_from_slice(&waiting);
-                buffers.give(waiting);
-            }
-            polled
-        })
+    /// Reads what the socket has into a lent buffer; ready with the number
+    /// of bytes read (0: the stream ended).
+    pub(crate) fn poll_read<R: AsyncRead + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        reader: &mut R,
+        buffers: &Buffers,
+    ) -> Poll<std::io::Result<usize>> {
+        let buf = self.buf.get_or_insert_with(|| buffers.take());
+        if !self.stash.is_empty() {
+            buf.extend_from_slice(&self.stash);
+            self.stash.clear();
+        }
+        if buf.capacity() - buf.len() < MIN_SPARE {
+            buf.reserve(READ_BUF);
+        }
+        let polled = tokio_util::io::poll_read_buf(Pin::new(reader), cx, buf);
+        if polled.is_pending()
+            && let Some(waiting) = self.buf.take()
+        {
+            // Nothing to read now: the buffer goes back; what it holds
+            // (a piece of a header at most) waits in the stash.
+            self.stash.extend_from_slice(&waiting);
+            buffers.give(waiting);
+        }
+        polled
     }
 
     /// The bytes read and not yet consumed.
@@ -111,23 +112,31 @@ mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
 
+    async fn read(
+        lent: &mut Lent,
+        r: &mut tokio::io::DuplexStream,
+        buffers: &Buffers,
+    ) -> std::io::Result<usize> {
+        std::future::poll_fn(|cx| lent.poll_read(cx, r, buffers)).await
+    }
+
     #[tokio::test]
     async fn an_idle_reader_holds_no_buffer() {
         let buffers = Buffers::default();
         let (mut near, mut far) = tokio::io::duplex(1024);
         let mut lent = Lent::default();
         far.write_all(b"\x81\x85abc").await.expect("write");
-        let n = lent.read(&mut near, &buffers).await.expect("read");
+        let n = read(&mut lent, &mut near, &buffers).await.expect("read");
         assert_eq!(n, 5);
         // The decoder consumed two bytes; three (of a header) are left.
         bytes::Buf::advance(lent.bytes(), 2);
-        let pending = futures_util::FutureExt::now_or_never(lent.read(&mut near, &buffers));
+        let pending = futures_util::FutureExt::now_or_never(read(&mut lent, &mut near, &buffers));
         assert!(pending.is_none(), "nothing more was written");
         assert!(lent.buf.is_none(), "the buffer went back while waiting");
         assert_eq!(lent.stash, b"abc", "the unfinished bytes were kept");
         assert_eq!(buffers.free(), 1);
         far.write_all(b"de").await.expect("write");
-        assert_eq!(lent.read(&mut near, &buffers).await.expect("read"), 2);
+        assert_eq!(read(&mut lent, &mut near, &buffers).await.expect("read"), 2);
         assert_eq!(
             &lent.bytes()[..],
             b"abcde",

@@ -431,7 +431,7 @@ fn spawn_relay(
                 let limits = &admitted.route().limits;
                 let checks = relay::Checks {
                     rules,
-                    meter: wsgate_policy::limits::Meter::for_limits(limits),
+                    meter: wsgate_policy::limits::Meter::for_limits(limits).map(Box::new),
                     budget: Some(Arc::clone(&state.budget)),
                     deflate: inflate_max,
                 };

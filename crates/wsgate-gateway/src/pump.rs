@@ -13,8 +13,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Buf, BytesMut};
+use std::task::{Context, Poll, ready};
+
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::Mutex;
 use tokio::time::Instant;
 use wsgate_config::OnViolation;
 use wsgate_policy::Reason;
@@ -28,7 +29,7 @@ use wsgate_proto::utf8::Utf8Stream;
 
 use crate::buffers::{Buffers, Lent};
 use crate::limits::{Budget, Reservation};
-use crate::sink::{PendingPong, Sink};
+use crate::sink::Sink;
 
 /// Which peer a pump reads from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,42 +48,6 @@ pub(crate) enum Event {
     Violation(Side, Reason, String, bool),
     /// The peer's stream ended or failed.
     Gone(Side),
-}
-
-/// What the pumps tell the supervisor. Each pump says at most two things
-/// (why it stopped forwarding, then that its stream ended), so the queue
-/// needs no bound, and it allocates only once something is said: an idle
-/// connection holds no channel buffer.
-#[derive(Default)]
-pub(crate) struct Events {
-    queue: std::sync::Mutex<std::collections::VecDeque<Event>>,
-    ready: tokio::sync::Notify,
-}
-
-impl Events {
-    pub(crate) fn send(&self, event: Event) {
-        self.queue
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push_back(event);
-        // Stores a permit when the supervisor is not waiting yet, so
-        // nothing said between its check and its wait is missed.
-        self.ready.notify_one();
-    }
-
-    pub(crate) async fn recv(&self) -> Event {
-        loop {
-            let next = self
-                .queue
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .pop_front();
-            if let Some(event) = next {
-                return event;
-            }
-            self.ready.notified().await;
-        }
-    }
 }
 
 /// Counters both pumps and the supervisor share.
@@ -159,7 +124,8 @@ enum Handling {
 #[derive(Default)]
 pub(crate) struct Checks {
     pub(crate) rules: Option<Arc<MessageRules>>,
-    pub(crate) meter: Option<Meter>,
+    /// Boxed: most routes set no rate, and a meter is large.
+    pub(crate) meter: Option<Box<Meter>>,
     /// Where assembled messages take their memory from.
     pub(crate) budget: Option<Arc<Budget>>,
     /// permessage-deflate was negotiated: compressed messages are inflated
@@ -220,21 +186,163 @@ fn assemble(
     None
 }
 
-/// Reads from one peer until its stream ends.
+/// Reads from one peer and relays what it sends, as a state the relay
+/// polls: no suspended future, so a waiting pump holds its decoder, its
+/// checks and a few words, and a connection costs that much.
 pub(crate) struct Pump {
+    lent: Lent,
+    /// Stopped forwarding (a close, a violation): reads are only drained,
+    /// so that closing the socket later does not turn into a reset.
+    draining: bool,
+    /// Decoding stopped part-way through the lent buffer because the other
+    /// side backed up; it resumes there once that side has drained.
+    resume: bool,
+    frames: Frames,
+}
+
+/// What a pump polls with: its peer's reading half, both sinks (the other
+/// peer's, to relay to; its own peer's, for pongs) and what the relay shares.
+pub(crate) struct PumpIo<'p, 'b, R, A, B> {
+    pub(crate) reader: &'p mut R,
+    pub(crate) to: &'p mut Sink<'b, A>,
+    pub(crate) back: &'p mut Sink<'b, B>,
+    pub(crate) buffers: &'b Buffers,
+    pub(crate) activity: &'p Activity,
+    pub(crate) follow: Option<&'p mut Follow<'b>>,
+}
+
+/// Reads a pump makes in one poll before it lets the other pump and the
+/// timers run.
+const READS_PER_POLL: usize = 16;
+
+impl Pump {
+    /// A pump whose reads are held to `checks`.
+    pub(crate) fn new(side: Side, decoder: Decoder, checks: Checks) -> Self {
+        Pump {
+            lent: Lent::default(),
+            draining: false,
+            resume: false,
+            frames: Frames::new(side, decoder, checks),
+        }
+    }
+
+    /// Relays what the peer sends until there is something to report: a
+    /// close, a violation (the pump then only drains), or the end of the
+    /// peer's stream (after which it must not be polled again). Reads
+    /// borrow a buffer from the relay's [`Buffers`] (see [`Lent`]).
+    pub(crate) fn poll_next<R, A, B>(
+        &mut self,
+        cx: &mut Context<'_>,
+        io: &mut PumpIo<'_, '_, R, A, B>,
+    ) -> Poll<Event>
+    where
+        R: AsyncRead + Unpin,
+        A: AsyncWrite + Unpin,
+        B: AsyncWrite + Unpin,
+    {
+        let side = self.frames.side;
+        for _ in 0..READS_PER_POLL {
+            if !self.draining && io.to.backed_up() {
+                // Backpressure: the other side takes what it was given
+                // before this side is read again.
+                ready!(io.to.poll_flush(cx));
+            }
+            if !self.resume {
+                let n = match ready!(self.lent.poll_read(cx, io.reader, io.buffers)) {
+                    Ok(0) | Err(_) => return Poll::Ready(Event::Gone(side)),
+                    Ok(n) => n,
+                };
+                self.frames.count_bytes(io.activity, n);
+                if let Some(event) = self.admit_read(n, io) {
+                    return Poll::Ready(event);
+                }
+            }
+            self.resume = false;
+            let buf = self.lent.bytes();
+            let (used, stop) = self.frames.process(cx, buf, io.to, io.back, io.activity);
+            match stop {
+                Stop::Blocked => {
+                    buf.advance(used);
+                    self.resume = true;
+                }
+                Stop::Event(event) => return Poll::Ready(self.drain(event)),
+                Stop::No => buf.advance(used),
+            }
+        }
+        // Fair to the other pump and the timers: yield, and come back at once.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// What a new read of `n` bytes meets before it is decoded: draining,
+    /// a reload, the byte rate. An event when the pump stops here.
+    fn admit_read<R, A, B>(&mut self, n: usize, io: &mut PumpIo<'_, '_, R, A, B>) -> Option<Event>
+    where
+        A: AsyncWrite + Unpin,
+    {
+        if self.draining {
+            self.lent.bytes().clear();
+            // Nothing to decode: read again.
+            self.resume = false;
+            return None;
+        }
+        if let Some(Err(detail)) = io.follow.as_mut().map(|f| self.frames.follow(f)) {
+            // Nothing of this read has been forwarded: the other side is
+            // on a message boundary.
+            let event = Event::Violation(self.frames.side, Reason::PolicyChanged, detail, false);
+            return Some(self.drain(event));
+        }
+        if let Some(Err(e)) = self.frames.checks.meter.as_ref().map(|m| m.bytes(n)) {
+            // Nothing of this read is forwarded; what went before was
+            // forwarded whole or leaves the other side mid-frame, which
+            // the sink knows.
+            let event = Event::Violation(
+                self.frames.side,
+                Reason::MessageRateExceeded,
+                e.0,
+                io.to.mid_frame(),
+            );
+            return Some(self.drain(event));
+        }
+        None
+    }
+
+    /// Stops forwarding: from now on reads are only drained.
+    fn drain(&mut self, event: Event) -> Event {
+        self.draining = true;
+        self.resume = false;
+        self.lent.bytes().clear();
+        event
+    }
+}
+
+/// Why [`Frames::process`] stopped before the end of the buffer.
+enum Stop {
+    /// It did not: everything decodable was decoded.
+    No,
+    /// The other side backed up; decoding resumes where it stopped.
+    Blocked,
+    /// The pump must stop forwarding, for this reason.
+    Event(Event),
+}
+
+/// One peer's frames: decoding them, judging its messages by the route's
+/// rules, and relaying them.
+struct Frames {
     side: Side,
     decoder: Decoder,
     checks: Checks,
     handling: Handling,
-    inflating: Option<Inflating>,
+    /// Boxed: compressed messages are the exception, and an inflater's
+    /// state would otherwise be part of every connection.
+    inflating: Option<Box<Inflating>>,
 }
 
-impl Pump {
-    /// A pump whose reads are held to `checks`.
-    pub(crate) fn new(side: Side, mut decoder: Decoder, checks: Checks) -> Self {
+impl Frames {
+    fn new(side: Side, mut decoder: Decoder, checks: Checks) -> Self {
         decoder.set_plain_text(checks.rules.as_ref().is_some_and(|r| r.assembles_text()));
         decoder.set_deflate(checks.deflate.is_some());
-        Pump {
+        Frames {
             side,
             decoder,
             checks,
@@ -262,7 +370,7 @@ impl Pump {
         });
         self.decoder
             .set_plain_text(update.rules.as_ref().is_some_and(|r| r.assembles_text()));
-        self.checks.meter = Meter::for_limits(limits);
+        self.checks.meter = Meter::for_limits(limits).map(Box::new);
         if self.checks.deflate.is_some() {
             self.checks.deflate = Some(limits.max_message);
         }
@@ -318,83 +426,19 @@ impl Pump {
         }
     }
 
-    /// Relays until the peer's stream ends; reports closes, violations and
-    /// the end. Reads borrow a buffer from `buffers` (see [`Lent`]): a pump
-    /// waiting on a quiet peer holds none.
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "each is one thing the pump shares with the relay"
-    )]
-    pub(crate) async fn run<R, A>(
-        &mut self,
-        mut reader: R,
-        buffers: &Buffers,
-        to: &Mutex<Sink<A>>,
-        pongs: &PendingPong,
-        events: &Events,
-        activity: &Activity,
-        mut follow: Option<Follow<'_>>,
-    ) where
-        R: AsyncRead + Unpin,
-        A: AsyncWrite + Unpin,
-    {
-        let mut lent = Lent::default();
-        let mut draining = false;
-        loop {
-            let n = match lent.read(&mut reader, buffers).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
-            let buf = lent.bytes();
-            self.count_bytes(activity, n);
-            if draining {
-                buf.clear();
-                continue;
-            }
-            if let Some(Err(detail)) = follow.as_mut().map(|f| self.follow(f)) {
-                // Nothing of this read has been forwarded: the other side
-                // is on a message boundary.
-                draining = true;
-                buf.clear();
-                let event = Event::Violation(self.side, Reason::PolicyChanged, detail, false);
-                events.send(event);
-                continue;
-            }
-            if let Some(Err(e)) = self.checks.meter.as_ref().map(|m| m.bytes(n)) {
-                // Nothing of this read is forwarded; what went before was
-                // forwarded whole or leaves the other side mid-frame, which
-                // the sink knows.
-                let other_mid_frame = to.lock().await.mid_frame();
-                let event =
-                    Event::Violation(self.side, Reason::MessageRateExceeded, e.0, other_mid_frame);
-                draining = true;
-                buf.clear();
-                events.send(event);
-                continue;
-            }
-            let (used, stop) = self.process(buf, to, pongs, activity).await;
-            if let Some(event) = stop {
-                draining = true;
-                buf.clear();
-                events.send(event);
-            } else {
-                buf.advance(used);
-            }
-        }
-        events.send(Event::Gone(self.side));
-    }
-
     /// Decodes what is buffered; returns the bytes used and, when the pump
     /// must stop forwarding, the event that says why.
-    async fn process<A>(
+    fn process<A, B>(
         &mut self,
+        cx: &mut Context<'_>,
         buf: &mut BytesMut,
-        to: &Mutex<Sink<A>>,
-        pongs: &PendingPong,
+        to: &mut Sink<'_, A>,
+        back: &mut Sink<'_, B>,
         activity: &Activity,
-    ) -> (usize, Option<Event>)
+    ) -> (usize, Stop)
     where
         A: AsyncWrite + Unpin,
+        B: AsyncWrite + Unpin,
     {
         let (mut pos, mut forward_from) = (0, 0);
         // Where the frame being decoded began, if it began in this buffer:
@@ -403,7 +447,14 @@ impl Pump {
         let mut frame_start = None;
         let mut moved = false;
         let mut stop = None;
+        let mut blocked = false;
         while pos < buf.len() {
+            if to.backed_up() {
+                // The other side has not taken what it was given: decode
+                // no further until it has.
+                blocked = true;
+                break;
+            }
             let was_mid_frame = self.decoder.mid_frame();
             match self.decoder.next(&mut buf[pos..], &mut GatewayMasks) {
                 Ok(Step::NeedMore) => break,
@@ -418,20 +469,20 @@ impl Pump {
                     moved = true;
                     if message_start {
                         self.inflating = match (compressed, self.checks.deflate) {
-                            (true, Some(max)) => Some(Inflating {
+                            (true, Some(max)) => Some(Box::new(Inflating {
                                 z: Inflater::new(max),
                                 text,
                                 utf8: Utf8Stream::default(),
                                 started: false,
                                 out: Vec::new(),
-                            }),
+                            })),
                             _ => None,
                         };
                         match self.start_message(text) {
                             Ok(h) => self.handling = h,
                             Err((reason, detail)) => {
-                                Self::forward(to, &buf[forward_from..pos], false).await;
-                                let other_mid_frame = to.lock().await.mid_frame();
+                                Self::forward(cx, to, &buf[forward_from..pos], false);
+                                let other_mid_frame = to.mid_frame();
                                 stop = Some(Event::Violation(
                                     self.side,
                                     reason,
@@ -452,18 +503,14 @@ impl Pump {
                         }
                     } else {
                         // Nothing of this message goes on as it arrives.
-                        Self::forward(to, &buf[forward_from..pos], false).await;
+                        Self::forward(cx, to, &buf[forward_from..pos], false);
                         if self.inflating.is_some() {
                             let chunk = if payload {
                                 &buf[pos..pos + len]
                             } else {
                                 &[][..]
                             };
-                            // Boxed: its state (an inflater's output, a frame being
-                            // written) would otherwise enlarge every connection's
-                            // future, idle or not. It costs an allocation per
-                            // compressed piece, on a path that allocates anyway.
-                            stop = Box::pin(self.inflate(chunk, message_end, to)).await;
+                            stop = self.inflate(cx, chunk, message_end, to);
                             if stop.is_some() {
                                 break;
                             }
@@ -485,7 +532,7 @@ impl Pump {
                             // The reservation is held until the frame is written.
                             Handling::Assemble(body, _held) => {
                                 match self.finish_message(&body, activity) {
-                                    Ok(Some(frame)) => Self::forward(to, &frame, false).await,
+                                    Ok(Some(frame)) => Self::forward(cx, to, &frame, false),
                                     Ok(None) => {}
                                     Err(event) => {
                                         stop = Some(event);
@@ -505,9 +552,9 @@ impl Pump {
                     len,
                     payload,
                 }) => {
-                    Self::forward(to, &buf[forward_from..pos], false).await;
+                    Self::forward(cx, to, &buf[forward_from..pos], false);
                     let payload = &buf[pos + payload.start..pos + payload.end];
-                    stop = self.on_control(frame, payload, pongs, activity);
+                    stop = self.on_control(frame, payload, back, activity);
                     pos += len;
                     forward_from = pos;
                     if stop.is_some() {
@@ -520,9 +567,9 @@ impl Pump {
                         Some(start) => (start, false),
                         None => (pos, forwarding && self.decoder.mid_frame()),
                     };
-                    Self::forward(to, &buf[forward_from..end.max(forward_from)], mid).await;
+                    Self::forward(cx, to, &buf[forward_from..end.max(forward_from)], mid);
                     forward_from = pos;
-                    let other_mid_frame = to.lock().await.mid_frame();
+                    let other_mid_frame = to.mid_frame();
                     stop = Some(Event::Violation(
                         self.side,
                         Reason::from(&e),
@@ -535,24 +582,30 @@ impl Pump {
         }
         if stop.is_none() {
             let mid = matches!(self.handling, Handling::Forward) && self.decoder.mid_frame();
-            Self::forward(to, &buf[forward_from..pos], mid).await;
+            Self::forward(cx, to, &buf[forward_from..pos], mid);
         }
         if moved {
             activity
                 .last_data_ms
                 .store(activity.now_ms(), Ordering::Relaxed);
         }
+        let stop = match stop {
+            Some(event) => Stop::Event(event),
+            None if blocked => Stop::Blocked,
+            None => Stop::No,
+        };
         (pos, stop)
     }
 
     /// Inflates one chunk of a compressed message and hands on what comes
     /// out; at the message's end, the final frame. Returns the violation
     /// that stops the pump, if any.
-    async fn inflate<A: AsyncWrite + Unpin>(
+    fn inflate<A: AsyncWrite + Unpin>(
         &mut self,
+        cx: &mut Context<'_>,
         chunk: &[u8],
         end: bool,
-        to: &Mutex<Sink<A>>,
+        to: &mut Sink<'_, A>,
     ) -> Option<Event> {
         let mut inf = self.inflating.take()?;
         if inf.out.is_empty() {
@@ -578,7 +631,7 @@ impl Pump {
                 };
                 input = &input[used..];
                 if made > 0
-                    && let Some(stop) = self.deliver(&mut inf, made, false, to).await
+                    && let Some(stop) = self.deliver(cx, &mut inf, made, false, to)
                 {
                     return Some(stop);
                 }
@@ -588,19 +641,20 @@ impl Pump {
             }
         }
         if end {
-            return self.deliver(&mut inf, 0, true, to).await;
+            return self.deliver(cx, &mut inf, 0, true, to);
         }
         self.inflating = Some(inf);
         None
     }
 
     /// Hands on `inf.out[..n]` as the message's handling says; `fin` ends the message.
-    async fn deliver<A: AsyncWrite + Unpin>(
+    fn deliver<A: AsyncWrite + Unpin>(
         &mut self,
+        cx: &mut Context<'_>,
         inf: &mut Inflating,
         n: usize,
         fin: bool,
-        to: &Mutex<Sink<A>>,
+        to: &mut Sink<'_, A>,
     ) -> Option<Event> {
         let data = &inf.out[..n];
         if inf.text {
@@ -626,7 +680,7 @@ impl Pump {
                 };
                 let frame =
                     wsgate_proto::frame::encode_fragment(opcode, fin, data, Some(rand::random()));
-                Self::forward(to, &frame, false).await;
+                Self::forward(cx, to, &frame, false);
                 inf.started = true;
             }
             Handling::Assemble(body, held) => return assemble(self.side, body, held, data),
@@ -636,25 +690,27 @@ impl Pump {
     }
 
     /// Writes validated bytes to the other peer; `mid_frame` says whether they end inside a frame.
-    async fn forward<A: AsyncWrite + Unpin>(to: &Mutex<Sink<A>>, bytes: &[u8], mid_frame: bool) {
-        if bytes.is_empty() {
-            return;
-        }
+    fn forward<A: AsyncWrite + Unpin>(
+        cx: &mut Context<'_>,
+        to: &mut Sink<'_, A>,
+        bytes: &[u8],
+        mid_frame: bool,
+    ) {
         // A failed write marks the sink dead; the other pump then sees its
         // peer's stream end and the supervisor closes the connection.
-        let _ = to.lock().await.data(bytes, mid_frame).await;
+        to.data(cx, bytes, mid_frame);
     }
 
-    fn on_control(
+    fn on_control<B: AsyncWrite + Unpin>(
         &self,
         frame: ControlFrame,
         payload: &[u8],
-        pongs: &PendingPong,
+        back: &mut Sink<'_, B>,
         activity: &Activity,
     ) -> Option<Event> {
         match frame {
             ControlFrame::Ping => {
-                pongs.offer(payload);
+                back.pong(payload);
                 None
             }
             ControlFrame::Pong => {

@@ -17,22 +17,23 @@
 //! reaches the client, in order, before the close.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::Mutex;
-use tokio::time::{Instant, sleep_until};
-use tokio_util::sync::CancellationToken;
+use tokio::time::{Instant, Sleep, sleep_until};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use wsgate_config::Limits;
 use wsgate_policy::Reason;
 use wsgate_proto::close::Close;
 use wsgate_proto::frame::{self, Decoder, Sender};
 
 use crate::buffers::Buffers;
-use crate::pump::{Activity, Event, Events, Follow, Pump, Side};
+use crate::pump::{Activity, Event, Follow, Pump, PumpIo, Side};
 pub(crate) use crate::pump::{Checks, Update};
-use crate::sink::{PendingPong, Sink};
+use crate::sink::Sink;
 use crate::snapshot::Snapshot;
 
 /// Longest wait for the other end's close frame once closing has begun.
@@ -122,6 +123,12 @@ pub(crate) struct Reconfig<'a> {
 /// streams, the checks) in its own slot for its whole life, beside the
 /// copy it moved them into. Built here and only borrowed inside, each is
 /// held once, and every open connection is that much smaller.
+///
+/// The future is one poll loop over plain state: the two [`Pump`]s, the two
+/// [`Sink`]s, the closing handshake and the timers, plus the four things it
+/// waits on (a timer, shutdown, revocation, a reload), each made once.
+/// Nothing in it is a suspended async fn whose largest state every
+/// connection would carry for its whole life, idle or not.
 #[expect(
     clippy::too_many_arguments,
     reason = "each is one concern of the relay"
@@ -135,7 +142,7 @@ pub(crate) fn relay<'a, C, U>(
     session_end: Option<Instant>,
     shutdown: &'a CancellationToken,
     revoked: &'a CancellationToken,
-    mut reconfig: Reconfig<'a>,
+    reconfig: Reconfig<'a>,
 ) -> impl Future<Output = Summary> + Send + 'a
 where
     C: AsyncRead + AsyncWrite + Unpin + Send + 'a,
@@ -143,10 +150,6 @@ where
 {
     let (client_read, client_write) = tokio::io::split(client);
     let (upstream_read, upstream_write) = tokio::io::split(upstream);
-    let client_pongs = Arc::new(PendingPong::default());
-    let upstream_pongs = Arc::new(PendingPong::default());
-    let client_sink = Mutex::new(Sink::new(client_write, false, Arc::clone(&client_pongs)));
-    let upstream_sink = Mutex::new(Sink::new(upstream_write, true, Arc::clone(&upstream_pongs)));
     let client_limits = frame::Limits {
         max_frame: limits.max_frame,
         max_message: limits.max_message,
@@ -155,121 +158,266 @@ where
         changes: reconfig.changes.clone(),
         judge: reconfig.judge,
     };
-    let mut client_pump = Pump::new(
-        Side::Client,
-        Decoder::new(Sender::Client, client_limits),
-        checks,
-    );
-    let mut upstream_pump = Pump::new(
-        Side::Upstream,
-        Decoder::new(Sender::Upstream, frame::Limits::NONE),
-        Checks::default(),
-    );
     let activity = Activity::new();
-    let mut timers = Timers::new(limits, activity.start(), session_end);
+    let timers = Timers::new(limits, activity.start(), session_end);
+    let mut conn = Conn {
+        client: Leg {
+            reader: client_read,
+            sink: Sink::new(client_write, false, buffers),
+            pump: Pump::new(
+                Side::Client,
+                Decoder::new(Sender::Client, client_limits),
+                checks,
+            ),
+        },
+        upstream: Leg {
+            reader: upstream_read,
+            sink: Sink::new(upstream_write, true, buffers),
+            pump: Pump::new(
+                Side::Upstream,
+                Decoder::new(Sender::Upstream, frame::Limits::NONE),
+                Checks::default(),
+            ),
+        },
+        follow,
+        buffers,
+        activity,
+        timers,
+        st: Closing::default(),
+        judge: reconfig.judge,
+        watching: true,
+        rearm: true,
+    };
     async move {
-        let events = Events::default();
-        // Pinned where they are made: `tokio::pin!` on a binding would move
-        // each future into a second slot of this future, and rustc keeps
-        // both, doubling what every connection holds.
-        let mut c2u = std::pin::pin!(client_pump.run(
-            client_read,
-            buffers,
-            &upstream_sink,
-            &client_pongs,
-            &events,
-            &activity,
-            Some(follow),
-        ));
-        let mut u2c = std::pin::pin!(upstream_pump.run(
-            upstream_read,
-            buffers,
-            &client_sink,
-            &upstream_pongs,
-            &events,
-            &activity,
-            None,
-        ));
-        let legs = Legs {
-            client: &client_sink,
-            upstream: &upstream_sink,
-        };
-        let mut st = Closing::default();
-        let mut watching = true;
-        // Every handler below is boxed: each runs on a rare event (a close, a
-        // timer, a reload), and left inline its state would be part of every
-        // connection's future for the connection's whole life, idle or not.
-        while !st.done() {
-            let wake = st.deadline.unwrap_or_else(|| timers.next(&activity));
-            tokio::select! {
-                event = events.recv() => Box::pin(st.on_event(event, &legs)).await,
-                () = &mut c2u, if !st.client_reader_done => st.client_reader_done = true,
-                () = &mut u2c, if !st.upstream_aborted => st.upstream_aborted = true,
-                () = client_pongs.ready.notified() => {
-                    Box::pin(bounded(async { legs.client.lock().await.flush_pong().await })).await;
-                }
-                () = upstream_pongs.ready.notified(), if !st.upstream_aborted => {
-                    Box::pin(bounded(async { legs.upstream.lock().await.flush_pong().await })).await;
-                }
-                () = shutdown.cancelled(), if st.outcome.is_none() => {
-                    Box::pin(st.gateway_close(Reason::ShuttingDown, &legs)).await;
-                }
-                () = revoked.cancelled(), if st.outcome.is_none() => {
-                    Box::pin(st.gateway_close(Reason::Revoked, &legs)).await;
-                }
-                changed = reconfig.changes.changed(), if watching && st.outcome.is_none() => {
-                    if changed.is_err() {
-                        // The gateway is going away; shutdown closes the connection.
-                        watching = false;
-                        continue;
-                    }
-                    let policy = Arc::clone(&reconfig.changes.borrow_and_update());
-                    match (reconfig.judge)(&policy) {
-                        Ok(update) => timers.follow(&update.limits, activity.start()),
-                        Err(detail) => {
-                            st.detail = Some(detail);
-                            Box::pin(st.gateway_close(Reason::PolicyChanged, &legs)).await;
-                        }
-                    }
-                }
-                () = sleep_until(wake) => {
-                    if st.deadline.is_some_and(|d| Instant::now() >= d) {
-                        break;
-                    }
-                    if let Some(reason) = Box::pin(timers.fire(&activity, &legs)).await {
-                        Box::pin(st.gateway_close(reason, &legs)).await;
-                    }
-                }
+        // `conn` is used where it was captured: a `let` here would move it
+        // into a second slot, and the future would keep both.
+        // Each wait is made once and pinned in place; the loop polls them.
+        let mut sleep = std::pin::pin!(sleep_until(Instant::now()));
+        let mut shutting_down = std::pin::pin!(shutdown.cancelled());
+        let mut revoking = std::pin::pin!(revoked.cancelled());
+        let mut reloads = std::pin::pin!(next_change(reconfig.changes));
+        std::future::poll_fn(|cx| {
+            while conn.follows_reloads() {
+                let Poll::Ready((changes, open)) = reloads.as_mut().poll(cx) else {
+                    break;
+                };
+                conn.reload(&changes, open);
+                reloads.set(next_change(changes));
             }
-        }
-        Box::pin(async {
-            client_sink.lock().await.shutdown().await;
-            upstream_sink.lock().await.shutdown().await;
+            let waits = Waits {
+                sleep: sleep.as_mut(),
+                shutdown: shutting_down.as_mut(),
+                revoked: revoking.as_mut(),
+            };
+            conn.poll(cx, waits)
         })
         .await;
+        // Both legs shut down (TLS close_notify, TCP FIN), for at most as
+        // long as a close may take.
+        sleep.as_mut().reset(Instant::now() + CLOSE_TIMEOUT);
+        std::future::poll_fn(|cx| {
+            let client = conn.client.sink.poll_shutdown(cx).is_ready();
+            let upstream = conn.upstream.sink.poll_shutdown(cx).is_ready();
+            if (client && upstream) || sleep.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+            Poll::Pending
+        })
+        .await;
+        conn.summary()
+    }
+}
+
+/// Waits for the next reload; gives the receiver back with it, so the
+/// relay can read the new policy and wait again in the same pinned slot.
+async fn next_change(
+    mut changes: tokio::sync::watch::Receiver<Arc<Snapshot>>,
+) -> (tokio::sync::watch::Receiver<Arc<Snapshot>>, bool) {
+    let open = changes.changed().await.is_ok();
+    (changes, open)
+}
+
+/// What the relay waits on besides its sockets and reloads.
+struct Waits<'w, 's> {
+    sleep: Pin<&'w mut Sleep>,
+    shutdown: Pin<&'w mut WaitForCancellationFuture<'s>>,
+    revoked: Pin<&'w mut WaitForCancellationFuture<'s>>,
+}
+
+/// One peer: its reading half, its writer, and the pump that reads it.
+struct Leg<'a, R, W> {
+    reader: R,
+    sink: Sink<'a, W>,
+    pump: Pump,
+}
+
+/// An admitted connection's whole state.
+struct Conn<'a, CR, CW, UR, UW> {
+    client: Leg<'a, CR, CW>,
+    upstream: Leg<'a, UR, UW>,
+    follow: Follow<'a>,
+    buffers: &'a Buffers,
+    activity: Activity,
+    timers: Timers,
+    st: Closing,
+    judge: &'a Judge<'a>,
+    /// Reloads are followed (the gateway still sends them).
+    watching: bool,
+    /// The timer must be set again: something it depends on changed.
+    rearm: bool,
+}
+
+impl<CR, CW, UR, UW> Conn<'_, CR, CW, UR, UW>
+where
+    CR: AsyncRead + Unpin,
+    CW: AsyncWrite + Unpin,
+    UR: AsyncRead + Unpin,
+    UW: AsyncWrite + Unpin,
+{
+    /// Runs everything that can make progress; ready when both legs are
+    /// closed or the closing deadline has passed.
+    fn poll(&mut self, cx: &mut Context<'_>, mut waits: Waits<'_, '_>) -> Poll<()> {
+        loop {
+            let mut again = false;
+            if !self.st.client_reader_done {
+                let mut io = PumpIo {
+                    reader: &mut self.client.reader,
+                    to: &mut self.upstream.sink,
+                    back: &mut self.client.sink,
+                    buffers: self.buffers,
+                    activity: &self.activity,
+                    follow: Some(&mut self.follow),
+                };
+                if let Poll::Ready(event) = self.client.pump.poll_next(cx, &mut io) {
+                    if matches!(event, Event::Gone(_)) {
+                        self.st.client_reader_done = true;
+                    }
+                    self.on_event(event);
+                    again = true;
+                }
+            }
+            if !self.st.upstream_aborted {
+                let mut io = PumpIo {
+                    reader: &mut self.upstream.reader,
+                    to: &mut self.client.sink,
+                    back: &mut self.upstream.sink,
+                    buffers: self.buffers,
+                    activity: &self.activity,
+                    follow: None,
+                };
+                if let Poll::Ready(event) = self.upstream.pump.poll_next(cx, &mut io) {
+                    self.on_event(event);
+                    again = true;
+                }
+            }
+            if self.st.outcome.is_none() {
+                if waits.shutdown.as_mut().poll(cx).is_ready() {
+                    self.gateway_close(Reason::ShuttingDown);
+                } else if waits.revoked.as_mut().poll(cx).is_ready() {
+                    self.gateway_close(Reason::Revoked);
+                }
+            }
+            if self.rearm || self.st.deadline.is_some() {
+                let wake = self
+                    .st
+                    .deadline
+                    .unwrap_or_else(|| self.timers.next(&self.activity));
+                if waits.sleep.deadline() != wake {
+                    waits.sleep.as_mut().reset(wake);
+                }
+                self.rearm = false;
+            }
+            if waits.sleep.as_mut().poll(cx).is_ready() {
+                if self.st.deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Poll::Ready(());
+                }
+                if let Some(reason) = self.timers.fire(&self.activity, &mut self.client.sink) {
+                    self.gateway_close(reason);
+                }
+                self.rearm = true;
+                again = true;
+            }
+            // What the pumps and the closing handshake queued goes out; the
+            // relay ends once both closes are exchanged and written.
+            let client_flushed = self.client.sink.poll_flush(cx).is_ready();
+            let upstream_flushed = self.upstream.sink.poll_flush(cx).is_ready();
+            if self.st.done() && client_flushed && upstream_flushed {
+                return Poll::Ready(());
+            }
+            if !again {
+                return Poll::Pending;
+            }
+        }
+    }
+}
+/// The two writers, for the closing handshake.
+struct Legs<'s, 'a, C, U> {
+    client: &'s mut Sink<'a, C>,
+    upstream: &'s mut Sink<'a, U>,
+}
+
+impl<CR, CW, UR, UW> Conn<'_, CR, CW, UR, UW>
+where
+    CW: AsyncWrite + Unpin,
+    UW: AsyncWrite + Unpin,
+{
+    fn on_event(&mut self, event: Event) {
+        let mut legs = Legs {
+            client: &mut self.client.sink,
+            upstream: &mut self.upstream.sink,
+        };
+        self.st.on_event(event, &mut legs);
+        self.rearm = true;
+    }
+
+    /// Whether a reload can still change this connection.
+    fn follows_reloads(&self) -> bool {
+        self.watching && self.st.outcome.is_none()
+    }
+
+    fn gateway_close(&mut self, reason: Reason) {
+        let mut legs = Legs {
+            client: &mut self.client.sink,
+            upstream: &mut self.upstream.sink,
+        };
+        self.st.gateway_close(reason, &mut legs);
+        self.rearm = true;
+    }
+
+    /// A new policy: the connection follows it (its timers now, its
+    /// client's messages from the next one) or is closed by it.
+    fn reload(&mut self, changes: &tokio::sync::watch::Receiver<Arc<Snapshot>>, open: bool) {
+        if !open {
+            // The gateway is going away; shutdown closes the connection.
+            self.watching = false;
+            return;
+        }
+        let policy = Arc::clone(&changes.borrow());
+        match (self.judge)(&policy) {
+            Ok(update) => {
+                self.timers.follow(&update.limits, self.activity.start());
+                self.rearm = true;
+            }
+            Err(detail) => {
+                self.st.detail = Some(detail);
+                self.gateway_close(Reason::PolicyChanged);
+            }
+        }
+    }
+
+    fn summary(self) -> Summary {
         use std::sync::atomic::Ordering::Relaxed;
+        let activity = &self.activity;
         Summary {
-            outcome: st.outcome.unwrap_or(Outcome::ClientGone),
+            outcome: self.st.outcome.unwrap_or(Outcome::ClientGone),
             bytes_from_client: activity.bytes_from_client.load(Relaxed),
             bytes_from_upstream: activity.bytes_from_upstream.load(Relaxed),
             messages_from_client: activity.messages_from_client.load(Relaxed),
             messages_from_upstream: activity.messages_from_upstream.load(Relaxed),
             messages_dropped: activity.messages_dropped.load(Relaxed),
-            detail: st.detail,
+            detail: self.st.detail,
         }
     }
-}
-
-/// Runs one of the supervisor's own writes, giving up after [`CLOSE_TIMEOUT`]:
-/// a peer that cannot take a control frame in that time is stuck, and the
-/// supervisor must stay free to run timers and the closing deadline.
-async fn bounded(write: impl Future<Output = std::io::Result<()>>) {
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, write).await;
-}
-
-struct Legs<'a, C, U> {
-    client: &'a Mutex<Sink<C>>,
-    upstream: &'a Mutex<Sink<U>>,
 }
 
 /// The closing handshake on both legs.
@@ -301,69 +449,65 @@ impl Closing {
             .get_or_insert_with(|| Instant::now() + CLOSE_TIMEOUT);
     }
 
-    async fn on_event<C, U>(&mut self, event: Event, legs: &Legs<'_, C, U>)
+    fn on_event<C, U>(&mut self, event: Event, legs: &mut Legs<'_, '_, C, U>)
     where
         C: AsyncWrite + Unpin,
         U: AsyncWrite + Unpin,
     {
         match event {
-            Event::Closed(Side::Client, close) => self.client_closed(close, legs).await,
-            Event::Closed(Side::Upstream, close) => self.upstream_closed(close, legs).await,
+            Event::Closed(Side::Client, close) => self.client_closed(close, legs),
+            Event::Closed(Side::Upstream, close) => self.upstream_closed(close, legs),
             Event::Violation(Side::Client, reason, detail, upstream_mid_frame) => {
                 self.detail = Some(detail);
                 self.begin(Outcome::Gateway(reason));
                 self.client_received = true;
                 if upstream_mid_frame || self.upstream_aborted {
                     // Part of a frame went upstream: no close frame can follow it.
-                    self.abort_upstream(legs).await;
-                    self.send_client(Some(reason), None, legs).await;
+                    self.abort_upstream(legs);
+                    self.send_client(Some(reason), None, legs);
                 } else {
                     self.pending_client = Some(reason);
-                    self.send_upstream(Some(1001), &format!("wsgate: {reason}"), legs)
-                        .await;
+                    self.send_upstream(Some(1001), &format!("wsgate: {reason}"), legs);
                 }
             }
             Event::Violation(Side::Upstream, _, detail, _) => {
                 self.detail = Some(detail);
                 self.begin(Outcome::Gateway(Reason::UpstreamError));
-                self.abort_upstream(legs).await;
-                self.send_client(Some(Reason::UpstreamError), None, legs)
-                    .await;
+                self.abort_upstream(legs);
+                self.send_client(Some(Reason::UpstreamError), None, legs);
             }
             Event::Gone(Side::Client) => {
                 self.begin(Outcome::ClientGone);
                 self.client_received = true;
                 self.client_sent = true;
-                legs.client.lock().await.abandon();
-                self.send_upstream(Some(1001), "wsgate: client went away", legs)
-                    .await;
+                legs.client.abandon();
+                self.send_upstream(Some(1001), "wsgate: client went away", legs);
             }
             Event::Gone(Side::Upstream) => {
                 if !self.upstream_received {
                     self.begin(Outcome::Gateway(Reason::UpstreamGone));
-                    self.send_client(Some(Reason::UpstreamGone), None, legs)
-                        .await;
+                    self.send_client(Some(Reason::UpstreamGone), None, legs);
                 }
-                self.abort_upstream(legs).await;
+                self.abort_upstream(legs);
             }
         }
     }
 
-    async fn client_closed<C, U>(&mut self, close: Close, legs: &Legs<'_, C, U>)
+    fn client_closed<C, U>(&mut self, close: Close, legs: &mut Legs<'_, '_, C, U>)
     where
         C: AsyncWrite + Unpin,
         U: AsyncWrite + Unpin,
     {
         self.begin(Outcome::ClientClosed(close.code));
         self.client_received = true;
-        self.send_upstream(close.code, &close.reason, legs).await;
+        self.send_upstream(close.code, &close.reason, legs);
         if self.upstream_aborted {
             // No upstream to answer: the gateway answers the client itself.
-            self.send_client(None, Some(&close), legs).await;
+            self.send_client(None, Some(&close), legs);
         }
     }
 
-    async fn upstream_closed<C, U>(&mut self, close: Close, legs: &Legs<'_, C, U>)
+    fn upstream_closed<C, U>(&mut self, close: Close, legs: &mut Legs<'_, '_, C, U>)
     where
         C: AsyncWrite + Unpin,
         U: AsyncWrite + Unpin,
@@ -371,15 +515,15 @@ impl Closing {
         self.begin(Outcome::UpstreamClosed(close.code));
         self.upstream_received = true;
         let pending = self.pending_client.take();
-        self.send_client(pending, Some(&close), legs).await;
+        self.send_client(pending, Some(&close), legs);
     }
 
     /// Closes the client leg, with a reason of the gateway's or relaying `close`.
-    async fn send_client<C, U>(
+    fn send_client<C, U>(
         &mut self,
         reason: Option<Reason>,
         close: Option<&Close>,
-        legs: &Legs<'_, C, U>,
+        legs: &mut Legs<'_, '_, C, U>,
     ) where
         C: AsyncWrite + Unpin,
     {
@@ -392,42 +536,45 @@ impl Closing {
             (None, Some(c)) => (c.code, c.reason.clone()),
             (None, None) => (Some(1000), String::new()),
         };
-        bounded(async { legs.client.lock().await.close(code, &text).await }).await;
+        legs.client.close(code, &text);
     }
 
-    async fn send_upstream<C, U>(&mut self, code: Option<u16>, reason: &str, legs: &Legs<'_, C, U>)
-    where
+    fn send_upstream<C, U>(
+        &mut self,
+        code: Option<u16>,
+        reason: &str,
+        legs: &mut Legs<'_, '_, C, U>,
+    ) where
         U: AsyncWrite + Unpin,
     {
         if self.upstream_sent || self.upstream_aborted {
             return;
         }
         self.upstream_sent = true;
-        bounded(async { legs.upstream.lock().await.close(code, reason).await }).await;
+        legs.upstream.close(code, reason);
     }
 
-    async fn abort_upstream<C, U>(&mut self, legs: &Legs<'_, C, U>)
+    fn abort_upstream<C, U>(&mut self, legs: &mut Legs<'_, '_, C, U>)
     where
         U: AsyncWrite + Unpin,
     {
         self.upstream_aborted = true;
-        legs.upstream.lock().await.abandon();
+        legs.upstream.abandon();
     }
 
     /// A close the gateway starts on both legs.
-    async fn gateway_close<C, U>(&mut self, reason: Reason, legs: &Legs<'_, C, U>)
+    fn gateway_close<C, U>(&mut self, reason: Reason, legs: &mut Legs<'_, '_, C, U>)
     where
         C: AsyncWrite + Unpin,
         U: AsyncWrite + Unpin,
     {
         self.begin(Outcome::Gateway(reason));
-        self.send_client(Some(reason), None, legs).await;
+        self.send_client(Some(reason), None, legs);
         if reason == Reason::PongTimeout {
             // It stopped answering pings; it will not answer a close either.
             self.client_received = true;
         }
-        self.send_upstream(Some(1001), &format!("wsgate: {reason}"), legs)
-            .await;
+        self.send_upstream(Some(1001), &format!("wsgate: {reason}"), legs);
     }
 }
 
@@ -483,10 +630,11 @@ impl Timers {
     }
 
     /// Acts on whatever is due; returns a reason when the connection must close.
-    async fn fire<C, U>(&mut self, activity: &Activity, legs: &Legs<'_, C, U>) -> Option<Reason>
-    where
-        C: AsyncWrite + Unpin,
-    {
+    fn fire<C: AsyncWrite + Unpin>(
+        &mut self,
+        activity: &Activity,
+        client: &mut Sink<'_, C>,
+    ) -> Option<Reason> {
         let now = Instant::now();
         if self.session_end.is_some_and(|end| now >= end) {
             return Some(Reason::SessionExpired);
@@ -506,7 +654,7 @@ impl Timers {
             {
                 return Some(Reason::PongTimeout);
             }
-            bounded(async { legs.client.lock().await.control(0x9, b"wsgate").await }).await;
+            client.control(0x9, b"wsgate");
             self.ping_sent_ms = Some(activity.now_ms());
             self.next_ping = Some(now + interval);
         }

@@ -2,93 +2,86 @@
 //!
 //! Two writers share each peer: the pump relaying data from the other peer,
 //! and the gateway itself (pongs, pings, close frames). A frame being relayed
-//! may span many writes; the gateway's own frames wait in a small queue until
-//! it is complete, so they never land inside it. After a close frame nothing
-//! more is written, as RFC 6455 section 5.5.1 requires.
+//! may span many writes; the gateway's own frames wait until it is complete,
+//! so they never land inside it. After a close frame nothing more is
+//! written, as RFC 6455 section 5.5.1 requires.
+//!
+//! Writing never waits. What the socket does not take at once waits in a
+//! backlog, a buffer lent from the process's [`Buffers`] and given back when
+//! it drains; the pump feeding this sink reads nothing more from its own
+//! peer until then ([`Sink::backed_up`]), which is the relay's backpressure.
+//! So a pump's work on a read is a plain function call, and a connection
+//! carries no suspended write in its state: an idle one holds a few words
+//! here and no buffer.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 
-use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::Notify;
+use bytes::{Buf, BytesMut};
+use tokio::io::AsyncWrite;
 use wsgate_proto::close;
 
+use crate::buffers::Buffers;
+
 /// Largest queue of the gateway's own control frames waiting for a frame to
-/// finish; beyond it further pongs are dropped (a client flooding pings is
-/// owed only the latest pong, RFC 6455 section 5.5.3).
+/// finish; beyond it further pings and pongs are dropped (a client flooding
+/// pings is owed only the latest pong, RFC 6455 section 5.5.3).
 const MAX_QUEUED: usize = 1024;
 
-/// The latest pong owed to a peer.
-///
-/// A pump that reads a ping never writes the pong itself: waiting for its own
-/// peer's writer while the other pump holds it, blocked on a peer that stopped
-/// reading, would stop both directions for good. It leaves the pong here;
-/// the sink sends it at its next frame boundary, or the supervisor does.
-/// Every ping is answered (Autobahn 2.10 checks it), but at most
-/// [`MAX_PENDING_PONGS`] wait at once; past that the oldest are dropped, as
-/// RFC 6455 section 5.5.3 allows, so a ping flood costs a bounded buffer.
-#[derive(Default)]
-pub(crate) struct PendingPong {
-    waiting: std::sync::Mutex<std::collections::VecDeque<Vec<u8>>>,
-    /// Woken when a pong is left.
-    pub(crate) ready: Notify,
-}
-
 /// Pongs that may wait for one peer: 32 payloads of at most 125 bytes.
+/// Every ping is answered (Autobahn 2.10 checks it), but past this many
+/// waiting the oldest are dropped, as RFC 6455 section 5.5.3 allows, so a
+/// ping flood costs a bounded buffer.
 const MAX_PENDING_PONGS: usize = 32;
-
-impl PendingPong {
-    /// Leaves a pong for `payload`.
-    pub(crate) fn offer(&self, payload: &[u8]) {
-        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
-        if waiting.len() == MAX_PENDING_PONGS {
-            waiting.pop_front();
-        }
-        waiting.push_back(payload.to_vec());
-        drop(waiting);
-        self.ready.notify_one();
-    }
-
-    /// Every waiting pong, oldest first.
-    fn take(&self) -> Vec<Vec<u8>> {
-        self.waiting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain(..)
-            .collect()
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum CloseState {
     Open,
-    /// A close frame waits for the current frame to finish.
+    /// A close frame is queued behind the current frame or being written.
     Queued,
     Sent,
 }
 
 /// A peer's writer.
-pub(crate) struct Sink<W> {
+pub(crate) struct Sink<'a, W> {
     w: W,
+    buffers: &'a Buffers,
     /// Frames to this peer are masked (the peer is the upstream).
     masked: bool,
+    /// The relayed bytes accepted so far (written or in the backlog) end
+    /// inside a frame.
     mid_frame: bool,
-    queued: Vec<u8>,
+    /// Relayed bytes the socket has not taken yet.
+    backlog: Option<BytesMut>,
+    /// Bytes were written and not yet flushed (TLS holds records until then).
+    unflushed: bool,
+    /// The gateway's own frames waiting for a frame boundary, and how many
+    /// of their bytes are written.
+    own: Vec<u8>,
+    own_sent: usize,
+    /// Payloads of pings read from this peer, owed a pong.
+    pongs: VecDeque<Vec<u8>>,
     close: CloseState,
     /// A write failed or the peer was abandoned: nothing more is written.
     dead: bool,
-    pongs: Arc<PendingPong>,
 }
 
-impl<W: AsyncWrite + Unpin> Sink<W> {
-    pub(crate) fn new(w: W, masked: bool, pongs: Arc<PendingPong>) -> Self {
+impl<'a, W: AsyncWrite + Unpin> Sink<'a, W> {
+    pub(crate) fn new(w: W, masked: bool, buffers: &'a Buffers) -> Self {
         Sink {
             w,
+            buffers,
             masked,
             mid_frame: false,
-            queued: Vec::new(),
+            backlog: None,
+            unflushed: false,
+            own: Vec::new(),
+            own_sent: 0,
+            pongs: VecDeque::new(),
             close: CloseState::Open,
             dead: false,
-            pongs,
         }
     }
 
@@ -97,103 +90,185 @@ impl<W: AsyncWrite + Unpin> Sink<W> {
         self.mid_frame
     }
 
-    /// Relays validated frame bytes; `mid_frame` says whether they end inside a frame.
-    pub(crate) async fn data(&mut self, bytes: &[u8], mid_frame: bool) -> std::io::Result<()> {
-        if self.dead || self.close == CloseState::Sent || bytes.is_empty() {
-            return Ok(());
-        }
-        if self.close == CloseState::Queued && !self.mid_frame {
-            // A new frame after a queued close: not allowed on the wire.
-            return Ok(());
-        }
-        let result = self.write_data(bytes, mid_frame).await;
-        self.note(result)
+    /// Whether relayed bytes still wait for the socket: the pump feeding
+    /// this sink must not read more until [`Sink::poll_flush`] is ready.
+    pub(crate) fn backed_up(&self) -> bool {
+        !self.dead && (self.backlog.is_some() || self.unflushed)
     }
 
-    async fn write_data(&mut self, bytes: &[u8], mid_frame: bool) -> std::io::Result<()> {
-        self.w.write_all(bytes).await?;
+    /// Relays validated frame bytes; `mid_frame` says whether they end
+    /// inside a frame. Writes what the socket takes now and keeps the rest
+    /// in the backlog; never waits.
+    pub(crate) fn data(&mut self, cx: &mut Context<'_>, bytes: &[u8], mid_frame: bool) {
+        if self.dead || bytes.is_empty() {
+            return;
+        }
+        if self.close != CloseState::Open && !self.mid_frame {
+            // A new frame after a close: not allowed on the wire.
+            return;
+        }
         self.mid_frame = mid_frame;
-        if !self.mid_frame && self.close == CloseState::Open {
-            for payload in self.pongs.take() {
-                let frame = close::control_frame(0xA, &payload, self.key());
-                self.w.write_all(&frame).await?;
+        // Earlier bytes first: only an empty backlog lets these go straight out.
+        let mut rest = bytes;
+        if self.backlog.is_none() && self.own_sent == 0 {
+            match self.write(cx, rest) {
+                Poll::Ready(Ok(n)) => rest = &rest[n..],
+                Poll::Ready(Err(_)) => return self.fail(),
+                Poll::Pending => {}
             }
         }
-        if !self.mid_frame && !self.queued.is_empty() {
-            self.w.write_all(&self.queued).await?;
-            self.queued.clear();
-            if self.close == CloseState::Queued {
-                self.close = CloseState::Sent;
-            }
+        if !rest.is_empty() {
+            self.backlog
+                .get_or_insert_with(|| self.buffers.take())
+                .extend_from_slice(rest);
         }
-        self.w.flush().await
+        // Registers for the socket's readiness when it did not take everything.
+        let _ = self.poll_flush(cx);
     }
 
-    /// Sends the pongs that are owed.
-    pub(crate) async fn flush_pong(&mut self) -> std::io::Result<()> {
-        for payload in self.pongs.take() {
-            self.control(0xA, &payload).await?;
+    /// Leaves a pong for `payload`; it goes out at the next frame boundary.
+    pub(crate) fn pong(&mut self, payload: &[u8]) {
+        if self.pongs.len() == MAX_PENDING_PONGS {
+            self.pongs.pop_front();
         }
-        Ok(())
+        self.pongs.push_back(payload.to_vec());
     }
 
-    /// Sends a ping or pong of the gateway's own.
-    pub(crate) async fn control(&mut self, opcode: u8, payload: &[u8]) -> std::io::Result<()> {
+    /// Queues a ping or pong of the gateway's own.
+    pub(crate) fn control(&mut self, opcode: u8, payload: &[u8]) {
         if self.dead || self.close != CloseState::Open {
-            return Ok(());
+            return;
         }
         let frame = close::control_frame(opcode, payload, self.key());
-        if self.mid_frame {
-            if self.queued.len() + frame.len() <= MAX_QUEUED {
-                self.queued.extend_from_slice(&frame);
-            }
-            return Ok(());
+        if self.own.len() + frame.len() <= MAX_QUEUED {
+            self.own.extend_from_slice(&frame);
         }
-        let result = self.write_now(&frame).await;
-        self.note(result)
     }
 
-    /// Sends (or queues behind the current frame) a close frame; at most once.
-    pub(crate) async fn close(&mut self, code: Option<u16>, reason: &str) -> std::io::Result<()> {
+    /// Queues a close frame, behind the current frame if one is being
+    /// relayed; at most once.
+    pub(crate) fn close(&mut self, code: Option<u16>, reason: &str) {
         if self.dead || self.close != CloseState::Open {
-            return Ok(());
+            return;
         }
+        self.take_pongs();
         let frame = close::encode(code, reason, self.key());
-        if self.mid_frame {
-            self.queued.extend_from_slice(&frame);
-            self.close = CloseState::Queued;
-            return Ok(());
-        }
-        self.close = CloseState::Sent;
-        let result = self.write_now(&frame).await;
-        self.note(result)
+        self.own.extend_from_slice(&frame);
+        self.close = CloseState::Queued;
     }
 
     /// Stops all writes to this peer (it broke protocol or went away).
     pub(crate) fn abandon(&mut self) {
         self.dead = true;
+        self.release();
     }
 
-    /// Flushes and shuts down the write side (TLS close_notify, TCP FIN).
-    pub(crate) async fn shutdown(&mut self) {
-        if !self.dead {
-            let _ = self.w.shutdown().await;
+    /// Writes what waits: the backlog first, then, at a frame boundary, the
+    /// pongs owed and the gateway's own frames; then flushes. Ready once
+    /// nothing waits (or the peer is dead).
+    pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.dead {
+            return Poll::Ready(());
+        }
+        match self.poll_write_waiting(cx) {
+            Poll::Ready(Ok(())) => Poll::Ready(()),
+            Poll::Ready(Err(_)) => {
+                self.fail();
+                Poll::Ready(())
+            }
+            Poll::Pending => Poll::Pending,
         }
     }
 
-    async fn write_now(&mut self, frame: &[u8]) -> std::io::Result<()> {
-        self.w.write_all(frame).await?;
-        self.w.flush().await
+    fn poll_write_waiting(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // An own frame half written is finished before anything else.
+        if self.own_sent > 0 {
+            ready!(self.poll_own(cx))?;
+        }
+        while let Some(backlog) = self.backlog.as_mut() {
+            let n = ready!(Pin::new(&mut self.w).poll_write(cx, backlog))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.unflushed = true;
+            backlog.advance(n);
+            if backlog.is_empty() {
+                self.release();
+            }
+        }
+        if !self.mid_frame {
+            if self.close == CloseState::Open {
+                self.take_pongs();
+            }
+            ready!(self.poll_own(cx))?;
+        }
+        if self.unflushed {
+            ready!(Pin::new(&mut self.w).poll_flush(cx))?;
+            self.unflushed = false;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Writes the gateway's own frames; a queued close is sent once they are.
+    fn poll_own(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.own_sent < self.own.len() {
+            let n = ready!(Pin::new(&mut self.w).poll_write(cx, &self.own[self.own_sent..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.unflushed = true;
+            self.own_sent += n;
+        }
+        if !self.own.is_empty() {
+            self.own.clear();
+            self.own_sent = 0;
+            if self.close == CloseState::Queued {
+                self.close = CloseState::Sent;
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Shuts down the write side (TLS close_notify, TCP FIN).
+    pub(crate) fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.dead {
+            return Poll::Ready(());
+        }
+        let _ = ready!(Pin::new(&mut self.w).poll_shutdown(cx));
+        self.dead = true;
+        Poll::Ready(())
+    }
+
+    fn write(&mut self, cx: &mut Context<'_>, bytes: &[u8]) -> Poll<io::Result<usize>> {
+        let n = ready!(Pin::new(&mut self.w).poll_write(cx, bytes))?;
+        if n == 0 && !bytes.is_empty() {
+            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        }
+        self.unflushed = true;
+        Poll::Ready(Ok(n))
+    }
+
+    /// Moves the pongs owed into the gateway's queue of frames.
+    fn take_pongs(&mut self) {
+        while let Some(payload) = self.pongs.pop_front() {
+            let frame = close::control_frame(0xA, &payload, self.key());
+            self.own.extend_from_slice(&frame);
+        }
+    }
+
+    /// Gives the backlog's buffer back.
+    fn release(&mut self) {
+        if let Some(buf) = self.backlog.take() {
+            self.buffers.give(buf);
+        }
+    }
+
+    fn fail(&mut self) {
+        self.dead = true;
+        self.release();
     }
 
     fn key(&self) -> Option<[u8; 4]> {
         self.masked.then(rand::random)
-    }
-
-    fn note(&mut self, result: std::io::Result<()>) -> std::io::Result<()> {
-        if result.is_err() {
-            self.dead = true;
-        }
-        result
     }
 }
