@@ -58,7 +58,7 @@ impl Buffers {
 
     /// Free buffers now held (for tests).
     #[cfg(test)]
-    fn free(&self) -> usize {
+    pub(crate) fn free(&self) -> usize {
         self.free.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 }

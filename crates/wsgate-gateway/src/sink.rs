@@ -272,3 +272,83 @@ impl<'a, W: AsyncWrite + Unpin> Sink<'a, W> {
         self.masked.then(rand::random)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::task::noop_waker_ref;
+    use tokio::io::AsyncReadExt;
+
+    /// Everything the far end of `pipe` can read now.
+    async fn drain(far: &mut tokio::io::DuplexStream) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while let Some(n) = futures_util::FutureExt::now_or_never(far.read(&mut chunk)) {
+            let n = n.expect("read");
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&chunk[..n]);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn what_the_socket_does_not_take_waits_in_order_and_the_feeder_is_told() {
+        let buffers = Buffers::default();
+        let (near, mut far) = tokio::io::duplex(1024);
+        let mut sink = Sink::new(near, false, &buffers);
+        let mut cx = Context::from_waker(noop_waker_ref());
+        let first: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
+        sink.data(&mut cx, &first, true);
+        assert!(sink.backed_up(), "1024 bytes fit; the rest must wait");
+        assert!(sink.mid_frame());
+        // A pong owed now must not land inside the frame being relayed.
+        sink.pong(b"p");
+        let mut got = drain(&mut far).await;
+        assert_eq!(got.len(), 1024);
+        while sink.poll_flush(&mut cx).is_pending() {
+            got.extend(drain(&mut far).await);
+        }
+        got.extend(drain(&mut far).await);
+        assert_eq!(got, first, "the backlog went out whole, in order, pong withheld");
+        assert!(!sink.backed_up());
+        assert_eq!(buffers.free(), 1, "the backlog's buffer was given back");
+        // The frame ends: the pong follows it.
+        sink.data(&mut cx, b"end", false);
+        assert!(sink.poll_flush(&mut cx).is_ready());
+        assert_eq!(drain(&mut far).await, b"end\x8a\x01p");
+    }
+
+    #[tokio::test]
+    async fn a_close_follows_the_frame_in_progress_and_nothing_follows_the_close() {
+        let buffers = Buffers::default();
+        let (near, mut far) = tokio::io::duplex(1024);
+        let mut sink = Sink::new(near, false, &buffers);
+        let mut cx = Context::from_waker(noop_waker_ref());
+        sink.data(&mut cx, b"\x82\x04ab", true);
+        sink.close(Some(1001), "bye");
+        sink.control(0x9, b"late");
+        assert_eq!(drain(&mut far).await, b"\x82\x04ab", "the close waits");
+        sink.data(&mut cx, b"cd", false);
+        assert!(sink.poll_flush(&mut cx).is_ready());
+        assert_eq!(drain(&mut far).await, b"cd\x88\x05\x03\xe9bye");
+        sink.data(&mut cx, b"\x81\x01x", false);
+        assert!(sink.poll_flush(&mut cx).is_ready());
+        assert_eq!(drain(&mut far).await, b"", "no frame after a close");
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_stops_the_sink_and_frees_its_backlog() {
+        let buffers = Buffers::default();
+        let (near, far) = tokio::io::duplex(16);
+        let mut sink = Sink::new(near, false, &buffers);
+        let mut cx = Context::from_waker(noop_waker_ref());
+        sink.data(&mut cx, &[0u8; 100], true);
+        assert!(sink.backed_up());
+        drop(far);
+        assert!(sink.poll_flush(&mut cx).is_ready());
+        assert!(!sink.backed_up(), "a dead peer holds nothing back");
+        assert_eq!(buffers.free(), 1);
+    }
+}
