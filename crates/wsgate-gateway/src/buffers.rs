@@ -73,6 +73,26 @@ pub(crate) struct Lent {
 }
 
 impl Lent {
+    /// A reader whose first bytes were read before it existed (see
+    /// [`Lent::replay`]).
+    pub(crate) fn with_early(early: &[u8]) -> Self {
+        Lent {
+            buf: None,
+            stash: early.to_vec(),
+        }
+    }
+
+    /// Moves the stash into a lent buffer, as if just read; the number of
+    /// bytes.
+    pub(crate) fn replay(&mut self, buffers: &Buffers) -> usize {
+        let n = self.stash.len();
+        self.buf
+            .get_or_insert_with(|| buffers.take())
+            .extend_from_slice(&self.stash);
+        self.stash = Vec::new();
+        n
+    }
+
     /// Reads what the socket has into a lent buffer; ready with the number
     /// of bytes read (0: the stream ended).
     pub(crate) fn poll_read<R: AsyncRead + Unpin>(

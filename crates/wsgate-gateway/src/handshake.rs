@@ -15,7 +15,6 @@ use bytes::Bytes;
 use http::{Request, Response, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 use wsgate_policy::limits::ClientKey;
 use wsgate_policy::{Admitted, Reason, admit};
@@ -23,6 +22,7 @@ use wsgate_proto::deflate;
 use wsgate_proto::handshake::{self, HandshakeError};
 
 use crate::audit::AuditEvent;
+use crate::halves::Halves;
 use crate::metrics::{CloseLabels, FlowLabels, RouteLabels};
 use crate::relay;
 use crate::respond::Body;
@@ -435,7 +435,7 @@ fn spawn_relay(
                     budget: Some(Arc::clone(&state.budget)),
                     deflate: inflate_max,
                 };
-                let client = TokioIo::new(upgraded);
+                let client = Halves::client(upgraded);
                 let user = admitted.identity().map(|i| i.user.as_str());
                 let judge = |p: &Snapshot| recheck(p, listener, &seen, user);
                 let reconfig = relay::Reconfig {
@@ -444,7 +444,7 @@ fn spawn_relay(
                 };
                 relay::relay(
                     client,
-                    connected.io,
+                    Halves::upstream(connected.io),
                     &state.buffers,
                     limits,
                     checks,

@@ -30,6 +30,7 @@ mod auth;
 mod buffers;
 mod fetch;
 mod forward;
+mod halves;
 mod handshake;
 mod jwks;
 mod limits;

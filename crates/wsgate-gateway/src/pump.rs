@@ -197,6 +197,9 @@ pub(crate) struct Pump {
     /// Decoding stopped part-way through the lent buffer because the other
     /// side backed up; it resumes there once that side has drained.
     resume: bool,
+    /// Bytes hyper read past the HTTP head wait in the stash: they are
+    /// decoded first, as if just read.
+    early: bool,
     frames: Frames,
 }
 
@@ -216,12 +219,14 @@ pub(crate) struct PumpIo<'p, 'b, R, A, B> {
 const READS_PER_POLL: usize = 16;
 
 impl Pump {
-    /// A pump whose reads are held to `checks`.
-    pub(crate) fn new(side: Side, decoder: Decoder, checks: Checks) -> Self {
+    /// A pump whose reads are held to `checks`; `early` is what was read
+    /// from the peer before the relay began.
+    pub(crate) fn new(side: Side, decoder: Decoder, checks: Checks, early: &[u8]) -> Self {
         Pump {
-            lent: Lent::default(),
+            lent: Lent::with_early(early),
             draining: false,
             resume: false,
+            early: !early.is_empty(),
             frames: Frames::new(side, decoder, checks),
         }
     }
@@ -248,9 +253,13 @@ impl Pump {
                 ready!(io.to.poll_flush(cx));
             }
             if !self.resume {
-                let n = match ready!(self.lent.poll_read(cx, io.reader, io.buffers)) {
-                    Ok(0) | Err(_) => return Poll::Ready(Event::Gone(side)),
-                    Ok(n) => n,
+                let n = if std::mem::take(&mut self.early) {
+                    self.lent.replay(io.buffers)
+                } else {
+                    match ready!(self.lent.poll_read(cx, io.reader, io.buffers)) {
+                        Ok(0) | Err(_) => return Poll::Ready(Event::Gone(side)),
+                        Ok(n) => n,
+                    }
                 };
                 self.frames.count_bytes(io.activity, n);
                 if let Some(event) = self.admit_read(n, io) {

@@ -31,6 +31,7 @@ use wsgate_proto::close::Close;
 use wsgate_proto::frame::{self, Decoder, Sender};
 
 use crate::buffers::Buffers;
+use crate::halves::Halves;
 use crate::pump::{Activity, Event, Follow, Pump, PumpIo, Side};
 pub(crate) use crate::pump::{Checks, Update};
 use crate::sink::Sink;
@@ -133,9 +134,9 @@ pub(crate) struct Reconfig<'a> {
     clippy::too_many_arguments,
     reason = "each is one concern of the relay"
 )]
-pub(crate) fn relay<'a, C, U>(
-    client: C,
-    upstream: U,
+pub(crate) fn relay<'a>(
+    client: Halves,
+    upstream: Halves,
     buffers: &'a Buffers,
     limits: &'a Limits,
     checks: Checks,
@@ -143,13 +144,7 @@ pub(crate) fn relay<'a, C, U>(
     shutdown: &'a CancellationToken,
     revoked: &'a CancellationToken,
     reconfig: Reconfig<'a>,
-) -> impl Future<Output = Summary> + Send + 'a
-where
-    C: AsyncRead + AsyncWrite + Unpin + Send + 'a,
-    U: AsyncRead + AsyncWrite + Unpin + Send + 'a,
-{
-    let (client_read, client_write) = tokio::io::split(client);
-    let (upstream_read, upstream_write) = tokio::io::split(upstream);
+) -> impl Future<Output = Summary> + Send + 'a {
     let client_limits = frame::Limits {
         max_frame: limits.max_frame,
         max_message: limits.max_message,
@@ -162,21 +157,23 @@ where
     let timers = Timers::new(limits, activity.start(), session_end);
     let mut conn = Conn {
         client: Leg {
-            reader: client_read,
-            sink: Sink::new(client_write, false, buffers),
+            reader: client.read,
+            sink: Sink::new(client.write, false, buffers),
             pump: Pump::new(
                 Side::Client,
                 Decoder::new(Sender::Client, client_limits),
                 checks,
+                &client.early,
             ),
         },
         upstream: Leg {
-            reader: upstream_read,
-            sink: Sink::new(upstream_write, true, buffers),
+            reader: upstream.read,
+            sink: Sink::new(upstream.write, true, buffers),
             pump: Pump::new(
                 Side::Upstream,
                 Decoder::new(Sender::Upstream, frame::Limits::NONE),
                 Checks::default(),
+                &upstream.early,
             ),
         },
         follow,

@@ -311,7 +311,10 @@ mod tests {
             got.extend(drain(&mut far).await);
         }
         got.extend(drain(&mut far).await);
-        assert_eq!(got, first, "the backlog went out whole, in order, pong withheld");
+        assert_eq!(
+            got, first,
+            "the backlog went out whole, in order, pong withheld"
+        );
         assert!(!sink.backed_up());
         assert_eq!(buffers.free(), 1, "the backlog's buffer was given back");
         // The frame ends: the pong follows it.

@@ -26,7 +26,7 @@ use wsgate_proto::handshake::{self, UpstreamHandshakeError};
 
 /// An upstream that answered a correct 101.
 pub(crate) struct Connected {
-    pub(crate) io: TokioIo<Upgraded>,
+    pub(crate) io: Upgraded,
     pub(crate) protocol: Option<String>,
 }
 
@@ -94,7 +94,7 @@ pub(crate) async fn connect(
         )?;
         let upgraded = hyper::upgrade::on(response).await?;
         Ok(Connected {
-            io: TokioIo::new(upgraded),
+            io: upgraded,
             protocol,
         })
     };

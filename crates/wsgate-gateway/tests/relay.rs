@@ -383,3 +383,39 @@ async fn a_ping_from_a_saturated_peer_does_not_stall_the_other_direction() {
     );
     flood.abort();
 }
+
+/// Bytes that arrive with an HTTP head, in the same read, are relayed first,
+/// not lost: an upstream that greets in the segment carrying its 101, a
+/// client that sends its first message without waiting for the 101. (The
+/// relay takes plain TCP streams back from hyper, and with them what hyper
+/// had read past the head.)
+#[tokio::test]
+async fn bytes_that_arrive_with_the_handshake_are_relayed_first() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut raw = Raw::start().await;
+    let gw = TestGateway::start(&common::config(raw.addr, "", "")).await;
+    let mut c = RawClient::connect(gw.addr).await;
+    let mut request = format!(
+        "GET /chat HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\nOrigin: https://app.example.com\r\n\r\n",
+        wsgate_testkit::client::KEY
+    )
+    .into_bytes();
+    request.extend(encode(0x81, b"early", true));
+    c.send_raw(&request).await;
+    let mut up = raw.accept().await;
+    let mut answer = up.switching_protocols().into_bytes();
+    answer.extend(encode(0x81, b"welcome", false));
+    up.stream.write_all(&answer).await.unwrap();
+    assert_eq!(c.read_reply().await.status, 101);
+    assert_eq!(c.read_data().await.payload, b"welcome");
+    // The client's first message reaches the upstream, masked afresh.
+    let mut got = [0u8; 2 + 4 + 5];
+    tokio::time::timeout(wsgate_testkit::WAIT, up.stream.read_exact(&mut got))
+        .await
+        .expect("the client's early message never reached the upstream")
+        .unwrap();
+    assert_eq!(got[..2], [0x81, 0x85]);
+    let payload: Vec<u8> = (0..5).map(|i| got[6 + i] ^ got[2 + i % 4]).collect();
+    assert_eq!(payload, b"early");
+}

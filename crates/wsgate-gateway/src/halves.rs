@@ -1,0 +1,80 @@
+//! The two halves of an upgraded connection, as the relay reads and writes
+//! them.
+//!
+//! hyper hands an upgraded connection over as `Upgraded`: the stream boxed
+//! as a trait object behind a buffer of what it read past the HTTP head.
+//! Read and written through that and tokio's generic `split` (a lock taken
+//! on every call), each relayed message would cross two dynamic calls and
+//! that lock on each leg. A plain TCP stream, the common case on both legs,
+//! is taken back out and split into owned halves, which cost neither; the
+//! bytes hyper had read past the head come along, and the pump decodes them
+//! before anything it reads itself. Anything else (TLS) stays boxed.
+
+use bytes::Bytes;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio_util::either::Either;
+
+use crate::upstream;
+
+/// A stream the relay reads and writes through a box.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+type Boxed = Box<dyn Io>;
+
+/// An upgraded connection, split.
+pub(crate) struct Halves {
+    pub(crate) read: ReadHalf,
+    pub(crate) write: WriteHalf,
+    /// Bytes read past the HTTP head: the first the pump decodes.
+    pub(crate) early: Bytes,
+}
+
+impl Halves {
+    /// The client's connection, upgraded by hyper's server.
+    pub(crate) fn client(upgraded: Upgraded) -> Halves {
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => Halves::tcp(parts.io.into_inner(), parts.read_buf),
+            Err(upgraded) => Halves::boxed(Box::new(TokioIo::new(upgraded)), Bytes::new()),
+        }
+    }
+
+    /// The upstream's connection, upgraded by hyper's client.
+    pub(crate) fn upstream(upgraded: Upgraded) -> Halves {
+        match upgraded.downcast::<TokioIo<upstream::Stream>>() {
+            Ok(parts) => match parts.io.into_inner() {
+                Either::Left(tcp) => Halves::tcp(tcp, parts.read_buf),
+                Either::Right(tls) => Halves::boxed(tls, parts.read_buf),
+            },
+            Err(upgraded) => Halves::boxed(Box::new(TokioIo::new(upgraded)), Bytes::new()),
+        }
+    }
+
+    fn tcp(stream: TcpStream, early: Bytes) -> Halves {
+        let (read, write) = stream.into_split();
+        Halves {
+            read: Either::Left(read),
+            write: Either::Left(write),
+            early,
+        }
+    }
+
+    fn boxed(stream: Boxed, early: Bytes) -> Halves {
+        let (read, write) = tokio::io::split(stream);
+        Halves {
+            read: Either::Right(read),
+            write: Either::Right(write),
+            early,
+        }
+    }
+}
+
+/// The reading half: owned TCP, or one half of a boxed stream.
+pub(crate) type ReadHalf = Either<OwnedReadHalf, tokio::io::ReadHalf<Boxed>>;
+
+/// The writing half: owned TCP, or one half of a boxed stream.
+pub(crate) type WriteHalf = Either<OwnedWriteHalf, tokio::io::WriteHalf<Boxed>>;
