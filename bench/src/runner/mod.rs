@@ -73,6 +73,11 @@ pub struct Options {
     /// How long the churn run lasts.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     pub churn_time: Duration,
+    /// Every contender runs every workload this many times, the rounds
+    /// interleaved (each round goes through all the contenders); the tables
+    /// hold each figure's median, and results.json every round's.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=9))]
+    pub rounds: u8,
     /// A quick check of the harness: 1-second windows, 200 idle
     /// connections; fails if any workload moved nothing or had errors.
     #[arg(long)]
@@ -207,7 +212,9 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
             None
         };
         let upstream = plain_echo.as_ref().unwrap_or(&echo).addr;
-        for &peer in &plan.peers {
+        for (round, &peer) in
+            (0..plan.rounds).flat_map(|round| plan.peers.iter().map(move |peer| (round, peer)))
+        {
             let proxy = match peer {
                 Peer::Direct => None,
                 _ => Some(peers::start(peer, &setup, place, upstream)?),
@@ -218,14 +225,19 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
                     continue;
                 }
                 say(&format!(
-                    "[{:>4.0}s] {} {} worker(s) {}: workload {}",
+                    "[{:>4.0}s] {}{} {} worker(s) {}: workload {}",
                     started.elapsed().as_secs_f64(),
+                    match plan.rounds {
+                        1 => String::new(),
+                        n => format!("round {}/{n}: ", round + 1),
+                    },
                     if place.tls { "wss" } else { "ws" },
                     place.workers,
                     peer.name(),
                     w.id
                 ));
-                let row = measure(&plan, &setup, &token, place, peer, target, w)?;
+                let mut row = measure(&plan, &setup, &token, place, peer, target, w)?;
+                row.round = round;
                 say(&format!("        {}", row.summary()));
                 rows.push(row);
             }
@@ -276,6 +288,7 @@ pub fn rewrite(dir: &Path) -> anyhow::Result<()> {
 /// What to run, resolved from the options.
 pub struct Plan {
     peers: Vec<Peer>,
+    rounds: usize,
     workloads: Vec<Workload>,
     placements: Vec<Placement>,
     duration: Duration,
@@ -338,6 +351,7 @@ impl Plan {
         };
         Ok(Plan {
             peers,
+            rounds: usize::from(o.rounds),
             workloads,
             placements,
             duration,

@@ -26,6 +26,9 @@ pub struct Row {
     pub load: Report,
     /// Idle: the proxy's resident memory per open connection, KiB.
     pub kib_per_conn: Option<f64>,
+    /// Which round it was measured in (0 in a median row).
+    #[serde(default)]
+    pub round: usize,
 }
 
 impl Row {
@@ -37,7 +40,15 @@ impl Row {
             workload: w.id.into(),
             load: Report::default(),
             kib_per_conn: None,
+            round: 0,
         }
+    }
+
+    fn same_cell(&self, other: &Row) -> bool {
+        self.tls == other.tls
+            && self.workers == other.workers
+            && self.peer == other.peer
+            && self.workload == other.workload
     }
 
     /// The workload's headline figure: messages, handshakes per second, or
@@ -118,14 +129,28 @@ pub struct Results {
     pub seconds: f64,
     /// Idle connections in workload e.
     pub idle: usize,
-    /// Every row.
+    /// Every row: with more than one round, each figure is the median of
+    /// the rounds'.
     pub rows: Vec<Row>,
+    /// Rounds run: every contender ran every workload this many times, the
+    /// rounds interleaved.
+    #[serde(default = "one")]
+    pub rounds: usize,
+    /// With more than one round, every round's rows as measured.
+    #[serde(default)]
+    pub raw: Vec<Row>,
     /// The churn run, when asked for.
     pub churn: Option<Churn>,
 }
 
 impl Results {
-    pub(super) fn new(setup: &Setup, plan: &Plan, rows: Vec<Row>, churn: Option<Churn>) -> Results {
+    pub(super) fn new(setup: &Setup, plan: &Plan, raw: Vec<Row>, churn: Option<Churn>) -> Results {
+        let rounds = raw.iter().map(|r| r.round + 1).max().unwrap_or(1);
+        let (rows, raw) = if rounds > 1 {
+            (medians(&raw), raw)
+        } else {
+            (raw, Vec::new())
+        };
         let cpu = std::fs::read_to_string("/proc/cpuinfo")
             .ok()
             .and_then(|s| {
@@ -145,8 +170,37 @@ impl Results {
             seconds: plan.duration.as_secs_f64(),
             idle: plan.idle,
             rows,
+            rounds,
+            raw,
             churn,
         }
+    }
+
+    /// How far apart the rounds' headline figures were: the largest and the
+    /// median of (max - min) / median over every cell, in per cent.
+    pub fn spread(&self) -> Option<(f64, f64)> {
+        let mut spreads: Vec<f64> = self
+            .rows
+            .iter()
+            .filter_map(|row| {
+                let figures: Vec<f64> = self
+                    .raw
+                    .iter()
+                    .filter(|r| r.same_cell(row))
+                    .filter_map(Row::figure)
+                    .collect();
+                let median = median(figures.clone())?;
+                let (lo, hi) = figures
+                    .iter()
+                    .fold((f64::MAX, f64::MIN), |(lo, hi), &f| (lo.min(f), hi.max(f)));
+                (figures.len() > 1 && median > 0.0).then(|| (hi - lo) / median * 100.0)
+            })
+            .collect();
+        let worst = spreads
+            .iter()
+            .copied()
+            .fold(None, |m: Option<f64>, s| Some(m.map_or(s, |m| m.max(s))))?;
+        Some((worst, median(std::mem::take(&mut spreads))?))
     }
 
     /// The row of one contender's workload in one variant.
@@ -207,6 +261,16 @@ impl Results {
             "Run {}, {}, {} s windows.\n",
             self.date, self.cpu, self.seconds
         );
+        if let Some((worst, typical)) = self.spread() {
+            let _ = writeln!(
+                md,
+                "Each figure is the median of {} interleaved rounds. A contender's headline figure \
+                 (messages or handshakes per second, KiB per connection) differed between its rounds \
+                 by {typical:.1} % in the median cell and by {worst:.1} % at most; `raw` in \
+                 results.json has every round.\n",
+                self.rounds
+            );
+        }
         for (name, version) in &self.versions {
             let _ = writeln!(md, "- {name}: {version}");
         }
@@ -371,4 +435,82 @@ fn figures(w: &Workload) -> Vec<(&'static str, Value)> {
 
 fn fmt_us(v: Option<f64>) -> String {
     v.map_or("–".into(), |v| format!("{v:.0}"))
+}
+
+fn one() -> usize {
+    1
+}
+
+/// The median of `values` (the mean of the middle two for an even count).
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(values[n / 2]),
+        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
+    }
+}
+
+/// One row per cell, each figure the median of the rounds'; errors summed.
+fn medians(raw: &[Row]) -> Vec<Row> {
+    let mut rows: Vec<Row> = Vec::new();
+    for r in raw {
+        if rows.iter().any(|m| m.same_cell(r)) {
+            continue;
+        }
+        let cell: Vec<&Row> = raw.iter().filter(|x| x.same_cell(r)).collect();
+        let of = |f: fn(&Row) -> Option<f64>| median(cell.iter().filter_map(|x| f(x)).collect());
+        let mut m = r.clone();
+        m.round = 0;
+        m.load.msgs_per_sec = of(|x| Some(x.load.msgs_per_sec)).unwrap_or(0.0);
+        m.load.mb_per_sec = of(|x| Some(x.load.mb_per_sec)).unwrap_or(0.0);
+        m.load.handshakes_per_sec = of(|x| Some(x.load.handshakes_per_sec)).unwrap_or(0.0);
+        m.load.p50_us = of(|x| x.load.p50_us);
+        m.load.p99_us = of(|x| x.load.p99_us);
+        m.load.p999_us = of(|x| x.load.p999_us);
+        m.kib_per_conn = of(|x| x.kib_per_conn);
+        m.load.errors = cell.iter().map(|x| x.load.errors).sum();
+        m.load.first_error = cell.iter().find_map(|x| x.load.first_error.clone());
+        m.load.open = cell.iter().map(|x| x.load.open).min().unwrap_or(0);
+        rows.push(m);
+    }
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians_take_the_middle_round_of_each_cell() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        assert_eq!(median(vec![]), None);
+        let row = |round, msgs, p99, errors| Row {
+            tls: false,
+            workers: 1,
+            peer: Peer::Wsgate,
+            workload: "a".into(),
+            load: Report {
+                mode: "echo".into(),
+                msgs_per_sec: msgs,
+                p99_us: Some(p99),
+                errors,
+                ..Report::default()
+            },
+            kib_per_conn: None,
+            round,
+        };
+        let raw = vec![
+            row(0, 10.0, 900.0, 0),
+            row(1, 30.0, 700.0, 1),
+            row(2, 20.0, 800.0, 0),
+        ];
+        let rows = medians(&raw);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].load.msgs_per_sec, 20.0);
+        assert_eq!(rows[0].load.p99_us, Some(800.0));
+        assert_eq!(rows[0].load.errors, 1, "errors are summed, not hidden");
+    }
 }
