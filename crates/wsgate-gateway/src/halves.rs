@@ -6,9 +6,9 @@
 //! Read and written through that and tokio's generic `split` (a lock taken
 //! on every call), each relayed message would cross two dynamic calls and
 //! that lock on each leg. A plain TCP stream, the common case on both legs,
-//! is taken back out and split into owned halves, which cost neither; the
-//! bytes hyper had read past the head come along, and the pump decodes them
-//! before anything it reads itself. Anything else (TLS) stays boxed.
+//! is taken back out and split into owned halves, which cost neither; a TLS
+//! stream is taken out too and boxed once. The bytes hyper had read past the
+//! head come along, and the pump decodes them before anything it reads itself.
 
 use bytes::Bytes;
 use hyper::upgrade::Upgraded;
@@ -37,8 +37,12 @@ pub(crate) struct Halves {
 impl Halves {
     /// The client's connection, upgraded by hyper's server.
     pub(crate) fn client(upgraded: Upgraded) -> Halves {
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => Halves::tcp(parts.io.into_inner(), parts.read_buf),
+        let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => return Halves::tcp(parts.io.into_inner(), parts.read_buf),
+            Err(upgraded) => upgraded,
+        };
+        match upgraded.downcast::<TokioIo<tokio_rustls::server::TlsStream<TcpStream>>>() {
+            Ok(parts) => Halves::boxed(Box::new(parts.io.into_inner()), parts.read_buf),
             Err(upgraded) => Halves::boxed(Box::new(TokioIo::new(upgraded)), Bytes::new()),
         }
     }
