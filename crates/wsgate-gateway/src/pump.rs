@@ -262,6 +262,10 @@ impl Pump {
                     }
                 };
                 self.frames.count_bytes(io.activity, n);
+                if self.draining {
+                    self.lent.bytes().clear();
+                    continue;
+                }
                 if let Some(event) = self.admit_read(n, io) {
                     return Poll::Ready(event);
                 }
@@ -283,18 +287,12 @@ impl Pump {
         Poll::Pending
     }
 
-    /// What a new read of `n` bytes meets before it is decoded: draining,
-    /// a reload, the byte rate. An event when the pump stops here.
+    /// What a new read of `n` bytes meets before it is decoded: a reload,
+    /// the byte rate. An event when the pump stops here.
     fn admit_read<R, A, B>(&mut self, n: usize, io: &mut PumpIo<'_, '_, R, A, B>) -> Option<Event>
     where
         A: AsyncWrite + Unpin,
     {
-        if self.draining {
-            self.lent.bytes().clear();
-            // Nothing to decode: read again.
-            self.resume = false;
-            return None;
-        }
         if let Some(Err(detail)) = io.follow.as_mut().map(|f| self.frames.follow(f)) {
             // Nothing of this read has been forwarded: the other side is
             // on a message boundary.
