@@ -196,10 +196,7 @@ impl Results {
                 (figures.len() > 1 && median > 0.0).then(|| (hi - lo) / median * 100.0)
             })
             .collect();
-        let worst = spreads
-            .iter()
-            .copied()
-            .fold(None, |m: Option<f64>, s| Some(m.map_or(s, |m| m.max(s))))?;
+        let worst = spreads.iter().copied().reduce(f64::max)?;
         Some((worst, median(std::mem::take(&mut spreads))?))
     }
 

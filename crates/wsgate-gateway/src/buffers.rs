@@ -4,11 +4,15 @@
 //! minutes between messages), and a gateway holding 10,000 of them must
 //! not hold 10,000 pairs of read buffers. So a pump owns no buffer: it
 //! borrows one from the process's [`Buffers`] when it polls its socket, and
-//! gives it back as soon as the socket has nothing more to give and the
-//! buffer is empty. What a read leaves unfinished (the first bytes of a
-//! frame header, or a control frame in pieces: never more than the decoder
-//! needs to see a whole header or control frame) moves to a small stash of
-//! the pump's own, so a client stalling mid-header does not pin a buffer.
+//! gives it back as soon as the socket has nothing more to give. What a read
+//! left undecoded (the first bytes of a frame header, or a control frame in
+//! pieces: never more than the decoder needs to see a whole header or
+//! control frame) moves to a small stash of the pump's own, so a client
+//! stalling mid-header does not pin a buffer. The stash also carries, once,
+//! the bytes hyper read past the HTTP head ([`Lent::with_early`]).
+//!
+//! A sink's backlog (what a slow peer has not taken yet) borrows from the
+//! same free list and gives its buffer back when it drains.
 //!
 //! Buffers come back to a bounded free list, so in steady state relaying
 //! allocates nothing; past the bound they are freed, so a burst of

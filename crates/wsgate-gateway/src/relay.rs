@@ -353,17 +353,23 @@ struct Legs<'s, 'a, C, U> {
     upstream: &'s mut Sink<'a, U>,
 }
 
-impl<CR, CW, UR, UW> Conn<'_, CR, CW, UR, UW>
+impl<'a, CR, CW, UR, UW> Conn<'a, CR, CW, UR, UW>
 where
     CW: AsyncWrite + Unpin,
     UW: AsyncWrite + Unpin,
 {
-    fn on_event(&mut self, event: Event) {
-        let mut legs = Legs {
+    /// The closing handshake and the two writers it acts on, borrowed apart.
+    fn closing(&mut self) -> (&mut Closing, Legs<'_, 'a, CW, UW>) {
+        let legs = Legs {
             client: &mut self.client.sink,
             upstream: &mut self.upstream.sink,
         };
-        self.st.on_event(event, &mut legs);
+        (&mut self.st, legs)
+    }
+
+    fn on_event(&mut self, event: Event) {
+        let (st, mut legs) = self.closing();
+        st.on_event(event, &mut legs);
         self.rearm = true;
     }
 
@@ -373,11 +379,8 @@ where
     }
 
     fn gateway_close(&mut self, reason: Reason) {
-        let mut legs = Legs {
-            client: &mut self.client.sink,
-            upstream: &mut self.upstream.sink,
-        };
-        self.st.gateway_close(reason, &mut legs);
+        let (st, mut legs) = self.closing();
+        st.gateway_close(reason, &mut legs);
         self.rearm = true;
     }
 
