@@ -82,3 +82,22 @@ pub(crate) type ReadHalf = Either<OwnedReadHalf, tokio::io::ReadHalf<Boxed>>;
 
 /// The writing half: owned TCP, or one half of a boxed stream.
 pub(crate) type WriteHalf = Either<OwnedWriteHalf, tokio::io::WriteHalf<Boxed>>;
+
+/// Whether a writer needs shutting down before its socket is closed. A TLS
+/// stream does: its close_notify tells the peer the stream was not cut
+/// short. Plain TCP does not: closing the socket sends the same FIN, and a
+/// shutdown first would be one more system call on every connection.
+pub(crate) fn needs_shutdown(write: &WriteHalf) -> bool {
+    matches!(write, Either::Right(_))
+}
+
+/// Closes a leg. Plain TCP is put back together first: dropping an owned
+/// write half on its own would shut it down (a system call) before the
+/// close that does the same.
+pub(crate) fn close(read: ReadHalf, write: WriteHalf) {
+    if let (Either::Left(read), Either::Left(write)) = (read, write) {
+        // Cannot fail (both came from one split); if it did, dropping the
+        // halves it gives back still closes the socket.
+        drop(read.reunite(write));
+    }
+}

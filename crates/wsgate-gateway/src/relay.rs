@@ -31,7 +31,7 @@ use wsgate_proto::close::Close;
 use wsgate_proto::frame::{self, Decoder, Sender};
 
 use crate::buffers::Buffers;
-use crate::halves::Halves;
+use crate::halves::{self, Halves};
 use crate::pump::{Activity, Event, Follow, Pump, PumpIo, Side};
 pub(crate) use crate::pump::{Checks, Update};
 use crate::sink::Sink;
@@ -209,19 +209,24 @@ pub(crate) fn relay<'a>(
             conn.poll(cx, waits)
         })
         .await;
-        // Both legs shut down (TLS close_notify, TCP FIN), for at most as
-        // long as a close may take.
+        // A TLS leg is shut down (close_notify), for at most as long as a
+        // close may take; then both sockets are closed (the FIN).
         sleep.as_mut().reset(Instant::now() + CLOSE_TIMEOUT);
         std::future::poll_fn(|cx| {
-            let client = conn.client.sink.poll_shutdown(cx).is_ready();
-            let upstream = conn.upstream.sink.poll_shutdown(cx).is_ready();
+            let client = !halves::needs_shutdown(conn.client.sink.writer())
+                || conn.client.sink.poll_shutdown(cx).is_ready();
+            let upstream = !halves::needs_shutdown(conn.upstream.sink.writer())
+                || conn.upstream.sink.poll_shutdown(cx).is_ready();
             if (client && upstream) || sleep.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(());
             }
             Poll::Pending
         })
         .await;
-        conn.summary()
+        let summary = conn.summary();
+        halves::close(conn.client.reader, conn.client.sink.into_writer());
+        halves::close(conn.upstream.reader, conn.upstream.sink.into_writer());
+        summary
     }
 }
 
@@ -405,17 +410,17 @@ where
         }
     }
 
-    fn summary(self) -> Summary {
+    fn summary(&mut self) -> Summary {
         use std::sync::atomic::Ordering::Relaxed;
         let activity = &self.activity;
         Summary {
-            outcome: self.st.outcome.unwrap_or(Outcome::ClientGone),
+            outcome: self.st.outcome.take().unwrap_or(Outcome::ClientGone),
             bytes_from_client: activity.bytes_from_client.load(Relaxed),
             bytes_from_upstream: activity.bytes_from_upstream.load(Relaxed),
             messages_from_client: activity.messages_from_client.load(Relaxed),
             messages_from_upstream: activity.messages_from_upstream.load(Relaxed),
             messages_dropped: activity.messages_dropped.load(Relaxed),
-            detail: self.st.detail,
+            detail: self.st.detail.take(),
         }
     }
 }

@@ -229,6 +229,16 @@ impl<'a, W: AsyncWrite + Unpin> Sink<'a, W> {
         Poll::Ready(Ok(()))
     }
 
+    /// The writer, to tell what kind of stream it is.
+    pub(crate) fn writer(&self) -> &W {
+        &self.w
+    }
+
+    /// Gives the writer back; a backlog still held is dropped with the sink.
+    pub(crate) fn into_writer(self) -> W {
+        self.w
+    }
+
     /// Shuts down the write side (TLS close_notify, TCP FIN).
     pub(crate) fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if self.dead {

@@ -94,6 +94,10 @@ auth = "none"
     c.send_text("over tls twice").await;
     assert_eq!(c.read_data().await.payload, b"over tls twice");
     assert_eq!(gw.handshake_event().await.decision, Some("admitted"));
+    // A TLS leg ends with its close_notify, not just a FIN.
+    c.send_frame(0x88, &1000u16.to_be_bytes(), true).await;
+    assert_eq!(c.read_close().await.close_code(), Some(1000));
+    assert!(c.ends_cleanly().await, "no close_notify before the FIN");
 }
 
 #[tokio::test]

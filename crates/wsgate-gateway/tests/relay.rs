@@ -165,6 +165,47 @@ async fn an_upstream_close_reaches_the_client_and_the_answer_goes_back() {
 }
 
 #[tokio::test]
+async fn after_a_closing_handshake_both_sockets_end_with_a_fin() {
+    let mut raw = Raw::start().await;
+    let mut gw = TestGateway::start(&common::config(raw.addr, "", "")).await;
+    let client = tokio::spawn({
+        let addr = gw.addr;
+        async move {
+            let mut c = RawClient::connect(addr).await;
+            assert_eq!(c.handshake("/chat", &[ORIGIN]).await.status, 101);
+            c
+        }
+    });
+    let up = raw.accept().await;
+    let mut up = {
+        use tokio::io::AsyncWriteExt;
+        let answer = up.switching_protocols();
+        let mut stream = up.stream;
+        stream.write_all(answer.as_bytes()).await.unwrap();
+        RawClient::over(stream)
+    };
+    let mut c = client.await.unwrap();
+    c.send_frame(0x88, &1000u16.to_be_bytes(), true).await;
+    let forwarded = up.read_close().await;
+    assert_eq!(
+        (forwarded.close_code(), forwarded.masked),
+        (Some(1000), true)
+    );
+    up.send_frame(0x88, &1000u16.to_be_bytes(), false).await;
+    assert_eq!(c.read_close().await.close_code(), Some(1000));
+    // The gateway closes both sockets: an orderly end, not a reset.
+    assert!(
+        c.ends_cleanly().await,
+        "the client's socket was not closed cleanly"
+    );
+    assert!(
+        up.ends_cleanly().await,
+        "the upstream's socket was not closed cleanly"
+    );
+    assert_eq!(gw.close_event().await.reason, Some("client_closed"));
+}
+
+#[tokio::test]
 async fn a_large_message_streams_through() {
     let (_echo, gw) = gateway("").await;
     let mut c = open(&gw).await;

@@ -84,6 +84,15 @@ impl RawClient {
         }
     }
 
+    /// Reads and writes frames over a socket opened elsewhere (a raw
+    /// upstream's side of a connection, say).
+    pub fn over(stream: TcpStream) -> RawClient {
+        RawClient {
+            io: Box::new(stream),
+            buf: Vec::new(),
+        }
+    }
+
     /// Connects over TLS, verifying the server as `name`.
     pub async fn connect_tls(
         addr: SocketAddr,
@@ -300,6 +309,18 @@ impl RawClient {
     pub async fn ends(&mut self) -> bool {
         self.buf.clear();
         !self.fill().await && self.buf.is_empty()
+    }
+
+    /// Whether the connection ends cleanly with nothing more to read: a
+    /// FIN on TCP, a close_notify on TLS; not a reset, not a TLS stream cut
+    /// off without its close_notify.
+    pub async fn ends_cleanly(&mut self) -> bool {
+        let mut chunk = [0u8; 64];
+        match tokio::time::timeout(WAIT, self.io.read(&mut chunk)).await {
+            Ok(Ok(0)) => self.buf.is_empty(),
+            Ok(Ok(_) | Err(_)) => false,
+            Err(_) => panic!("the connection did not end within {WAIT:?}"),
+        }
     }
 
     /// The bytes received up to and including `delimiter` (a stream such
