@@ -30,14 +30,32 @@ pub struct GatewayProcess {
 impl GatewayProcess {
     /// Starts `bin serve --config config` with `env` and waits until it listens.
     pub async fn spawn(bin: &Path, config: &Path, env: &[(&str, &str)]) -> GatewayProcess {
-        let mut child = Command::new(bin)
+        GatewayProcess::start(Command::new(bin), config, env).await
+    }
+
+    /// As [`GatewayProcess::spawn`], with the process allowed to run on
+    /// CPU `cpu` only (by util-linux's `taskset`, which then runs `bin` in
+    /// its place: the pid is the gateway's).
+    pub async fn spawn_pinned(
+        bin: &Path,
+        config: &Path,
+        env: &[(&str, &str)],
+        cpu: usize,
+    ) -> GatewayProcess {
+        let mut command = Command::new("taskset");
+        command.args(["-c", &cpu.to_string()]).arg(bin);
+        GatewayProcess::start(command, config, env).await
+    }
+
+    async fn start(mut command: Command, config: &Path, env: &[(&str, &str)]) -> GatewayProcess {
+        let mut child = command
             .args(["serve", "--config"])
             .arg(config)
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("start wsgate");
+            .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", command.get_program()));
         let stdout = child.stdout.take().expect("piped stdout");
         let stderr = child.stderr.take().expect("piped stderr");
         let (event_tx, events) = mpsc::unbounded_channel();

@@ -208,7 +208,7 @@ fn serve(path: &Path) -> ExitCode {
         Err(code) => return code,
     };
     init_tracing(config.log.format);
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match serving_runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");
@@ -222,6 +222,24 @@ fn serve(path: &Path) -> ExitCode {
             say(&format!("wsgate: {e:#}"));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The runtime `serve` runs on. Given one core (a one-core machine, or a
+/// process pinned to one), a current-thread runtime: the multi-threaded
+/// one would run a single worker anyway, and still pay on every spawn and
+/// every wake for the synchronisation that work stealing needs (measured:
+/// a few per cent of the CPU time per handshake, docs/PERFORMANCE.md).
+/// Given more cores, one worker per core. Blocking work (config reloads,
+/// password checks) goes to tokio's blocking threads under either.
+fn serving_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    if cores == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Runtime::new()
     }
 }
 
