@@ -80,19 +80,39 @@ pub(crate) async fn connect(
         );
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(async move {
-            // Ends once the connection is upgraded (or fails, which the
-            // request below reports).
-            let _ = conn.with_upgrades().await;
-        });
-        let response = sender.send_request(request).await?;
+        // hyper's connection is driven here, in the handshake's task, until
+        // it hands the upgraded stream over (or fails): a task of its own
+        // would cost a spawn and two cross-task wakes on every handshake.
+        // Fused: it may finish in the first wait below, and must then never
+        // be polled again (hyper panics if it is).
+        let mut conn = std::pin::pin!(futures_util::FutureExt::fuse(conn.with_upgrades()));
+        let response = {
+            let mut sent = std::pin::pin!(sender.send_request(request));
+            tokio::select! {
+                response = &mut sent => response?,
+                // Done before the answer: an error, or the upstream hung up,
+                // which `sent` then reports.
+                ended = &mut conn => {
+                    ended?;
+                    sent.await?
+                }
+            }
+        };
         let protocol = handshake::check_response(
             response.status(),
             response.headers(),
             &key,
             admitted.protocols(),
         )?;
-        let upgraded = hyper::upgrade::on(response).await?;
+        let mut upgrade = std::pin::pin!(hyper::upgrade::on(response));
+        let upgraded = tokio::select! {
+            upgraded = &mut upgrade => upgraded?,
+            // The connection ends by handing the stream to `upgrade`.
+            ended = &mut conn => {
+                ended?;
+                upgrade.await?
+            }
+        };
         Ok(Connected {
             io: upgraded,
             protocol,

@@ -209,6 +209,23 @@ async fn an_upstream_that_accepts_but_never_answers_times_out_as_502() {
     assert_eq!(ev.listener, gw.addr.to_string());
 }
 
+#[tokio::test]
+async fn an_upstream_that_hangs_up_without_answering_is_502_at_once() {
+    let mut raw = Raw::start().await;
+    let mut gw =
+        TestGateway::start(&common::config(raw.addr, "", r#"connect_timeout = "60s""#)).await;
+    let mut c = RawClient::connect(gw.addr).await;
+    let reply = tokio::spawn(async move { c.handshake("/chat", &[ORIGIN]).await });
+    // The upstream reads the request and closes its socket.
+    drop(raw.accept().await);
+    // Well before the connect timeout: the client's wait would panic first.
+    assert_eq!(reply.await.unwrap().status, 502);
+    let ev = gw.handshake_event().await;
+    assert_eq!(ev.reason, Some("upstream_unavailable"));
+    let detail = ev.detail.as_deref().unwrap();
+    assert!(!detail.contains("timed out"), "{ev:?}");
+}
+
 /// WebSocket smuggling: an upstream that answers anything but a correct 101
 /// must not become a raw tunnel into its HTTP server.
 #[tokio::test]
