@@ -27,7 +27,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use wsgate_config::Route;
 use wsgate_policy::Reason;
-use wsgate_policy::admit::check_host;
+use wsgate_policy::admit::{HostField, check_host};
 
 use crate::handshake::{Conn, elapsed_ms};
 use crate::respond::{Body, boxed};
@@ -80,8 +80,9 @@ pub(crate) async fn forward(
         .and_then(|h| h.to_str().ok())
         .unwrap_or("");
     let listener_hosts = &policy.listeners[conn.listener].config.hosts;
+    let host = HostField::parse(host);
     if let Err((reason, detail)) =
-        check_host(listener_hosts, host).and_then(|()| check_host(&route.hosts, host))
+        check_host(listener_hosts, &host).and_then(|()| check_host(&route.hosts, &host))
     {
         return refuse(reason, detail);
     }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use http::HeaderMap;
 use wsgate_config::auth::AuthConfig;
-use wsgate_config::origin::Origin;
+use wsgate_config::origin::{Origin, OriginError};
 use wsgate_config::{Auth, Hosts, Mode, Route, host::HostHeader};
 
 use crate::credentials::{self, Credential};
@@ -173,10 +173,12 @@ pub fn recheck(listener_hosts: &Hosts, router: &Router, seen: &Seen) -> Result<R
         route: Some(index),
         detail,
     };
-    if let Err(e) = checks(listener_hosts, route, &seen.host, seen.origin.as_deref()) {
+    let host = HostField::parse(&seen.host);
+    let origin = seen.origin.as_deref().map(OriginHeader::parse);
+    if let Err(e) = checks(listener_hosts, route, &host, origin.as_ref()) {
         record(&mut report, route, refuse(e))?;
     }
-    if let Err(e) = recheck_auth(route, seen) {
+    if let Err(e) = recheck_auth(route, seen, origin.as_ref()) {
         record(&mut report, route, refuse(e))?;
     }
     Ok(Rechecked {
@@ -186,7 +188,7 @@ pub fn recheck(listener_hosts: &Hosts, router: &Router, seen: &Seen) -> Result<R
     })
 }
 
-fn recheck_auth(route: &Route, seen: &Seen) -> Check {
+fn recheck_auth(route: &Route, seen: &Seen, origin: Option<&OriginHeader<'_>>) -> Check {
     let Auth::Any(methods) = &route.auth else {
         return Ok(());
     };
@@ -205,7 +207,7 @@ fn recheck_auth(route: &Route, seen: &Seen) -> Check {
             ),
         ));
     }
-    if ambient && (!listed(route, seen.origin.as_deref()) || seen.fetch_cross_site) {
+    if ambient && (!listed(route, origin) || seen.fetch_cross_site) {
         return Err((
             Reason::CrossSiteCredentials,
             "an ambient credential on a handshake whose Origin the route no longer lists".into(),
@@ -229,7 +231,9 @@ pub fn admit(
         });
     };
     let mut report = None;
-    if let Err((reason, detail)) = checks(listener_hosts, route, req.host, req.origin) {
+    let host = HostField::parse(req.host);
+    let origin = req.origin.map(OriginHeader::parse);
+    if let Err((reason, detail)) = checks(listener_hosts, route, &host, origin.as_ref()) {
         record(
             &mut report,
             route,
@@ -246,13 +250,13 @@ pub fn admit(
         .filter(|p| route.subprotocols.contains(p))
         .cloned()
         .collect();
-    let origin_listed = listed(route, req.origin);
+    let origin_listed = listed(route, origin.as_ref());
     // Firefox sends Sec-Fetch-Site on WebSocket handshakes (Chromium does
     // not). A listed origin may well be on another site than the endpoint
     // (app.example.com using ws.example.net), so "cross-site" alone refuses
     // nothing; but from an origin on the very host being asked, it cannot
     // come from a browser, and ambient credentials are not taken with it.
-    let same_host = match (req.origin.map(Origin::parse), HostHeader::parse(req.host)) {
+    let same_host = match (origin.as_ref().map(|o| &o.parsed), &host.parsed) {
         (Some(Ok(Origin::Tuple(o))), Ok(h)) => o.host() == h.host,
         _ => false,
     };
@@ -381,7 +385,44 @@ fn only_mtls(route: &Route) -> bool {
 
 type Check = Result<(), (Reason, String)>;
 
-fn checks(listener_hosts: &Hosts, route: &Route, host: &str, origin: Option<&str>) -> Check {
+/// An `Origin` header, parsed once for every check that looks at it.
+pub struct OriginHeader<'a> {
+    raw: &'a str,
+    parsed: Result<Origin, OriginError>,
+}
+
+impl<'a> OriginHeader<'a> {
+    /// Parses the header's value.
+    pub fn parse(raw: &'a str) -> OriginHeader<'a> {
+        OriginHeader {
+            raw,
+            parsed: Origin::parse(raw),
+        }
+    }
+}
+
+/// A `Host` header, parsed once for every check that looks at it.
+pub struct HostField<'a> {
+    raw: &'a str,
+    parsed: Result<HostHeader, String>,
+}
+
+impl<'a> HostField<'a> {
+    /// Parses the header's value.
+    pub fn parse(raw: &'a str) -> HostField<'a> {
+        HostField {
+            raw,
+            parsed: HostHeader::parse(raw),
+        }
+    }
+}
+
+fn checks(
+    listener_hosts: &Hosts,
+    route: &Route,
+    host: &HostField<'_>,
+    origin: Option<&OriginHeader<'_>>,
+) -> Check {
     check_host(listener_hosts, host)?;
     check_host(&route.hosts, host)?;
     check_origin(route, origin)
@@ -389,32 +430,35 @@ fn checks(listener_hosts: &Hosts, route: &Route, host: &str, origin: Option<&str
 
 /// Whether `origin` is a tuple origin on the route's allow-list: the only
 /// kind of handshake that may carry ambient credentials.
-fn listed(route: &Route, origin: Option<&str>) -> bool {
-    origin.and_then(|o| Origin::parse(o).ok()).is_some_and(|o| {
-        matches!(o, Origin::Tuple(_)) && route.origins.iter().any(|p| p.matches(&o))
+fn listed(route: &Route, origin: Option<&OriginHeader<'_>>) -> bool {
+    origin.is_some_and(|o| match &o.parsed {
+        Ok(o @ Origin::Tuple(_)) => route.origins.iter().any(|p| p.matches(o)),
+        _ => false,
     })
 }
 
 /// The `Host` header against an allow-list (DNS rebinding).
-pub fn check_host(hosts: &Hosts, host: &str) -> Check {
+pub fn check_host(hosts: &Hosts, host: &HostField<'_>) -> Check {
     let Hosts::Only(list) = hosts else {
         return Ok(());
     };
-    let parsed = HostHeader::parse(host)
+    let parsed = host
+        .parsed
+        .as_ref()
         .map_err(|e| (Reason::HostNotAllowed, format!("Host is malformed: {e}")))?;
-    if list.iter().any(|p| p.matches(&parsed)) {
+    if list.iter().any(|p| p.matches(parsed)) {
         Ok(())
     } else {
         Err((
             Reason::HostNotAllowed,
-            format!("Host {host:?} is not on the allow-list"),
+            format!("Host {:?} is not on the allow-list", host.raw),
         ))
     }
 }
 
 /// The `Origin` header against the route's allow-list.
-pub fn check_origin(route: &Route, origin: Option<&str>) -> Check {
-    let Some(raw) = origin else {
+pub fn check_origin(route: &Route, origin: Option<&OriginHeader<'_>>) -> Check {
+    let Some(OriginHeader { raw, parsed }) = origin else {
         return if route.allow_missing_origin {
             Ok(())
         } else {
@@ -424,13 +468,13 @@ pub fn check_origin(route: &Route, origin: Option<&str>) -> Check {
             ))
         };
     };
-    let parsed = Origin::parse(raw).map_err(|e| {
+    let parsed = parsed.as_ref().map_err(|e| {
         (
             Reason::OriginNotAllowed,
             format!("Origin is malformed: {e}"),
         )
     })?;
-    if route.origins.iter().any(|p| p.matches(&parsed)) {
+    if route.origins.iter().any(|p| p.matches(parsed)) {
         Ok(())
     } else {
         Err((
