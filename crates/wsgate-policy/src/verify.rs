@@ -49,9 +49,9 @@ pub enum AuthFailure {
 /// Verifies JWTs for `[auth.jwt]`.
 pub struct JwtVerifier {
     keys: Vec<(Option<String>, DecodingKey)>,
-    algorithms: Vec<Algorithm>,
-    issuer: Option<String>,
-    audience: Option<String>,
+    /// The accepted algorithms, each with the rules a token signed with it
+    /// is checked by (built once: they allocate).
+    validations: Vec<(Algorithm, Validation)>,
     user_claim: String,
     leeway: Duration,
 }
@@ -82,20 +82,19 @@ impl JwtVerifier {
             }
             (_, None) => return Err("JWKS not loaded".into()),
         };
-        let algorithms = config
+        let validations = config
             .algorithms
             .iter()
             .map(|a| {
                 a.name()
                     .parse::<Algorithm>()
+                    .map(|alg| (alg, validation(alg, config)))
                     .map_err(|e| format!("{}: {e}", a.name()))
             })
             .collect::<Result<_, _>>()?;
         Ok(JwtVerifier {
             keys,
-            algorithms,
-            issuer: config.issuer.clone(),
-            audience: config.audience.clone(),
+            validations,
             user_claim: config.user_claim.clone(),
             leeway: config.leeway,
         })
@@ -106,27 +105,14 @@ impl JwtVerifier {
         let invalid = |why: String| AuthFailure::Invalid(why);
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| invalid(format!("malformed token: {e}")))?;
-        if !self.algorithms.contains(&header.alg) {
+        let Some((_, validation)) = self.validations.iter().find(|(a, _)| *a == header.alg) else {
             return Err(invalid(format!(
                 "algorithm {:?} is not accepted",
                 header.alg
             )));
-        }
+        };
         let key = self.key(header.kid.as_deref())?;
-        let mut validation = Validation::new(header.alg);
-        validation.algorithms = vec![header.alg];
-        // exp and nbf are checked below against the caller's clock.
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.required_spec_claims = HashSet::new();
-        validation.validate_aud = self.audience.is_some();
-        if let Some(aud) = &self.audience {
-            validation.set_audience(&[aud]);
-        }
-        if let Some(iss) = &self.issuer {
-            validation.set_issuer(&[iss]);
-        }
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, key, &validation)
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, key, validation)
             .map_err(|e| invalid(format!("rejected: {e}")))?;
         let claims = data.claims;
         let expires =
@@ -177,6 +163,24 @@ impl JwtVerifier {
             .map(|(_, key)| key)
             .ok_or_else(|| AuthFailure::Invalid(format!("no key for kid {kid:?}")))
     }
+}
+
+/// What jsonwebtoken checks of a token signed with `alg`: the signature,
+/// with that algorithm only; the audience and issuer when configured.
+fn validation(alg: Algorithm, config: &JwtConfig) -> Validation {
+    let mut validation = Validation::new(alg);
+    // exp and nbf are checked by `verify` against the caller's clock.
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.required_spec_claims = HashSet::new();
+    validation.validate_aud = config.audience.is_some();
+    if let Some(aud) = &config.audience {
+        validation.set_audience(&[aud]);
+    }
+    if let Some(iss) = &config.issuer {
+        validation.set_issuer(&[iss]);
+    }
+    validation
 }
 
 /// A NumericDate claim: absent, or a non-negative number of seconds.
