@@ -36,6 +36,8 @@ pub(crate) struct Conn {
     pub(crate) listener: usize,
     pub(crate) id: u64,
     pub(crate) client: SocketAddr,
+    /// `client` as text, formatted once for every audit line about it.
+    pub(crate) client_text: String,
     pub(crate) tls: bool,
     /// The client certificate verified during the TLS handshake, if any.
     pub(crate) client_cert: Option<wsgate_policy::credentials::ClientCert>,
@@ -43,8 +45,8 @@ pub(crate) struct Conn {
 
 impl Conn {
     pub(crate) fn event(&self, kind: &'static str) -> AuditEvent {
-        let listener = self.state.bound[self.listener].to_string();
-        AuditEvent::new(kind, self.id, self.client.to_string(), listener)
+        let listener = self.state.bound_text[self.listener].clone();
+        AuditEvent::new(kind, self.id, self.client_text.clone(), listener)
     }
 
     /// An event about one request: its path (never its query), `Host` and `Origin`.

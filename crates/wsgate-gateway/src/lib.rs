@@ -107,6 +107,7 @@ impl Prepared {
             *bound = socket.local_addr()?;
             sockets.push(socket);
         }
+        self.state.bound_text = self.state.bound.iter().map(ToString::to_string).collect();
         let admin = match self.state.metrics_bind {
             None => None,
             Some(bind) => Some(TcpListener::bind(bind).await.map_err(|e| {

@@ -75,6 +75,7 @@ async fn serve(state: Arc<State>, index: usize, tcp: TcpStream, client: SocketAd
             listener: index,
             id,
             client,
+            client_text: client.to_string(),
             tls: acceptor.is_some(),
             client_cert,
         })

@@ -28,6 +28,9 @@ pub(crate) struct State {
     reloading: tokio::sync::Mutex<()>,
     /// The address each listener is bound to (the config may say port 0).
     pub(crate) bound: Vec<SocketAddr>,
+    /// The same addresses as text, for the audit lines: formatted once, not
+    /// twice for every handshake.
+    pub(crate) bound_text: Vec<String>,
     pub(crate) audit: AuditLog,
     pub(crate) metrics: crate::metrics::Metrics,
     /// Where `[metrics]` asks the operator endpoints to be served.
@@ -118,6 +121,7 @@ impl State {
             source: None,
             reloading: tokio::sync::Mutex::new(()),
             bound: config.listeners.iter().map(|l| l.bind).collect(),
+            bound_text: Vec::new(),
             store,
             live: Arc::new(crate::live::Live::default()),
             slots: crate::limits::Slots::new(config.limits.max_connections),
