@@ -7,13 +7,31 @@ mod common;
 use common::ORIGIN;
 use wsgate_testkit::client::{RawClient, encode};
 use wsgate_testkit::gateway::TestGateway;
-use wsgate_testkit::upstream::{Echo, Raw};
+use wsgate_testkit::upstream::{Echo, Raw, RawConn};
 
 async fn open(gw: &TestGateway) -> RawClient {
     let mut c = RawClient::connect(gw.addr).await;
     let reply = c.handshake("/chat", &[ORIGIN]).await;
     assert_eq!(reply.status, 101);
     c
+}
+
+/// A client through the gateway to a raw upstream that answers a correct
+/// 101; the upstream's side comes back for the test to drive.
+async fn open_to_raw(gw: &TestGateway, raw: &mut Raw) -> (RawClient, RawConn) {
+    use tokio::io::AsyncWriteExt;
+    let client = tokio::spawn({
+        let addr = gw.addr;
+        async move {
+            let mut c = RawClient::connect(addr).await;
+            assert_eq!(c.handshake("/chat", &[ORIGIN]).await.status, 101);
+            c
+        }
+    });
+    let mut up = raw.accept().await;
+    let answer = up.switching_protocols();
+    up.stream.write_all(answer.as_bytes()).await.unwrap();
+    (client.await.unwrap(), up)
 }
 
 async fn gateway(limits: &str) -> (Echo, TestGateway) {
@@ -168,23 +186,8 @@ async fn an_upstream_close_reaches_the_client_and_the_answer_goes_back() {
 async fn after_a_closing_handshake_both_sockets_end_with_a_fin() {
     let mut raw = Raw::start().await;
     let mut gw = TestGateway::start(&common::config(raw.addr, "", "")).await;
-    let client = tokio::spawn({
-        let addr = gw.addr;
-        async move {
-            let mut c = RawClient::connect(addr).await;
-            assert_eq!(c.handshake("/chat", &[ORIGIN]).await.status, 101);
-            c
-        }
-    });
-    let up = raw.accept().await;
-    let mut up = {
-        use tokio::io::AsyncWriteExt;
-        let answer = up.switching_protocols();
-        let mut stream = up.stream;
-        stream.write_all(answer.as_bytes()).await.unwrap();
-        RawClient::over(stream)
-    };
-    let mut c = client.await.unwrap();
+    let (mut c, up) = open_to_raw(&gw, &mut raw).await;
+    let mut up = RawClient::over(up.stream);
     c.send_frame(0x88, &1000u16.to_be_bytes(), true).await;
     let forwarded = up.read_close().await;
     assert_eq!(
@@ -274,22 +277,9 @@ async fn connections_end_at_their_max_lifetime() {
 async fn an_upstream_that_breaks_framing_is_cut_off_with_1011() {
     let mut raw = Raw::start().await;
     let mut gw = TestGateway::start(&common::config(raw.addr, "", "")).await;
-    let client = tokio::spawn({
-        let addr = gw.addr;
-        async move {
-            let mut c = RawClient::connect(addr).await;
-            assert_eq!(c.handshake("/chat", &[ORIGIN]).await.status, 101);
-            c
-        }
-    });
-    let mut up = raw.accept().await;
-    use tokio::io::AsyncWriteExt;
-    up.stream
-        .write_all(up.switching_protocols().as_bytes())
-        .await
-        .unwrap();
-    let mut c = client.await.unwrap();
+    let (mut c, mut up) = open_to_raw(&gw, &mut raw).await;
     // A server must not mask its frames.
+    use tokio::io::AsyncWriteExt;
     up.stream
         .write_all(&encode(0x81, b"masked by a server", true))
         .await
@@ -312,21 +302,7 @@ async fn an_upstream_that_breaks_framing_is_cut_off_with_1011() {
 async fn an_upstream_that_vanishes_gets_the_client_a_1011() {
     let mut raw = Raw::start().await;
     let mut gw = TestGateway::start(&common::config(raw.addr, "", "")).await;
-    let client = tokio::spawn({
-        let addr = gw.addr;
-        async move {
-            let mut c = RawClient::connect(addr).await;
-            assert_eq!(c.handshake("/chat", &[ORIGIN]).await.status, 101);
-            c
-        }
-    });
-    let mut up = raw.accept().await;
-    use tokio::io::AsyncWriteExt;
-    up.stream
-        .write_all(up.switching_protocols().as_bytes())
-        .await
-        .unwrap();
-    let mut c = client.await.unwrap();
+    let (mut c, up) = open_to_raw(&gw, &mut raw).await;
     drop(up);
     assert_eq!(c.read_close().await.close_reason(), "upstream_gone");
     c.send_frame(0x88, &1011u16.to_be_bytes(), true).await;
