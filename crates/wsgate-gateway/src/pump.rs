@@ -99,11 +99,17 @@ impl Activity {
 }
 
 /// Fresh masking keys from the thread's CSPRNG.
-struct GatewayMasks;
+///
+/// The handle is taken on the first key and kept for one decoding pass:
+/// `rand::random` takes and drops it for every key, which cost more than
+/// the key itself at one 64-byte frame per key (callgrind). The handle is
+/// not `Send`, so it never outlives the synchronous pass.
+#[derive(Default)]
+struct GatewayMasks(Option<rand::rngs::ThreadRng>);
 
 impl MaskSource for GatewayMasks {
     fn next_mask(&mut self) -> [u8; 4] {
-        rand::random()
+        rand::Rng::random(self.0.get_or_insert_with(rand::rng))
     }
 }
 
@@ -455,6 +461,7 @@ impl Frames {
         let mut moved = false;
         let mut stop = None;
         let mut blocked = false;
+        let mut masks = GatewayMasks::default();
         while pos < buf.len() {
             if to.backed_up() {
                 // The other side has not taken what it was given: decode
@@ -463,7 +470,7 @@ impl Frames {
                 break;
             }
             let was_mid_frame = self.decoder.mid_frame();
-            match self.decoder.next(&mut buf[pos..], &mut GatewayMasks) {
+            match self.decoder.next(&mut buf[pos..], &mut masks) {
                 Ok(Step::NeedMore) => break,
                 Ok(Step::Data {
                     len,

@@ -21,6 +21,38 @@ pub fn apply(buf: &mut [u8], key: [u8; 4], offset: usize) {
     }
 }
 
+/// Re-masks `buf` from key `from` to key `to` in one pass, starting `offset`
+/// bytes into the payload; returns whether every unmasked byte was ASCII.
+///
+/// This is the relay's per-byte work on a client's data: unmasking, then
+/// masking again with the gateway's key, would be two passes, and checking
+/// text for UTF-8 a third. ASCII needs no further check, so the common case
+/// stays one pass.
+pub fn remask(buf: &mut [u8], from: [u8; 4], to: [u8; 4], offset: usize) -> bool {
+    let (mut f, mut t) = ([0u8; 8], [0u8; 8]);
+    for i in 0..8 {
+        f[i] = from[(offset + i) & 3];
+        t[i] = to[(offset + i) & 3];
+    }
+    let (from_word, to_word) = (u64::from_ne_bytes(f), u64::from_ne_bytes(t));
+    let mut high = 0u64;
+    let mut chunks = buf.chunks_exact_mut(8);
+    for chunk in &mut chunks {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(chunk);
+        let plain = u64::from_ne_bytes(bytes) ^ from_word;
+        high |= plain;
+        chunk.copy_from_slice(&(plain ^ to_word).to_ne_bytes());
+    }
+    let mut high_tail = 0u8;
+    for (i, b) in chunks.into_remainder().iter_mut().enumerate() {
+        let plain = *b ^ f[i];
+        high_tail |= plain;
+        *b = plain ^ t[i];
+    }
+    (high | u64::from(high_tail)) & 0x8080_8080_8080_8080 == 0
+}
+
 /// Where fresh masking keys come from: the gateway masks what it sends
 /// upstream with keys of its own, never the client's.
 pub trait MaskSource {
@@ -46,5 +78,28 @@ mod tests {
         apply(a, key, 0);
         apply(b, key, 13);
         assert_eq!(pieces, whole);
+    }
+
+    #[test]
+    fn remasking_equals_unmasking_then_masking_and_spots_non_ascii() {
+        let (from, to) = ([0x37, 0xfa, 0x21, 0x3d], [1, 2, 3, 4]);
+        for len in 0..40usize {
+            for offset in 0..4 {
+                for high in [None, Some(0), Some(len / 2), Some(len.saturating_sub(1))] {
+                    let mut plain: Vec<u8> = (0..len as u8).map(|b| b'a' + b % 26).collect();
+                    let high = high.filter(|&i| i < len);
+                    if let Some(i) = high {
+                        plain[i] = 0xC3;
+                    }
+                    let mut masked = plain.clone();
+                    apply(&mut masked, from, offset);
+                    let mut expected = plain.clone();
+                    apply(&mut expected, to, offset);
+                    let ascii = remask(&mut masked, from, to, offset);
+                    assert_eq!(masked, expected, "len {len} offset {offset}");
+                    assert_eq!(ascii, high.is_none(), "len {len} offset {offset} {high:?}");
+                }
+            }
+        }
     }
 }

@@ -30,6 +30,11 @@ fn width(lead: u8) -> usize {
 impl Utf8Stream {
     /// Checks the next piece of the message.
     pub fn feed(&mut self, mut chunk: &[u8]) -> Result<(), InvalidUtf8> {
+        // Most text is ASCII, and `is_ascii` checks it a word at a time
+        // where `from_utf8` looks at short pieces byte by byte.
+        if self.len == 0 && chunk.is_ascii() {
+            return Ok(());
+        }
         if self.len > 0 {
             let need = width(self.pending[0]);
             let take = (need - self.len).min(chunk.len());
@@ -52,6 +57,12 @@ impl Utf8Stream {
                 Ok(())
             }
         }
+    }
+
+    /// Whether the bytes so far end between characters, so that a piece of
+    /// plain ASCII coming next is valid without a look.
+    pub fn at_char_boundary(&self) -> bool {
+        self.len == 0
     }
 
     /// Checks that the message did not end inside a character.

@@ -202,6 +202,23 @@ fn invalid_utf8_fails_fast_in_the_fragment_that_breaks_it() {
 }
 
 #[test]
+fn ascii_after_an_unfinished_character_is_invalid_utf8() {
+    // The first piece ends inside "€"; the plain ASCII after it cannot
+    // finish the character, whichever read it arrives in. The frame is not
+    // the message's last, so only failing fast reports it.
+    let frame = client_frame(0x01, b"ab\xE2\x82cdefghijklmnop");
+    for split in [9, 10] {
+        let mut d = decoder(100, 100);
+        let (mut head, mut tail) = (frame[..split].to_vec(), frame[split..].to_vec());
+        assert_eq!(run(&mut d, &mut head).1, None, "split at {split}");
+        assert!(
+            matches!(run(&mut d, &mut tail).1, Some(FrameError::InvalidUtf8(_))),
+            "split at {split}"
+        );
+    }
+}
+
+#[test]
 fn a_payload_arriving_in_pieces_is_processed_piece_by_piece() {
     let frame = client_frame(0x81, "ab€cd".as_bytes());
     let mut d = decoder(100, 100);
