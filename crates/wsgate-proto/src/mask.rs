@@ -5,20 +5,29 @@
 /// The offset lets a payload be (un)masked in pieces as it arrives. Eight
 /// bytes at a time: the relay masks every byte a client sends.
 pub fn apply(buf: &mut [u8], key: [u8; 4], offset: usize) {
-    let mut k = [0u8; 8];
-    for (i, b) in k.iter_mut().enumerate() {
-        *b = key[(offset + i) & 3];
-    }
-    let word = u64::from_ne_bytes(k);
+    let word = key_word(key, offset);
     let mut chunks = buf.chunks_exact_mut(8);
     for chunk in &mut chunks {
         let mut bytes = [0u8; 8];
         bytes.copy_from_slice(chunk);
         chunk.copy_from_slice(&(u64::from_ne_bytes(bytes) ^ word).to_ne_bytes());
     }
+    let k = word.to_ne_bytes();
     for (i, b) in chunks.into_remainder().iter_mut().enumerate() {
         *b ^= k[i];
     }
+}
+
+/// Eight bytes of `key` as they line up with a payload `offset` bytes in:
+/// byte `i` of the word is `key[(offset + i) % 4]`.
+fn key_word(key: [u8; 4], offset: usize) -> u64 {
+    let shift = 8 * (offset & 3) as u32;
+    // Byte 0 in memory is the low byte on a little-endian machine.
+    let k = match cfg!(target_endian = "little") {
+        true => u32::from_ne_bytes(key).rotate_right(shift),
+        false => u32::from_ne_bytes(key).rotate_left(shift),
+    };
+    u64::from(k) << 32 | u64::from(k)
 }
 
 /// Re-masks `buf` from key `from` to key `to` in one pass, starting `offset`
@@ -29,12 +38,7 @@ pub fn apply(buf: &mut [u8], key: [u8; 4], offset: usize) {
 /// text for UTF-8 a third. ASCII needs no further check, so the common case
 /// stays one pass.
 pub fn remask(buf: &mut [u8], from: [u8; 4], to: [u8; 4], offset: usize) -> bool {
-    let (mut f, mut t) = ([0u8; 8], [0u8; 8]);
-    for i in 0..8 {
-        f[i] = from[(offset + i) & 3];
-        t[i] = to[(offset + i) & 3];
-    }
-    let (from_word, to_word) = (u64::from_ne_bytes(f), u64::from_ne_bytes(t));
+    let (from_word, to_word) = (key_word(from, offset), key_word(to, offset));
     let mut high = 0u64;
     let mut chunks = buf.chunks_exact_mut(8);
     for chunk in &mut chunks {
@@ -45,6 +49,7 @@ pub fn remask(buf: &mut [u8], from: [u8; 4], to: [u8; 4], offset: usize) -> bool
         chunk.copy_from_slice(&(plain ^ to_word).to_ne_bytes());
     }
     let mut high_tail = 0u8;
+    let (f, t) = (from_word.to_ne_bytes(), to_word.to_ne_bytes());
     for (i, b) in chunks.into_remainder().iter_mut().enumerate() {
         let plain = *b ^ f[i];
         high_tail |= plain;
