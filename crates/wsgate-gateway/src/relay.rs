@@ -374,7 +374,10 @@ where
                 }
             }
             // The timer is polled when it may have fired, and whenever it
-            // was set again (so that it is registered with its new time).
+            // was set again: tokio keeps the waker a `Sleep` was last polled
+            // with across `reset`, but not after it completed, and polling
+            // it with the rare waker here keeps the relay from depending on
+            // that.
             let mut timer_moved = false;
             if self.rearm || self.st.deadline.is_some() {
                 let wake = self

@@ -209,6 +209,32 @@ async fn after_a_closing_handshake_both_sockets_end_with_a_fin() {
 }
 
 #[tokio::test]
+async fn an_upstream_that_never_answers_a_close_is_dropped_at_the_closing_deadline() {
+    // The client's close arrives on a socket's wake, and the closing
+    // deadline it starts (5 s) still ends the connection: both sockets are
+    // closed, though the upstream never answered.
+    let mut raw = Raw::start().await;
+    let mut gw = TestGateway::start(&common::config(raw.addr, "", "")).await;
+    let (mut c, up) = open_to_raw(&gw, &mut raw).await;
+    let mut up = RawClient::over(up.stream);
+    c.send_frame(0x88, &1000u16.to_be_bytes(), true).await;
+    let sent = tokio::time::Instant::now();
+    assert_eq!(up.read_close().await.close_code(), Some(1000));
+    // The upstream holds its socket open and never answers.
+    assert!(
+        up.ends_cleanly().await,
+        "the upstream's socket was not closed at the deadline"
+    );
+    assert!(
+        sent.elapsed() >= wsgate_gateway::relay::CLOSE_TIMEOUT,
+        "closed before the deadline: {:?}",
+        sent.elapsed()
+    );
+    assert!(c.ends().await, "the client's socket was not closed");
+    assert_eq!(gw.close_event().await.reason, Some("client_closed"));
+}
+
+#[tokio::test]
 async fn a_large_message_streams_through() {
     let (_echo, gw) = gateway("").await;
     let mut c = open(&gw).await;
