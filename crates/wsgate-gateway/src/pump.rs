@@ -109,7 +109,8 @@ struct GatewayMasks(Option<rand::rngs::ThreadRng>);
 
 impl MaskSource for GatewayMasks {
     fn next_mask(&mut self) -> [u8; 4] {
-        rand::Rng::random(self.0.get_or_insert_with(rand::rng))
+        // One 32-bit draw: `random::<[u8; 4]>()` draws a word per byte.
+        rand::RngCore::next_u32(self.0.get_or_insert_with(rand::rng)).to_ne_bytes()
     }
 }
 

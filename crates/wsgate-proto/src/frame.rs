@@ -483,10 +483,15 @@ fn parse_header(input: &[u8]) -> Result<Option<(FrameHeader, u64, usize)>, Frame
             None => return Ok(None),
         }
     };
-    let opcode = OpCode::from(first & 0x0F);
-    if let OpCode::Data(Data::Reserved(op)) | OpCode::Control(Control::Reserved(op)) = opcode {
-        return Err(FrameError::ReservedOpcode(op));
-    }
+    let opcode = match first & 0x0F {
+        0x0 => OpCode::Data(Data::Continue),
+        0x1 => OpCode::Data(Data::Text),
+        0x2 => OpCode::Data(Data::Binary),
+        0x8 => OpCode::Control(Control::Close),
+        0x9 => OpCode::Control(Control::Ping),
+        0xA => OpCode::Control(Control::Pong),
+        op => return Err(FrameError::ReservedOpcode(op)),
+    };
     let header = FrameHeader {
         is_final: first & 0x80 != 0,
         rsv1: first & 0x40 != 0,
