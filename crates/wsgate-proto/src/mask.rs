@@ -2,20 +2,10 @@
 
 /// XORs `buf` with `key`, starting `offset` bytes into the masked payload.
 ///
-/// The offset lets a payload be (un)masked in pieces as it arrives. Eight
-/// bytes at a time: the relay masks every byte a client sends.
+/// The offset lets a payload be (un)masked in pieces as it arrives. It is
+/// [`remask`] to an all-zero key: one loop does the per-byte work for both.
 pub fn apply(buf: &mut [u8], key: [u8; 4], offset: usize) {
-    let word = key_word(key, offset);
-    let mut chunks = buf.chunks_exact_mut(8);
-    for chunk in &mut chunks {
-        let mut bytes = [0u8; 8];
-        bytes.copy_from_slice(chunk);
-        chunk.copy_from_slice(&(u64::from_ne_bytes(bytes) ^ word).to_ne_bytes());
-    }
-    let k = word.to_ne_bytes();
-    for (i, b) in chunks.into_remainder().iter_mut().enumerate() {
-        *b ^= k[i];
-    }
+    remask(buf, key, [0; 4], offset);
 }
 
 /// Eight bytes of `key` as they line up with a payload `offset` bytes in:
