@@ -34,6 +34,15 @@ async fn open_to_raw(gw: &TestGateway, raw: &mut Raw) -> (RawClient, RawConn) {
     (client.await.unwrap(), up)
 }
 
+/// A gateway in front of `raw`, a client through it to a raw upstream (read
+/// as a client reads), and the client's close frame (1000) sent.
+async fn client_closing_to_raw(raw: &mut Raw) -> (TestGateway, RawClient, RawClient) {
+    let gw = TestGateway::start(&common::config(raw.addr, "", "")).await;
+    let (mut c, up) = open_to_raw(&gw, raw).await;
+    c.send_frame(0x88, &1000u16.to_be_bytes(), true).await;
+    (gw, c, RawClient::over(up.stream))
+}
+
 async fn gateway(limits: &str) -> (Echo, TestGateway) {
     let echo = Echo::start().await;
     let gw = TestGateway::start(&common::config(echo.addr, "", limits)).await;
@@ -185,10 +194,7 @@ async fn an_upstream_close_reaches_the_client_and_the_answer_goes_back() {
 #[tokio::test]
 async fn after_a_closing_handshake_both_sockets_end_with_a_fin() {
     let mut raw = Raw::start().await;
-    let mut gw = TestGateway::start(&common::config(raw.addr, "", "")).await;
-    let (mut c, up) = open_to_raw(&gw, &mut raw).await;
-    let mut up = RawClient::over(up.stream);
-    c.send_frame(0x88, &1000u16.to_be_bytes(), true).await;
+    let (mut gw, mut c, mut up) = client_closing_to_raw(&mut raw).await;
     let forwarded = up.read_close().await;
     assert_eq!(
         (forwarded.close_code(), forwarded.masked),
@@ -214,10 +220,7 @@ async fn an_upstream_that_never_answers_a_close_is_dropped_at_the_closing_deadli
     // deadline it starts (5 s) still ends the connection: both sockets are
     // closed, though the upstream never answered.
     let mut raw = Raw::start().await;
-    let mut gw = TestGateway::start(&common::config(raw.addr, "", "")).await;
-    let (mut c, up) = open_to_raw(&gw, &mut raw).await;
-    let mut up = RawClient::over(up.stream);
-    c.send_frame(0x88, &1000u16.to_be_bytes(), true).await;
+    let (mut gw, mut c, mut up) = client_closing_to_raw(&mut raw).await;
     let sent = tokio::time::Instant::now();
     assert_eq!(up.read_close().await.close_code(), Some(1000));
     // The upstream holds its socket open and never answers.
