@@ -4,34 +4,16 @@
 
 mod common;
 
-use common::ORIGIN;
+use common::{ORIGIN, open_to_raw};
 use wsgate_testkit::client::{RawClient, encode};
 use wsgate_testkit::gateway::TestGateway;
-use wsgate_testkit::upstream::{Echo, Raw, RawConn};
+use wsgate_testkit::upstream::{Echo, Raw};
 
 async fn open(gw: &TestGateway) -> RawClient {
     let mut c = RawClient::connect(gw.addr).await;
     let reply = c.handshake("/chat", &[ORIGIN]).await;
     assert_eq!(reply.status, 101);
     c
-}
-
-/// A client through the gateway to a raw upstream that answers a correct
-/// 101; the upstream's side comes back for the test to drive.
-async fn open_to_raw(gw: &TestGateway, raw: &mut Raw) -> (RawClient, RawConn) {
-    use tokio::io::AsyncWriteExt;
-    let client = tokio::spawn({
-        let addr = gw.addr;
-        async move {
-            let mut c = RawClient::connect(addr).await;
-            assert_eq!(c.handshake("/chat", &[ORIGIN]).await.status, 101);
-            c
-        }
-    });
-    let mut up = raw.accept().await;
-    let answer = up.switching_protocols();
-    up.stream.write_all(answer.as_bytes()).await.unwrap();
-    (client.await.unwrap(), up)
 }
 
 /// A gateway in front of `raw`, a client through it to a raw upstream (read

@@ -4,6 +4,10 @@
 
 use std::net::SocketAddr;
 
+use wsgate_testkit::client::RawClient;
+use wsgate_testkit::gateway::TestGateway;
+use wsgate_testkit::upstream::{Raw, RawConn};
+
 /// A gateway config with one loopback listener and one route to `upstream`.
 /// `route_extra` goes inside the route; `limits` inside its `[route.limits]`.
 pub fn config(upstream: SocketAddr, route_extra: &str, limits: &str) -> String {
@@ -32,3 +36,21 @@ max_message = "1MiB"
 
 /// The allow-listed browser origin as a request header.
 pub const ORIGIN: (&str, &str) = ("Origin", "https://app.example.com");
+
+/// A client through the gateway to a raw upstream that answers a correct
+/// 101; the upstream's side comes back for the test to drive.
+pub async fn open_to_raw(gw: &TestGateway, raw: &mut Raw) -> (RawClient, RawConn) {
+    use tokio::io::AsyncWriteExt;
+    let client = tokio::spawn({
+        let addr = gw.addr;
+        async move {
+            let mut c = RawClient::connect(addr).await;
+            assert_eq!(c.handshake("/chat", &[ORIGIN]).await.status, 101);
+            c
+        }
+    });
+    let mut up = raw.accept().await;
+    let answer = up.switching_protocols();
+    up.stream.write_all(answer.as_bytes()).await.unwrap();
+    (client.await.unwrap(), up)
+}
