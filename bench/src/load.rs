@@ -88,6 +88,11 @@ pub struct Report {
     pub handshakes: u64,
     /// Completed handshakes per second.
     pub handshakes_per_sec: f64,
+    /// Mean round-trip latency, microseconds. With a fixed number of
+    /// messages in flight, equal throughput means an equal mean (Little's
+    /// law): percentiles that differ at the same mean differ in how evenly
+    /// the connections are served, not in speed.
+    pub mean_us: Option<f64>,
     /// Round-trip latency percentiles, microseconds.
     pub p50_us: Option<f64>,
     /// 99th percentile.
@@ -125,6 +130,7 @@ fn percentiles(h: &Histogram<u64>, r: &mut Report) {
     if h.is_empty() {
         return;
     }
+    r.mean_us = Some((h.mean() * 10.0).round() / 10.0);
     r.p50_us = Some(h.value_at_quantile(0.5) as f64);
     r.p99_us = Some(h.value_at_quantile(0.99) as f64);
     r.p999_us = Some(h.value_at_quantile(0.999) as f64);
