@@ -29,7 +29,7 @@ use wsgate_proto::utf8::Utf8Stream;
 
 use crate::buffers::{Buffers, Lent};
 use crate::limits::{Budget, Reservation};
-use crate::sink::Sink;
+use crate::sink::{Sink, mask_key};
 
 /// Which peer a pump reads from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,7 +109,7 @@ struct GatewayMasks(Option<rand::rngs::ThreadRng>);
 
 impl MaskSource for GatewayMasks {
     fn next_mask(&mut self) -> [u8; 4] {
-        // One 32-bit draw: `random::<[u8; 4]>()` draws a word per byte.
+        // One 32-bit draw, as `mask_key` makes it.
         rand::RngCore::next_u32(self.0.get_or_insert_with(rand::rng)).to_ne_bytes()
     }
 }
@@ -430,7 +430,7 @@ impl Frames {
             Ok(()) => Ok(Some(wsgate_proto::frame::encode_data(
                 0x1,
                 body,
-                Some(rand::random()),
+                Some(mask_key()),
             ))),
             Err(_) if rules.is_some_and(|r| r.on_violation == OnViolation::Drop) => {
                 activity.messages_dropped.fetch_add(1, Ordering::Relaxed);
@@ -694,7 +694,7 @@ impl Frames {
                     (false, false) => 0x2,
                 };
                 let frame =
-                    wsgate_proto::frame::encode_fragment(opcode, fin, data, Some(rand::random()));
+                    wsgate_proto::frame::encode_fragment(opcode, fin, data, Some(mask_key()));
                 Self::forward(cx, to, &frame, false);
                 inf.started = true;
             }

@@ -279,8 +279,15 @@ impl<'a, W: AsyncWrite + Unpin> Sink<'a, W> {
     }
 
     fn key(&self) -> Option<[u8; 4]> {
-        self.masked.then(rand::random)
+        self.masked.then(mask_key)
     }
+}
+
+/// A fresh masking key for a frame the gateway writes to the upstream
+/// (RFC 6455 section 5.3: unpredictable, from a strong source), in one
+/// 32-bit draw: `rand::random::<[u8; 4]>()` would draw a word per byte.
+pub(crate) fn mask_key() -> [u8; 4] {
+    rand::random::<u32>().to_ne_bytes()
 }
 
 #[cfg(test)]
