@@ -357,6 +357,7 @@ impl Results {
         match value {
             Value::Msgs => format!("{:.0}{}{err}", r.load.msgs_per_sec, ratios()),
             Value::Mb => format!("{:.1}", r.load.mb_per_sec),
+            Value::Mean => fmt_us(r.load.mean_us),
             Value::P50 => fmt_us(r.load.p50_us),
             Value::P99 => fmt_us(r.load.p99_us),
             Value::P999 => fmt_us(r.load.p999_us),
@@ -406,6 +407,7 @@ impl Results {
 enum Value {
     Msgs,
     Mb,
+    Mean,
     P50,
     P99,
     P999,
@@ -419,6 +421,7 @@ fn figures(w: &Workload) -> Vec<(&'static str, Value)> {
         Kind::Echo { .. } => vec![
             ("msg/s", Value::Msgs),
             ("MB/s", Value::Mb),
+            ("mean µs", Value::Mean),
             ("p50 µs", Value::P50),
             ("p99 µs", Value::P99),
             ("p99.9 µs", Value::P999),
@@ -463,6 +466,7 @@ fn medians(raw: &[Row]) -> Vec<Row> {
         m.load.msgs_per_sec = of(|x| Some(x.load.msgs_per_sec)).unwrap_or(0.0);
         m.load.mb_per_sec = of(|x| Some(x.load.mb_per_sec)).unwrap_or(0.0);
         m.load.handshakes_per_sec = of(|x| Some(x.load.handshakes_per_sec)).unwrap_or(0.0);
+        m.load.mean_us = of(|x| x.load.mean_us);
         m.load.p50_us = of(|x| x.load.p50_us);
         m.load.p99_us = of(|x| x.load.p99_us);
         m.load.p999_us = of(|x| x.load.p999_us);
