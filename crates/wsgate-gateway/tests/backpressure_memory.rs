@@ -12,18 +12,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::open_to_raw;
+use common::{open_to_raw, peak_rss};
 use wsgate_testkit::client::{RawClient, encode};
 use wsgate_testkit::gateway::TestGateway;
 use wsgate_testkit::upstream::Raw;
-
-/// The process's peak resident set (`VmHWM`), in bytes.
-fn peak_rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    kib * 1024
-}
 
 #[tokio::test]
 async fn a_client_flooding_a_stalled_upstream_is_held_back_with_bounded_memory() {

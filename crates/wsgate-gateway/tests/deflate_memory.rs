@@ -8,19 +8,11 @@
 
 mod common;
 
-use common::ORIGIN;
+use common::{ORIGIN, peak_rss};
 use wsgate_testkit::client::RawClient;
 use wsgate_testkit::deflate::zeros;
 use wsgate_testkit::gateway::TestGateway;
 use wsgate_testkit::upstream::Echo;
-
-/// The process's peak resident set (`VmHWM`), in bytes.
-fn peak_rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    kib * 1024
-}
 
 #[tokio::test]
 async fn a_bomb_is_refused_with_1009_and_bounded_peak_memory() {

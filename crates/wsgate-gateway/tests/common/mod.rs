@@ -54,3 +54,12 @@ pub async fn open_to_raw(gw: &TestGateway, raw: &mut Raw) -> (RawClient, RawConn
     up.stream.write_all(answer.as_bytes()).await.unwrap();
     (client.await.unwrap(), up)
 }
+
+/// The process's peak resident set (`VmHWM`), in bytes: for the tests that
+/// bound memory, each alone in its binary so no other test moves the peak.
+pub fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
