@@ -286,7 +286,11 @@ fn nginx_config(
 ) -> String {
     let listen = if place.tls {
         format!(
-            "listen 127.0.0.1:{port} ssl;\n        ssl_certificate {};\n        ssl_certificate_key {};",
+            // nginx before 1.23.4 (Debian 12 ships 1.22) leaves TLS 1.3 out
+            // of its default protocols: a TLS 1.3 client would get TLS 1.2
+            // and resume with session tickets, abbreviated handshakes with no
+            // key exchange, and be compared with the others' TLS 1.3.
+            "listen 127.0.0.1:{port} ssl;\n        ssl_protocols TLSv1.2 TLSv1.3;\n        ssl_certificate {};\n        ssl_certificate_key {};",
             pki.cert.display(),
             pki.key.display()
         )
