@@ -104,6 +104,25 @@ fn check_accepts_the_shipped_example_config() {
     assert!(stdout.contains("SHA-256"), "{stdout}");
 }
 
+/// The binary allocates through mimalloc (docs/PERFORMANCE.md has why):
+/// asked to, mimalloc prints its statistics at exit, ending with the
+/// process's peak RSS; the system's allocator prints nothing.
+#[test]
+fn the_binary_allocates_with_mimalloc() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/gateway.toml");
+    let out = wsgate()
+        .args(["check", "--config", example])
+        .env("MIMALLOC_SHOW_STATS", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("peak rss"),
+        "no mimalloc statistics at exit, so another allocator is in use: {stderr}"
+    );
+}
+
 #[test]
 fn a_missing_config_file_is_exit_2_with_the_path() {
     let out = wsgate()
