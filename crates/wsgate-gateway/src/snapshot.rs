@@ -26,6 +26,8 @@ use crate::tls;
 pub(crate) struct ListenerPolicy {
     pub(crate) config: Listener,
     pub(crate) tls: Option<TlsAcceptor>,
+    /// A generated certificate, kept across reloads.
+    self_signed: Option<Arc<tls::SelfSigned>>,
 }
 
 /// The policy in force, as one unit.
@@ -139,18 +141,16 @@ impl Snapshot {
         });
         let mut listeners = Vec::new();
         for (i, l) in config.listeners.iter().enumerate() {
-            let unchanged_self_signed = previous
+            // A generated certificate is kept while the listener stays
+            // self-signed; everything around it (client CAs, CRLs) is built
+            // anew, as for a listener with certificate files.
+            let keep = previous
                 .and_then(|p| p.listeners.get(i))
-                .filter(|p| {
-                    l.tls == Some(wsgate_config::Tls::SelfSigned)
-                        && p.config.tls == l.tls
-                        && p.config.client_certs == l.client_certs
-                })
-                .map(|p| p.tls.clone());
-            let tls = match &l.tls {
-                _ if unchanged_self_signed.is_some() => unchanged_self_signed.flatten(),
-                None => None,
-                Some(t) => match tls::server(t, l.bind, l.client_certs.as_ref()) {
+                .filter(|p| l.tls == Some(wsgate_config::Tls::SelfSigned) && p.config.tls == l.tls)
+                .and_then(|p| p.self_signed.as_ref());
+            let (tls, self_signed) = match &l.tls {
+                None => (None, None),
+                Some(t) => match tls::server(t, l.bind, l.client_certs.as_ref(), keep) {
                     Ok(server) => {
                         if let Some(fp) = server.self_signed_fingerprint {
                             notes.push(format!(
@@ -158,17 +158,18 @@ impl Snapshot {
                                 l.bind
                             ));
                         }
-                        Some(TlsAcceptor::from(server.config))
+                        (Some(TlsAcceptor::from(server.config)), server.self_signed)
                     }
                     Err(e) => {
                         errors.push(format!("listener[{i}].tls: {e}"));
-                        None
+                        (None, None)
                     }
                 },
             };
             listeners.push(ListenerPolicy {
                 config: l.clone(),
                 tls,
+                self_signed,
             });
         }
         for (i, r) in config.routes.iter().enumerate() {

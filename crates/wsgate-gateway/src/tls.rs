@@ -23,7 +23,18 @@ const VERSIONS: &[&rustls::SupportedProtocolVersion] =
 /// A listener's TLS setup and, for a generated certificate, its fingerprint.
 pub(crate) struct ServerTls {
     pub(crate) config: Arc<ServerConfig>,
+    /// Set when the certificate was generated now (not kept from before).
     pub(crate) self_signed_fingerprint: Option<String>,
+    /// The generated certificate, for the next reload to keep.
+    pub(crate) self_signed: Option<Arc<SelfSigned>>,
+}
+
+/// A generated certificate and its key. A reload keeps them, so the
+/// fingerprint clients were told to trust stays valid, but builds the rest
+/// of the listener's TLS anew: the client CAs and CRLs may have changed.
+pub(crate) struct SelfSigned {
+    cert: CertificateDer<'static>,
+    key: PrivateKeyDer<'static>,
 }
 
 /// Builds a listener's server config from PEM files or a fresh self-signed certificate.
@@ -31,13 +42,24 @@ pub(crate) fn server(
     tls: &Tls,
     bind: std::net::SocketAddr,
     client_certs: Option<&ClientCerts>,
+    keep: Option<&Arc<SelfSigned>>,
 ) -> Result<ServerTls, String> {
-    let (chain, key, fingerprint) = match tls {
-        Tls::Files { cert, key } => (load_certs(cert)?, load_key(key)?, None),
-        Tls::SelfSigned => {
+    let (chain, key, fingerprint, generated) = match (tls, keep) {
+        (Tls::Files { cert, key }, _) => (load_certs(cert)?, load_key(key)?, None, None),
+        (Tls::SelfSigned, Some(kept)) => (
+            vec![kept.cert.clone()],
+            kept.key.clone_key(),
+            None,
+            Some(Arc::clone(kept)),
+        ),
+        (Tls::SelfSigned, None) => {
             let (cert, key) = self_signed(bind)?;
             let fp = fingerprint(&cert);
-            (vec![cert], key, Some(fp))
+            let made = Arc::new(SelfSigned {
+                cert: cert.clone(),
+                key: key.clone_key(),
+            });
+            (vec![cert], key, Some(fp), Some(made))
         }
     };
     let builder = ServerConfig::builder_with_provider(provider())
@@ -55,6 +77,7 @@ pub(crate) fn server(
     Ok(ServerTls {
         config: Arc::new(config),
         self_signed_fingerprint: fingerprint,
+        self_signed: generated,
     })
 }
 

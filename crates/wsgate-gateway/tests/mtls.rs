@@ -186,3 +186,48 @@ async fn a_listener_that_requires_certificates_refuses_clients_without_one() {
         Some(101)
     );
 }
+
+/// A reload applies a changed CRL on a listener with a self-signed
+/// certificate too: the listener keeps its certificate (the fingerprint
+/// operators were told to trust) and checks clients against the new list.
+#[tokio::test]
+async fn a_self_signed_listener_applies_a_reloaded_crl() {
+    let pki = Pki::new();
+    let alice = pki.client("alice", "alice@example.com", "Alice", 1001, false);
+    pki.ca_path();
+    pki.crl(&[1003]);
+    let echo = Echo::start().await;
+    let config = format!(
+        r#"
+[[listener]]
+bind = "127.0.0.1:0"
+tls = {{ self_signed = true }}
+client_ca = "ca.pem"
+client_cert = "required"
+client_crl = "clients.crl.pem"
+
+[[route]]
+path = "/open"
+upstream = "ws://{echo}/open"
+origins = ["https://app.example.com"]
+auth = "none"
+"#,
+        echo = echo.addr,
+    );
+    let gw = TestGateway::start_in(&config, Some(pki.dir())).await;
+    let as_alice = pki.pinned_client_config_with_cert(&alice);
+    let opens = || async {
+        let mut c = RawClient::try_connect_tls(gw.addr, as_alice.clone(), "localhost")
+            .await
+            .ok()?;
+        c.try_handshake("/open", &[ORIGIN]).await.map(|r| r.status)
+    };
+    assert_eq!(opens().await, Some(101));
+    pki.crl(&[1001, 1003]);
+    assert_eq!(gw.reload(&config).await, Ok(2));
+    assert_eq!(
+        opens().await,
+        None,
+        "alice's certificate, revoked before the reload, was accepted after it"
+    );
+}

@@ -156,6 +156,27 @@ impl Pki {
         Arc::new(config)
     }
 
+    /// A TLS client config that presents `leaf` and accepts whatever
+    /// certificate the server shows (signatures still checked): for a
+    /// gateway listening with a self-signed certificate.
+    pub fn pinned_client_config_with_cert(&self, leaf: &Leaf) -> Arc<rustls::ClientConfig> {
+        use rustls::pki_types::pem::PemObject;
+        let chain = CertificateDer::pem_file_iter(&leaf.cert)
+            .expect("read")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("certs");
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&leaf.key).expect("key");
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
+            .with_client_auth_cert(chain, key)
+            .expect("client cert");
+        Arc::new(config)
+    }
+
     /// A TLS client config that trusts only this CA.
     pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
         let roots = self.roots();
