@@ -17,12 +17,32 @@ struct Setup {
     alice: Leaf,
 }
 
-async fn setup(mode: &str) -> Setup {
+/// A CA (its file written), Alice's certificate (serial 1001) and a CRL
+/// that revokes serial 1003.
+fn pki_with_alice() -> (Pki, Leaf) {
     let pki = Pki::new();
-    let server = pki.server("gate", &["localhost"]);
     let alice = pki.client("alice", "alice@example.com", "Alice", 1001, false);
     pki.ca_path();
     pki.crl(&[1003]);
+    (pki, alice)
+}
+
+/// A route to `echo` without authentication.
+fn open_route(echo: &Echo) -> String {
+    format!(
+        r#"[[route]]
+path = "/open"
+upstream = "ws://{}/open"
+origins = ["https://app.example.com"]
+auth = "none"
+"#,
+        echo.addr
+    )
+}
+
+async fn setup(mode: &str) -> Setup {
+    let (pki, alice) = pki_with_alice();
+    let server = pki.server("gate", &["localhost"]);
     let echo = Echo::start().await;
     let config = format!(
         r#"
@@ -45,15 +65,11 @@ allow_missing_origin = true
 auth = "mtls"
 identity_headers = {{ user = "X-Wsgate-User", method = "X-Wsgate-Auth", client_cert = "X-Wsgate-Cert-Subject" }}
 
-[[route]]
-path = "/open"
-upstream = "ws://{echo}/open"
-origins = ["https://app.example.com"]
-auth = "none"
-"#,
+{open}"#,
         cert = server.cert,
         key = server.key,
         echo = echo.addr,
+        open = open_route(&echo),
     );
     let gw = TestGateway::start_in(&config, Some(pki.dir())).await;
     Setup {
@@ -192,10 +208,7 @@ async fn a_listener_that_requires_certificates_refuses_clients_without_one() {
 /// operators were told to trust) and checks clients against the new list.
 #[tokio::test]
 async fn a_self_signed_listener_applies_a_reloaded_crl() {
-    let pki = Pki::new();
-    let alice = pki.client("alice", "alice@example.com", "Alice", 1001, false);
-    pki.ca_path();
-    pki.crl(&[1003]);
+    let (pki, alice) = pki_with_alice();
     let echo = Echo::start().await;
     let config = format!(
         r#"
@@ -206,13 +219,8 @@ client_ca = "ca.pem"
 client_cert = "required"
 client_crl = "clients.crl.pem"
 
-[[route]]
-path = "/open"
-upstream = "ws://{echo}/open"
-origins = ["https://app.example.com"]
-auth = "none"
-"#,
-        echo = echo.addr,
+{open}"#,
+        open = open_route(&echo),
     );
     let gw = TestGateway::start_in(&config, Some(pki.dir())).await;
     let as_alice = pki.pinned_client_config_with_cert(&alice);

@@ -21,6 +21,24 @@ pub struct Leaf {
     pub key: PathBuf,
 }
 
+impl Leaf {
+    /// The certificate chain and key, read from their files.
+    fn chain_and_key(
+        &self,
+    ) -> (
+        Vec<CertificateDer<'static>>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    ) {
+        use rustls::pki_types::pem::PemObject;
+        let chain = CertificateDer::pem_file_iter(&self.cert)
+            .expect("read")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("certs");
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&self.key).expect("key");
+        (chain, key)
+    }
+}
+
 impl Pki {
     /// A new CA.
     pub fn new() -> Pki {
@@ -139,13 +157,8 @@ impl Pki {
     /// A TLS client config that trusts this CA and presents `leaf`, which
     /// may come from another [`Pki`].
     pub fn client_config_with_cert_from(&self, leaf: &Leaf) -> Arc<rustls::ClientConfig> {
-        use rustls::pki_types::pem::PemObject;
         let roots = self.roots();
-        let chain = CertificateDer::pem_file_iter(&leaf.cert)
-            .expect("read")
-            .collect::<Result<Vec<_>, _>>()
-            .expect("certs");
-        let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&leaf.key).expect("key");
+        let (chain, key) = leaf.chain_and_key();
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -160,18 +173,8 @@ impl Pki {
     /// certificate the server shows (signatures still checked): for a
     /// gateway listening with a self-signed certificate.
     pub fn pinned_client_config_with_cert(&self, leaf: &Leaf) -> Arc<rustls::ClientConfig> {
-        use rustls::pki_types::pem::PemObject;
-        let chain = CertificateDer::pem_file_iter(&leaf.cert)
-            .expect("read")
-            .collect::<Result<Vec<_>, _>>()
-            .expect("certs");
-        let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&leaf.key).expect("key");
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
+        let (chain, key) = leaf.chain_and_key();
+        let config = accepting_any_server()
             .with_client_auth_cert(chain, key)
             .expect("client cert");
         Arc::new(config)
@@ -191,12 +194,7 @@ impl Pki {
 
     /// A TLS server config for a leaf (for upstreams under test).
     pub fn server_config(&self, leaf: &Leaf) -> Arc<rustls::ServerConfig> {
-        use rustls::pki_types::pem::PemObject;
-        let certs = CertificateDer::pem_file_iter(&leaf.cert)
-            .expect("read")
-            .collect::<Result<Vec<_>, _>>()
-            .expect("certs");
-        let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&leaf.key).expect("key");
+        let (certs, key) = leaf.chain_and_key();
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -245,13 +243,7 @@ pub async fn connect_pinned(
     tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
     CertificateDer<'static>,
 ) {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
-        .with_no_client_auth();
+    let config = accepting_any_server().with_no_client_auth();
     let server_name = rustls::pki_types::ServerName::try_from(name.to_owned()).expect("name");
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(server_name, tcp)
@@ -261,6 +253,18 @@ pub async fn connect_pinned(
         .clone()
         .into_owned();
     (tls, cert)
+}
+
+/// A client config, but for the client's own certificate, that accepts
+/// whatever certificate the server shows (see [`AnyCert`]).
+fn accepting_any_server()
+-> rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
 }
 
 /// Accepts any certificate (signatures still checked): for pinning by fingerprint in tests.
