@@ -29,7 +29,7 @@ use wsgate_proto::utf8::Utf8Stream;
 
 use crate::buffers::{Buffers, Lent};
 use crate::limits::{Budget, Reservation};
-use crate::sink::{Sink, mask_key};
+use crate::sink::{Sink, mask_key, mask_key_from};
 
 /// Which peer a pump reads from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,8 +109,7 @@ struct GatewayMasks(Option<rand::rngs::ThreadRng>);
 
 impl MaskSource for GatewayMasks {
     fn next_mask(&mut self) -> [u8; 4] {
-        // One 32-bit draw, as `mask_key` makes it.
-        rand::RngCore::next_u32(self.0.get_or_insert_with(rand::rng)).to_ne_bytes()
+        mask_key_from(self.0.get_or_insert_with(rand::rng))
     }
 }
 

@@ -284,10 +284,15 @@ impl<'a, W: AsyncWrite + Unpin> Sink<'a, W> {
 }
 
 /// A fresh masking key for a frame the gateway writes to the upstream
-/// (RFC 6455 section 5.3: unpredictable, from a strong source), in one
-/// 32-bit draw: `rand::random::<[u8; 4]>()` would draw a word per byte.
+/// (RFC 6455 section 5.3: unpredictable, from a strong source).
 pub(crate) fn mask_key() -> [u8; 4] {
-    rand::random::<u32>().to_ne_bytes()
+    mask_key_from(&mut rand::rng())
+}
+
+/// A masking key from `rng` (the thread's CSPRNG), in one 32-bit draw:
+/// `rand::random::<[u8; 4]>()` would draw a word per byte.
+pub(crate) fn mask_key_from(rng: &mut impl rand::RngCore) -> [u8; 4] {
+    rng.next_u32().to_ne_bytes()
 }
 
 #[cfg(test)]

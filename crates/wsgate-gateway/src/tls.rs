@@ -37,7 +37,8 @@ pub(crate) struct SelfSigned {
     key: PrivateKeyDer<'static>,
 }
 
-/// Builds a listener's server config from PEM files or a fresh self-signed certificate.
+/// Builds a listener's server config from PEM files or a self-signed
+/// certificate: `keep`, the one an earlier config generated, or a fresh one.
 pub(crate) fn server(
     tls: &Tls,
     bind: std::net::SocketAddr,
