@@ -41,6 +41,9 @@ pub(crate) struct Conn {
     pub(crate) tls: bool,
     /// The client certificate verified during the TLS handshake, if any.
     pub(crate) client_cert: Option<wsgate_policy::credentials::ClientCert>,
+    /// The chain the client presented (its certificate first), empty without
+    /// one: a reload checks it again against the listener's CAs and CRLs.
+    pub(crate) client_chain: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 impl Conn {
@@ -399,6 +402,8 @@ fn spawn_relay(
 ) {
     let state = Arc::clone(&conn.state);
     let listener = conn.listener;
+    // For a reload to check again; empty (no allocation) without a certificate.
+    let client_chain = conn.client_chain.clone();
     let rules = policy.rules[admitted.route_index()].clone();
     let session_end = session_end(&admitted, policy);
     let mut changes = state.watch_policy();
@@ -439,7 +444,7 @@ fn spawn_relay(
                 };
                 let client = Halves::client(upgraded);
                 let user = admitted.identity().map(|i| i.user.as_str());
-                let judge = |p: &Snapshot| recheck(p, listener, &seen, user);
+                let judge = |p: &Snapshot| recheck(p, listener, &seen, user, &client_chain);
                 let reconfig = relay::Reconfig {
                     changes,
                     judge: &judge,
@@ -534,16 +539,35 @@ fn session_end(admitted: &Admitted, policy: &Snapshot) -> Option<Instant> {
 }
 
 /// Judges an open connection by a reloaded policy: what the pure re-check
-/// says (route, host, origin, auth method), and for a Basic user, whether
-/// the new htpasswd still names them. `Ok` carries the route's limits and
-/// rules as now configured; `Err` why the connection must close, for the log.
+/// says (route, host, origin, auth method); for a Basic user, whether the
+/// new htpasswd still names them; and for a client certificate, whether the
+/// listener's CAs and CRLs as now configured still accept it. `Ok` carries
+/// the route's limits and rules as now configured; `Err` why the connection
+/// must close, for the log.
 fn recheck(
     policy: &Snapshot,
     listener: usize,
     seen: &wsgate_policy::Seen,
     user: Option<&str>,
+    client_chain: &[rustls::pki_types::CertificateDer<'static>],
 ) -> Result<relay::Update, String> {
-    let hosts = &policy.listeners[listener].config.hosts;
+    let listener_policy = &policy.listeners[listener];
+    // The TLS layer refuses a revoked certificate whatever the route's
+    // mode, so this comes first and ignores report mode.
+    if !client_chain.is_empty() {
+        match &listener_policy.client_verifier {
+            Some(verifier) => crate::tls::still_trusted(verifier, client_chain)
+                .map_err(|e| format!("tls_failed: the client certificate is refused now: {e}"))?,
+            None if matches!(seen.auth, Some((wsgate_config::AuthMethod::Mtls, _))) => {
+                return Err(
+                    "client_cert_required: the listener no longer asks for client certificates"
+                        .into(),
+                );
+            }
+            None => {}
+        }
+    }
+    let hosts = &listener_policy.config.hosts;
     let why = |r: &wsgate_policy::Refused| format!("{}: {}", r.reason.code(), r.detail);
     let now = wsgate_policy::recheck(hosts, &policy.router, seen).map_err(|r| why(&r))?;
     let enforce = now.route.mode == wsgate_config::Mode::Enforce;

@@ -69,7 +69,7 @@ async fn serve(state: Arc<State>, index: usize, tcp: TcpStream, client: SocketAd
         (l.tls.clone(), l.config.handshake_timeout)
     };
     let id = state.next_conn_id();
-    let conn = |client_cert| {
+    let conn = |client_cert, client_chain| {
         Arc::new(Conn {
             state: Arc::clone(&state),
             listener: index,
@@ -78,31 +78,33 @@ async fn serve(state: Arc<State>, index: usize, tcp: TcpStream, client: SocketAd
             client_text: client.to_string(),
             tls: acceptor.is_some(),
             client_cert,
+            client_chain,
         })
     };
     let started = tokio::time::Instant::now();
     let Some(acceptor) = &acceptor else {
-        return serve_http(conn(None), tcp, started).await;
+        return serve_http(conn(None, Vec::new()), tcp, started).await;
     };
     match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => {
             // A certificate here has passed webpki: chain, validity, CRLs.
-            let cert = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .and_then(crate::tls::client_cert);
-            serve_http(conn(cert), tls, started).await;
+            let chain = tls.get_ref().1.peer_certificates().unwrap_or_default();
+            let cert = chain.first().and_then(crate::tls::client_cert);
+            let chain = if cert.is_some() {
+                chain.to_vec()
+            } else {
+                Vec::new()
+            };
+            serve_http(conn(cert, chain), tls, started).await;
         }
         Ok(Err(e)) => log_failure(
-            &conn(None),
+            &conn(None, Vec::new()),
             Reason::TlsFailed,
             started,
             &format!("TLS handshake failed: {e}"),
         ),
         Err(_) => log_failure(
-            &conn(None),
+            &conn(None, Vec::new()),
             Reason::HandshakeTimeout,
             started,
             "TLS handshake not finished in time",

@@ -26,6 +26,8 @@ use crate::tls;
 pub(crate) struct ListenerPolicy {
     pub(crate) config: Listener,
     pub(crate) tls: Option<TlsAcceptor>,
+    /// The verifier of client certificates inside `tls`, if it asks for them.
+    pub(crate) client_verifier: Option<tls::ClientVerifier>,
     /// A generated certificate, kept across reloads.
     self_signed: Option<Arc<tls::SelfSigned>>,
 }
@@ -148,8 +150,8 @@ impl Snapshot {
                 .and_then(|p| p.listeners.get(i))
                 .filter(|p| l.tls == Some(wsgate_config::Tls::SelfSigned) && p.config.tls == l.tls)
                 .and_then(|p| p.self_signed.as_ref());
-            let (tls, self_signed) = match &l.tls {
-                None => (None, None),
+            let (tls, client_verifier, self_signed) = match &l.tls {
+                None => (None, None, None),
                 Some(t) => match tls::server(t, l.bind, l.client_certs.as_ref(), keep) {
                     Ok(server) => {
                         if let Some(fp) = server.self_signed_fingerprint {
@@ -158,17 +160,22 @@ impl Snapshot {
                                 l.bind
                             ));
                         }
-                        (Some(TlsAcceptor::from(server.config)), server.self_signed)
+                        (
+                            Some(TlsAcceptor::from(server.config)),
+                            server.client_verifier,
+                            server.self_signed,
+                        )
                     }
                     Err(e) => {
                         errors.push(format!("listener[{i}].tls: {e}"));
-                        (None, None)
+                        (None, None, None)
                     }
                 },
             };
             listeners.push(ListenerPolicy {
                 config: l.clone(),
                 tls,
+                client_verifier,
                 self_signed,
             });
         }

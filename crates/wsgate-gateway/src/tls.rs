@@ -20,9 +20,15 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 const VERSIONS: &[&rustls::SupportedProtocolVersion] =
     &[&rustls::version::TLS13, &rustls::version::TLS12];
 
+/// The verifier of a listener's client certificates (its CAs and CRLs).
+pub(crate) type ClientVerifier = Arc<dyn rustls::server::danger::ClientCertVerifier>;
+
 /// A listener's TLS setup and, for a generated certificate, its fingerprint.
 pub(crate) struct ServerTls {
     pub(crate) config: Arc<ServerConfig>,
+    /// The verifier inside `config`, kept so a reload can judge the
+    /// certificates of connections opened before it.
+    pub(crate) client_verifier: Option<ClientVerifier>,
     /// Set when the certificate was generated now (not kept from before).
     pub(crate) self_signed_fingerprint: Option<String>,
     /// The generated certificate, for the next reload to keep.
@@ -66,9 +72,10 @@ pub(crate) fn server(
     let builder = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(VERSIONS)
         .map_err(|e| e.to_string())?;
-    let builder = match client_certs {
+    let client_verifier = client_certs.map(client_verifier).transpose()?;
+    let builder = match &client_verifier {
         None => builder.with_no_client_auth(),
-        Some(c) => builder.with_client_cert_verifier(client_verifier(c)?),
+        Some(v) => builder.with_client_cert_verifier(Arc::clone(v)),
     };
     let mut config = builder
         .with_single_cert(chain, key)
@@ -77,6 +84,7 @@ pub(crate) fn server(
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(ServerTls {
         config: Arc::new(config),
+        client_verifier,
         self_signed_fingerprint: fingerprint,
         self_signed: generated,
     })
@@ -101,9 +109,7 @@ fn self_signed(
 /// Verifies client certificates against the listener's CAs and CRLs: chain,
 /// validity period, key usage and revocation are checked by webpki during the
 /// TLS handshake; "optional" lets a client without a certificate through.
-fn client_verifier(
-    c: &ClientCerts,
-) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, String> {
+fn client_verifier(c: &ClientCerts) -> Result<ClientVerifier, String> {
     use rustls::pki_types::CertificateRevocationListDer;
     let mut roots = RootCertStore::empty();
     for cert in load_certs(&c.ca)? {
@@ -128,6 +134,27 @@ fn client_verifier(
     builder
         .build()
         .map_err(|e| format!("client certificate verifier: {e}"))
+}
+
+/// Checks a client certificate chain accepted earlier against `verifier`,
+/// as a new TLS handshake would: after a reload the CAs or CRLs may have
+/// changed, and time has passed. `chain` is the end entity, then the
+/// intermediates the client sent.
+pub(crate) fn still_trusted(
+    verifier: &ClientVerifier,
+    chain: &[CertificateDer<'static>],
+) -> Result<(), String> {
+    let Some((end_entity, intermediates)) = chain.split_first() else {
+        return Ok(());
+    };
+    verifier
+        .verify_client_cert(
+            end_entity,
+            intermediates,
+            rustls::pki_types::UnixTime::now(),
+        )
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// The fields of a verified client certificate that can name a user.

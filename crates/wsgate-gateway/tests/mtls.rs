@@ -1,6 +1,8 @@
 //! TLS client certificates: verified at the listener (chain, expiry,
 //! revocation), naming the user on `auth = "mtls"` routes, ambient for the
-//! cross-site rule, and passed to the upstream as RFC 9440 `Client-Cert`.
+//! cross-site rule, passed to the upstream as RFC 9440 `Client-Cert`, and
+//! verified again, for open connections too, when a reload changes the
+//! listener's CAs or CRLs.
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use wsgate_testkit::client::RawClient;
@@ -12,6 +14,8 @@ const ORIGIN: (&str, &str) = ("Origin", "https://app.example.com");
 
 struct Setup {
     pki: Pki,
+    /// The config the gateway started with, for a reload.
+    config: String,
     gw: TestGateway,
     echo: Echo,
     alice: Leaf,
@@ -41,6 +45,11 @@ auth = "none"
 }
 
 async fn setup(mode: &str) -> Setup {
+    setup_with(mode, "").await
+}
+
+/// [`setup`], with `extra` appended to the config.
+async fn setup_with(mode: &str, extra: &str) -> Setup {
     let (pki, alice) = pki_with_alice();
     let server = pki.server("gate", &["localhost"]);
     let echo = Echo::start().await;
@@ -65,7 +74,7 @@ allow_missing_origin = true
 auth = "mtls"
 identity_headers = {{ user = "X-Wsgate-User", method = "X-Wsgate-Auth", client_cert = "X-Wsgate-Cert-Subject" }}
 
-{open}"#,
+{open}{extra}"#,
         cert = server.cert,
         key = server.key,
         echo = echo.addr,
@@ -74,6 +83,7 @@ identity_headers = {{ user = "X-Wsgate-User", method = "X-Wsgate-Auth", client_c
     let gw = TestGateway::start_in(&config, Some(pki.dir())).await;
     Setup {
         pki,
+        config,
         gw,
         echo,
         alice,
@@ -238,4 +248,78 @@ client_crl = "clients.crl.pem"
         None,
         "alice's certificate, revoked before the reload, was accepted after it"
     );
+}
+
+/// Opens a WebSocket on `path` with `leaf`'s certificate; the handshake
+/// event is taken so the next event read is the one that matters.
+async fn open_with(s: &mut Setup, leaf: &Leaf, path: &str) -> RawClient {
+    let config = s.pki.client_config_with_cert(leaf);
+    let mut c = RawClient::try_connect_tls(s.gw.addr, config, "localhost")
+        .await
+        .unwrap();
+    let reply = c.try_handshake(path, &[ORIGIN]).await.unwrap();
+    assert_eq!(reply.status, 101, "{}", reply.body);
+    s.gw.handshake_event().await;
+    c
+}
+
+#[tokio::test]
+async fn a_reload_that_revokes_a_certificate_closes_the_connections_that_use_it() {
+    let mut s = setup("optional").await;
+    let bob = s.pki.client("bob", "bob@example.com", "Bob", 1002, false);
+    let alice = s.alice.clone();
+    // Alice on a route without authentication: the certificate is the
+    // listener's business all the same, as it would be in a new handshake.
+    let mut a = open_with(&mut s, &alice, "/open").await;
+    let mut b = open_with(&mut s, &bob, "/chat").await;
+
+    s.pki.crl(&[1001, 1003]);
+    assert_eq!(s.gw.reload(&s.config).await, Ok(2));
+    let close = a.read_close().await;
+    assert_eq!(
+        (close.close_code(), close.close_reason().as_str()),
+        (Some(1008), "policy_changed")
+    );
+    a.send_frame(0x88, &1008u16.to_be_bytes(), true).await;
+    let ev = s.gw.close_event().await;
+    assert_eq!(ev.reason, Some("policy_changed"));
+    let detail = ev.detail.as_deref().unwrap_or_default();
+    assert!(
+        detail.starts_with("tls_failed: the client certificate is refused now: "),
+        "{detail}"
+    );
+    assert!(detail.contains("Revoked"), "{detail}");
+    // Bob's certificate is not on the list: his connection stays.
+    b.send_text("bob stays").await;
+    assert_eq!(b.read_data().await.payload, b"bob stays");
+}
+
+#[tokio::test]
+async fn a_reload_that_drops_client_certificates_closes_mtls_connections_only() {
+    // A second listener asks for certificates too, so `auth = "mtls"`
+    // stays valid when the first stops asking.
+    let second = "\n[[listener]]\nbind = \"127.0.0.1:0\"\ntls = { self_signed = true }\nclient_ca = \"ca.pem\"\n";
+    let mut s = setup_with("optional", second).await;
+    let alice = s.alice.clone();
+    let mut by_cert = open_with(&mut s, &alice, "/chat").await;
+    let mut open = open_with(&mut s, &alice, "/open").await;
+
+    // The first listener stops asking for certificates; /chat still wants
+    // one, so a new handshake there would be refused, and so is the open one.
+    let after = s
+        .config
+        .replacen("client_ca = \"ca.pem\"\n", "", 1)
+        .replacen("client_cert = \"optional\"\n", "", 1)
+        .replacen("client_crl = \"clients.crl.pem\"\n", "", 1);
+    assert_ne!(after, s.config);
+    assert_eq!(s.gw.reload(&after).await, Ok(2));
+    let close = by_cert.read_close().await;
+    assert_eq!(close.close_code(), Some(1008));
+    by_cert.send_frame(0x88, &1008u16.to_be_bytes(), true).await;
+    let ev = s.gw.close_event().await;
+    let detail = ev.detail.as_deref().unwrap_or_default();
+    assert!(detail.starts_with("client_cert_required: "), "{detail}");
+    // The route without authentication does not depend on the certificate.
+    open.send_text("still here").await;
+    assert_eq!(open.read_data().await.payload, b"still here");
 }

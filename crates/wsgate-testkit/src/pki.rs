@@ -14,6 +14,7 @@ pub struct Pki {
 }
 
 /// A leaf certificate and key on disk.
+#[derive(Clone)]
 pub struct Leaf {
     /// PEM certificate.
     pub cert: PathBuf,
