@@ -488,7 +488,7 @@ mod tests {
         assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), Some(2.5));
         assert_eq!(median(vec![]), None);
-        let row = |round, msgs, p99, errors| Row {
+        let row = |round, msgs, p99, mean, errors| Row {
             tls: false,
             workers: 1,
             peer: Peer::Wsgate,
@@ -497,6 +497,7 @@ mod tests {
                 mode: "echo".into(),
                 msgs_per_sec: msgs,
                 p99_us: Some(p99),
+                mean_us: Some(mean),
                 errors,
                 ..Report::default()
             },
@@ -504,14 +505,15 @@ mod tests {
             round,
         };
         let raw = vec![
-            row(0, 10.0, 900.0, 0),
-            row(1, 30.0, 700.0, 1),
-            row(2, 20.0, 800.0, 0),
+            row(0, 10.0, 900.0, 450.0, 0),
+            row(1, 30.0, 700.0, 350.0, 1),
+            row(2, 20.0, 800.0, 400.0, 0),
         ];
         let rows = medians(&raw);
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].load.msgs_per_sec, 20.0);
         assert_eq!(rows[0].load.p99_us, Some(800.0));
+        assert_eq!(rows[0].load.mean_us, Some(400.0));
         assert_eq!(rows[0].load.errors, 1, "errors are summed, not hidden");
     }
 }
