@@ -13,8 +13,10 @@
 //!   proxy's resident memory per connection can be read from /proc; with
 //!   churn, closes and reopens some every second.
 //!
-//! Every loop ends by itself: the windows are bounded in time and the
-//! closing waits are bounded too. The report is one JSON line on stdout.
+//! Every loop ends by itself: the windows are bounded in time, and so is
+//! every wait on the other end (an opening handshake, a write it does not
+//! take, its close), so a proxy that hangs costs errors in the report, not
+//! a run that never ends. The report is one JSON line on stdout.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -33,6 +35,9 @@ use crate::wire::{self, FrameReader, OP_CLOSE, OP_PING, OP_PONG, Piece, Request}
 
 /// Longest wait for the other end's close frame when a connection ends.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// Longest wait for a connection's opening handshake, outside a measured
+/// window (an echo connection's must be done by its window's end).
+const OPEN_WAIT: Duration = Duration::from_secs(10);
 /// Handshakes in progress at once while opening idle connections.
 const OPENING_AT_ONCE: usize = 256;
 /// Bytes read at a time.
@@ -53,19 +58,29 @@ pub struct Target {
 type Stream = Either<TcpStream, Box<tokio_rustls::client::TlsStream<TcpStream>>>;
 
 impl Target {
-    /// Connects and completes the opening handshake; returns the stream and
-    /// any bytes read past the 101.
-    async fn open(&self) -> anyhow::Result<(Stream, Vec<u8>)> {
-        let tcp = TcpStream::connect(self.addr).await?;
-        tcp.set_nodelay(true)?;
-        let mut stream = match &self.tls {
-            Some((connector, name)) => {
-                Either::Right(Box::new(connector.connect(name.clone(), tcp).await?))
-            }
-            None => Either::Left(tcp),
+    /// Connects and completes the opening handshake by `deadline`; returns
+    /// the stream and any bytes read past the 101.
+    async fn open(&self, deadline: Instant) -> anyhow::Result<(Stream, Vec<u8>)> {
+        let open = async {
+            let tcp = TcpStream::connect(self.addr).await?;
+            tcp.set_nodelay(true)?;
+            let mut stream = match &self.tls {
+                Some((connector, name)) => {
+                    Either::Right(Box::new(connector.connect(name.clone(), tcp).await?))
+                }
+                None => Either::Left(tcp),
+            };
+            let early = wire::client_handshake(&mut stream, &self.request).await?;
+            anyhow::Ok((stream, early))
         };
-        let early = wire::client_handshake(&mut stream, &self.request).await?;
-        Ok((stream, early))
+        tokio::time::timeout_at(deadline.into(), open)
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "{}: the opening handshake did not finish in time",
+                    self.addr
+                )
+            })?
     }
 }
 
@@ -217,7 +232,7 @@ async fn echo_connection(
     in_flight: usize,
     window: Window,
 ) -> anyhow::Result<EchoTally> {
-    let (stream, early) = target.open().await?;
+    let (stream, early) = target.open(window.end).await?;
     let (mut r, w) = tokio::io::split(stream);
     let w = AsyncMutex::new(w);
     let credits = Semaphore::new(in_flight);
@@ -261,9 +276,17 @@ async fn echo_connection(
             let _ = tally.latency.record((now - t).as_micros().max(1) as u64);
         }
     });
-    let reader = tokio::time::timeout_at((window.end + CLOSE_WAIT).into(), reader);
+    // Both halves end by the same deadline: a write the other end does not
+    // take (it stopped reading) blocks the writer, not only the reader.
+    let deadline = (window.end + CLOSE_WAIT).into();
+    let writer = tokio::time::timeout_at(deadline, writer);
+    let reader = tokio::time::timeout_at(deadline, reader);
     let (written, read) = tokio::join!(writer, reader);
-    written?;
+    written.map_err(|_| {
+        anyhow::anyhow!(
+            "writes still blocked {CLOSE_WAIT:?} after the window: the other end stopped reading"
+        )
+    })??;
     // The reader runs until the close arrives, or gives up at the deadline.
     if let Ok(read) = read {
         read?;
@@ -381,7 +404,7 @@ pub async fn handshakes(
 
 /// One connect, upgrade and closing handshake; returns when the 101 arrived.
 async fn handshake_once(target: &Target) -> anyhow::Result<Instant> {
-    let (stream, early) = tokio::time::timeout(CLOSE_WAIT * 5, target.open()).await??;
+    let (stream, early) = target.open(Instant::now() + OPEN_WAIT).await?;
     let upgraded = Instant::now();
     let (mut r, mut w) = tokio::io::split(stream);
     w.write_all(&wire::client_frame(OP_CLOSE, &1000u16.to_be_bytes()))
@@ -466,7 +489,7 @@ impl Held {
 /// Opens one connection and leaves a task holding it (answering pings).
 async fn hold(target: Target, opening: Arc<Semaphore>) -> anyhow::Result<Held> {
     let permit = opening.acquire_owned().await?;
-    let (stream, early) = target.open().await?;
+    let (stream, early) = target.open(Instant::now() + OPEN_WAIT).await?;
     drop(permit);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -477,12 +500,96 @@ async fn hold(target: Target, opening: Arc<Semaphore>) -> anyhow::Result<Held> {
             _ = stopped => {}
         }
         let close = wire::client_frame(OP_CLOSE, &1000u16.to_be_bytes());
-        let _ = w.lock().await.write_all(&close).await;
         let _ = tokio::time::timeout(CLOSE_WAIT, async {
+            let _ = w.lock().await.write_all(&close).await;
             let mut sink = [0u8; 1024];
             while matches!(r.read(&mut sink).await, Ok(n) if n > 0) {}
         })
         .await;
     });
     Ok(Held { _stop: stop, task })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wsgate_testkit::upstream::Raw;
+
+    fn target(addr: SocketAddr) -> Target {
+        Target {
+            addr,
+            tls: None,
+            request: Request {
+                host: addr.to_string(),
+                path: "/echo".into(),
+                origin: None,
+                bearer: None,
+            },
+        }
+    }
+
+    /// Runs an echo workload of two connections with a short window while
+    /// `peer` plays the other end; fails the test if it does not end.
+    async fn echo_against<F, Fut>(size: usize, in_flight: usize, peer: F) -> Report
+    where
+        F: FnOnce(Raw) -> Fut,
+        Fut: std::future::Future<Output = Vec<wsgate_testkit::upstream::RawConn>>,
+    {
+        let raw = Raw::start().await;
+        let t = target(raw.addr);
+        let run = tokio::spawn(async move {
+            echo(
+                &t,
+                2,
+                in_flight,
+                size,
+                Duration::ZERO,
+                Duration::from_millis(300),
+            )
+            .await
+        });
+        // Held, so the connections stay open and silent until the end.
+        let _held = peer(raw).await;
+        // The run's own bound is the window plus CLOSE_WAIT; this one only
+        // turns a hang into a failure.
+        tokio::time::timeout(Duration::from_secs(30), run)
+            .await
+            .expect("the echo workload did not end")
+            .expect("the echo workload panicked")
+    }
+
+    #[tokio::test]
+    async fn an_opening_handshake_never_answered_ends_in_errors_at_the_window() {
+        let report = echo_against(64, 1, |mut raw| async move {
+            vec![raw.accept().await, raw.accept().await]
+        })
+        .await;
+        assert_eq!((report.errors, report.messages), (2, 0));
+        let first = report.first_error.unwrap_or_default();
+        assert!(
+            first.contains("the opening handshake did not finish in time"),
+            "{first}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_stops_reading_ends_the_run_with_the_writes_blocked() {
+        // 32 MiB at once (32 messages of 1 MiB in flight), more than
+        // loopback's socket buffers hold, to a peer that answers the
+        // handshake and then reads nothing: the first write cannot finish.
+        let report = echo_against(1024 * 1024, 32, |mut raw| async move {
+            let mut held = Vec::new();
+            for _ in 0..2 {
+                let mut conn = raw.accept().await;
+                let reply = conn.switching_protocols();
+                conn.stream.write_all(reply.as_bytes()).await.expect("101");
+                held.push(conn);
+            }
+            held
+        })
+        .await;
+        assert_eq!((report.errors, report.messages), (2, 0));
+        let first = report.first_error.unwrap_or_default();
+        assert!(first.contains("writes still blocked"), "{first}");
+    }
 }

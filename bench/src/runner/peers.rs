@@ -512,3 +512,60 @@ pub fn versions(setup: &Setup) -> Vec<(String, String)> {
         ("haproxy".into(), probe(&super::program("haproxy"), "-v")),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every IPv4 address written in `text`.
+    fn addresses(text: &str) -> Vec<&str> {
+        text.split(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .filter(|t| t.split('.').count() == 4 && t.split('.').all(|p| p.parse::<u8>().is_ok()))
+            .collect()
+    }
+
+    #[test]
+    fn every_proxy_config_listens_and_forwards_on_loopback_only() {
+        let dir = std::env::temp_dir().join(format!("wsgate-perf-peers-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let pki = crate::tls::make_pki(&dir).expect("pki");
+        // Only written into the configs, never bound.
+        let echo: SocketAddr = "127.0.0.1:40000".parse().expect("addr");
+        for workers in [1, 2] {
+            for tls in [false, true] {
+                let place = Placement { workers, tls };
+                let configs = [
+                    ("wsgate", wsgate_config(&dir, &pki, place, echo), "bind ="),
+                    (
+                        "nginx",
+                        nginx_config(&dir, &pki, place, 40001, echo, false),
+                        "listen ",
+                    ),
+                    (
+                        "nginx-16k",
+                        nginx_config(&dir, &pki, place, 40001, echo, true),
+                        "listen ",
+                    ),
+                    (
+                        "haproxy",
+                        haproxy_config(&pki, place, 40001, echo, 100),
+                        "bind ",
+                    ),
+                ];
+                for (name, text, listen) in configs {
+                    let found = addresses(&text);
+                    assert!(found.len() >= 2, "{name}: {found:?} in\n{text}");
+                    assert!(
+                        found.iter().all(|a| *a == "127.0.0.1"),
+                        "{name} names an address off loopback: {found:?} in\n{text}"
+                    );
+                    // A listen line without an address would bind every interface.
+                    for line in text.lines().filter(|l| l.trim_start().starts_with(listen)) {
+                        assert!(line.contains("127.0.0.1:"), "{name}: {line}");
+                    }
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
