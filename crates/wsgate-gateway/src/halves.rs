@@ -80,7 +80,7 @@ impl Halves {
         }
     }
 
-    fn boxed(stream: Boxed, early: Bytes) -> Halves {
+    pub(crate) fn boxed(stream: Boxed, early: Bytes) -> Halves {
         let (read, write) = tokio::io::split(stream);
         Halves {
             read: Either::Right(read),

@@ -736,3 +736,91 @@ impl Timers {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+    use wsgate_testkit::client::encode;
+
+    const CONFIG: &str = r#"
+[[listener]]
+bind = "127.0.0.1:0"
+
+[[route]]
+path = "/"
+upstream = "ws://127.0.0.1:9/"
+origins = ["https://app.example.com"]
+auth = "none"
+"#;
+
+    async fn read(s: &mut DuplexStream, n: usize) -> Vec<u8> {
+        let mut b = vec![0; n];
+        s.read_exact(&mut b).await.expect("read");
+        b
+    }
+
+    /// A message each way through the relay over in-memory streams, then
+    /// nothing: both pumps have read, and neither may keep a read buffer
+    /// while its socket has nothing more (the idle-memory design, at the
+    /// level of the relay's poll loop rather than one reader's).
+    #[tokio::test]
+    async fn an_idle_connection_holds_no_read_buffer() {
+        let config = wsgate_config::parse(CONFIG, std::path::Path::new(".")).expect("config");
+        let Ok(built) = Snapshot::build(&config, 1, None) else {
+            panic!("the config's policy does not build");
+        };
+        let (_reloads, changes) = tokio::sync::watch::channel(Arc::new(built.snapshot));
+        let (client_end, mut client) = tokio::io::duplex(64 * 1024);
+        let (upstream_end, mut upstream) = tokio::io::duplex(64 * 1024);
+        let buffers = Buffers::default();
+        let limits = Limits::default();
+        let (shutdown, revoked) = (CancellationToken::new(), CancellationToken::new());
+        let judge = |_: &Snapshot| Err::<Update, _>("no reload here".to_owned());
+        let running = relay(
+            Halves::boxed(Box::new(client_end), Bytes::new()),
+            Halves::boxed(Box::new(upstream_end), Bytes::new()),
+            &buffers,
+            &limits,
+            crate::pump::Checks {
+                rules: None,
+                meter: None,
+                budget: None,
+                deflate: None,
+            },
+            None,
+            &shutdown,
+            &revoked,
+            Reconfig {
+                changes,
+                judge: &judge,
+            },
+        );
+        let talk = async {
+            client
+                .write_all(&encode(0x81, b"hello", true))
+                .await
+                .expect("write");
+            // Re-masked by the gateway: 2 bytes of header, 4 of key, 5 of text.
+            let sent = read(&mut upstream, 11).await;
+            assert_eq!(sent[..2], [0x81, 0x85]);
+            upstream
+                .write_all(&encode(0x81, b"hello", false))
+                .await
+                .expect("write");
+            assert_eq!(read(&mut client, 7).await, encode(0x81, b"hello", false));
+        };
+        // One task: by the time `talk` sees the echo, the relay's poll that
+        // wrote it has finished, and with it both pumps' reads.
+        tokio::select! {
+            () = talk => {}
+            summary = running => panic!("the relay ended: {summary:?}"),
+        }
+        assert_eq!(
+            buffers.free(),
+            1,
+            "one buffer served both reads and is back in the free list"
+        );
+    }
+}
