@@ -529,8 +529,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("wsgate-perf-peers-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let pki = crate::tls::make_pki(&dir).expect("pki");
-        // Only written into the configs, never bound.
-        let echo: SocketAddr = "127.0.0.1:40000".parse().expect("addr");
+        // Only written into the configs, never bound or dialled.
+        let (echo, port): (SocketAddr, u16) = ("127.0.0.1:0".parse().expect("addr"), 0);
         for workers in [1, 2] {
             for tls in [false, true] {
                 let place = Placement { workers, tls };
@@ -538,17 +538,17 @@ mod tests {
                     ("wsgate", wsgate_config(&dir, &pki, place, echo), "bind ="),
                     (
                         "nginx",
-                        nginx_config(&dir, &pki, place, 40001, echo, false),
+                        nginx_config(&dir, &pki, place, port, echo, false),
                         "listen ",
                     ),
                     (
                         "nginx-16k",
-                        nginx_config(&dir, &pki, place, 40001, echo, true),
+                        nginx_config(&dir, &pki, place, port, echo, true),
                         "listen ",
                     ),
                     (
                         "haproxy",
-                        haproxy_config(&pki, place, 40001, echo, 100),
+                        haproxy_config(&pki, place, port, echo, 100),
                         "bind ",
                     ),
                 ];
