@@ -323,3 +323,32 @@ async fn a_reload_that_drops_client_certificates_closes_mtls_connections_only() 
     open.send_text("still here").await;
     assert_eq!(open.read_data().await.payload, b"still here");
 }
+
+#[tokio::test]
+async fn a_revoked_certificate_closes_its_connection_on_a_report_mode_route_too() {
+    // Report mode lets through what the route's rules would refuse; a
+    // certificate the listener refuses is refused at TLS, before any route.
+    let mut s = setup_with("optional", "").await;
+    let config = format!(
+        r#"{}
+[[route]]
+path = "/watch"
+upstream = "ws://{}/watch"
+origins = ["https://app.example.com"]
+auth = "none"
+mode = "report"
+"#,
+        s.config, s.echo.addr
+    );
+    assert_eq!(s.gw.reload(&config).await, Ok(2));
+    let alice = s.alice.clone();
+    let mut c = open_with(&mut s, &alice, "/watch").await;
+
+    s.pki.crl(&[1001]);
+    assert_eq!(s.gw.reload(&config).await, Ok(3));
+    assert_eq!(c.read_close().await.close_code(), Some(1008));
+    c.send_frame(0x88, &1008u16.to_be_bytes(), true).await;
+    let ev = s.gw.close_event().await;
+    let detail = ev.detail.as_deref().unwrap_or_default();
+    assert!(detail.starts_with("tls_failed: "), "{detail}");
+}
