@@ -1,8 +1,10 @@
-//! Slow clients, TLS on both legs, and graceful shutdown.
+//! Slow clients, TLS on both legs and its session resumption, and graceful
+//! shutdown.
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::ORIGIN;
@@ -236,4 +238,78 @@ async fn when_the_drain_is_over_open_connections_get_1001() {
     );
     c.send_frame(0x88, &1001u16.to_be_bytes(), true).await;
     assert!(stopped.await.unwrap());
+}
+
+/// Opens a TLS connection with `config` and completes a WebSocket handshake
+/// (so the session tickets sent after the TLS handshake are read); whether
+/// the TLS session was resumed.
+async fn resumed(addr: std::net::SocketAddr, config: Arc<rustls::ClientConfig>) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let kind = tls.get_ref().1.handshake_kind();
+    tls.write_all(
+        b"GET /chat HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+          Origin: https://app.example.com\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        tls.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{head:?}");
+    kind == Some(rustls::HandshakeKind::Resumed)
+}
+
+#[tokio::test]
+async fn sessions_resume_for_more_clients_than_a_session_cache_holds_until_a_reload() {
+    let pki = Pki::new();
+    let gate = pki.server("gate", &["localhost"]);
+    let echo = Echo::start().await;
+    let config = format!(
+        r#"
+[[listener]]
+bind = "127.0.0.1:0"
+tls = {{ cert = {cert:?}, key = {key:?} }}
+
+[[route]]
+path = "/chat"
+upstream = "ws://{echo}/chat"
+origins = ["https://app.example.com"]
+auth = "none"
+"#,
+        cert = gate.cert,
+        key = gate.key,
+        echo = echo.addr,
+    );
+    let gw = TestGateway::start_in(&config, Some(pki.dir())).await;
+    // Each client has a session cache of its own, as browsers on different
+    // machines do; 300 of them hold 600 tickets, more than rustls's default
+    // server-side cache of 256 sessions.
+    let clients: Vec<_> = (0..300).map(|_| pki.client_config()).collect();
+    for c in &clients {
+        assert!(!resumed(gw.addr, Arc::clone(c)).await, "a first connection");
+    }
+    let mut again = 0;
+    for c in &clients {
+        again += usize::from(resumed(gw.addr, Arc::clone(c)).await);
+    }
+    assert_eq!(
+        again,
+        clients.len(),
+        "clients whose second connection resumed"
+    );
+    // After a reload, sessions from before it do not resume: a client
+    // certificate would meet the reloaded CAs and CRLs in a full handshake.
+    assert_eq!(gw.reload(&config).await, Ok(2));
+    assert!(!resumed(gw.addr, Arc::clone(&clients[0])).await);
+    assert!(resumed(gw.addr, Arc::clone(&clients[0])).await);
 }
