@@ -556,8 +556,12 @@ fn recheck(
     // mode, so this comes first and ignores report mode.
     if !client_chain.is_empty() {
         match &listener_policy.client_verifier {
-            Some(verifier) => crate::tls::still_trusted(verifier, client_chain)
-                .map_err(|e| format!("tls_failed: the client certificate is refused now: {e}"))?,
+            Some(verifier) => crate::tls::still_trusted(
+                verifier,
+                client_chain,
+                rustls::pki_types::UnixTime::now(),
+            )
+            .map_err(|e| format!("tls_failed: the client certificate is refused now: {e}"))?,
             None if matches!(seen.auth, Some((wsgate_config::AuthMethod::Mtls, _))) => {
                 return Err(
                     "client_cert_required: the listener no longer asks for client certificates"

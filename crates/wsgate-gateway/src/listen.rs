@@ -13,6 +13,7 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use rustls::pki_types::UnixTime;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use wsgate_policy::Reason;
@@ -63,10 +64,14 @@ async fn serve(state: Arc<State>, index: usize, tcp: TcpStream, client: SocketAd
     let _ = tcp.set_nodelay(true);
     // The TLS certificate is the one in force at accept: a reload that
     // rotates it applies to connections accepted after it.
-    let (acceptor, timeout) = {
+    let (acceptor, verifier, timeout) = {
         let policy = state.policy();
         let l = &policy.listeners[index];
-        (l.tls.clone(), l.config.handshake_timeout)
+        (
+            l.tls.clone(),
+            l.client_verifier.clone(),
+            l.config.handshake_timeout,
+        )
     };
     let id = state.next_conn_id();
     let conn = |client_cert, client_chain| {
@@ -87,8 +92,22 @@ async fn serve(state: Arc<State>, index: usize, tcp: TcpStream, client: SocketAd
     };
     match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => {
-            // A certificate here has passed webpki: chain, validity, CRLs.
-            let chain = tls.get_ref().1.peer_certificates().unwrap_or_default();
+            // A full handshake's certificate has just passed webpki: chain,
+            // validity, CRLs. A resumed session's passed when the session
+            // began and may have expired since, so it is checked again.
+            let session = tls.get_ref().1;
+            let chain = session.peer_certificates().unwrap_or_default();
+            if session.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+                && let Some(verifier) = &verifier
+                && let Err(e) = crate::tls::still_trusted(verifier, chain, UnixTime::now())
+            {
+                return log_failure(
+                    &conn(None, Vec::new()),
+                    Reason::TlsFailed,
+                    started,
+                    &format!("the resumed TLS session's client certificate is refused now: {e}"),
+                );
+            }
             let cert = chain.first().and_then(crate::tls::client_cert);
             let chain = if cert.is_some() {
                 chain.to_vec()

@@ -87,14 +87,11 @@ pub(crate) fn server(
     // evict each other's: none of 300 resumed in the test). TLS 1.3 resumes
     // with a fresh key exchange (rustls offers no PSK-only mode), so a
     // ticket key does not open recorded traffic; the keys are new with every
-    // config, so a reload ends resumption of the sessions before it.
-    // Not with client certificates: a resumed session brings back the
-    // certificate it began with unchecked, and a ticket lives for hours; the
-    // bounded cache keeps that window as small as it was.
-    if client_certs.is_none() {
-        config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
-            .map_err(|e| format!("session ticket keys: {e}"))?;
-    }
+    // config, so a reload ends resumption of the sessions before it. A
+    // resumed session brings back its client certificate unchecked, for
+    // hours: the listener checks it again (`still_trusted`).
+    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
+        .map_err(|e| format!("session ticket keys: {e}"))?;
     Ok(ServerTls {
         config: Arc::new(config),
         client_verifier,
@@ -150,22 +147,20 @@ fn client_verifier(c: &ClientCerts) -> Result<ClientVerifier, String> {
 }
 
 /// Checks a client certificate chain accepted earlier against `verifier`,
-/// as a new TLS handshake would: after a reload the CAs or CRLs may have
-/// changed, and time has passed. `chain` is the end entity, then the
+/// as a new TLS handshake would at `now`: after a reload the CAs or CRLs
+/// may have changed, and a resumed session's certificate may have expired
+/// since it was verified. `chain` is the end entity, then the
 /// intermediates the client sent.
 pub(crate) fn still_trusted(
     verifier: &ClientVerifier,
     chain: &[CertificateDer<'static>],
+    now: rustls::pki_types::UnixTime,
 ) -> Result<(), String> {
     let Some((end_entity, intermediates)) = chain.split_first() else {
         return Ok(());
     };
     verifier
-        .verify_client_cert(
-            end_entity,
-            intermediates,
-            rustls::pki_types::UnixTime::now(),
-        )
+        .verify_client_cert(end_entity, intermediates, now)
         .map(|_| ())
         .map_err(|e| e.to_string())
 }

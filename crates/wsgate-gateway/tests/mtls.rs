@@ -352,3 +352,41 @@ mode = "report"
     let detail = ev.detail.as_deref().unwrap_or_default();
     assert!(detail.starts_with("tls_failed: "), "{detail}");
 }
+
+#[tokio::test]
+async fn a_resumed_session_whose_certificate_expired_since_is_refused() {
+    let mut s = setup("optional").await;
+    // Valid for two more seconds (certificates count whole seconds).
+    let until = std::time::SystemTime::now() + std::time::Duration::from_secs(2);
+    let brief = s
+        .pki
+        .client_until("brief", "brief@example.com", "Brief", 1005, until);
+    // One config, so one session cache: the second connection resumes.
+    let config = s.pki.client_config_with_cert(&brief);
+    let mut first = RawClient::try_connect_tls(s.gw.addr, config.clone(), "localhost")
+        .await
+        .unwrap();
+    // Reading the 101 reads the session tickets sent before it.
+    let reply = first.try_handshake("/open", &[ORIGIN]).await.unwrap();
+    assert_eq!(reply.status, 101);
+    assert_eq!(s.gw.handshake_event().await.decision, Some("admitted"));
+    // What is under test is what time does to the certificate, and webpki
+    // reads the system clock: this waits for the expiry itself.
+    let expired = until + std::time::Duration::from_secs(1);
+    if let Ok(left) = expired.duration_since(std::time::SystemTime::now()) {
+        tokio::time::sleep(left).await;
+    }
+    let status = match RawClient::try_connect_tls(s.gw.addr, config, "localhost").await {
+        Ok(mut c) => c.try_handshake("/open", &[ORIGIN]).await.map(|r| r.status),
+        Err(_) => None,
+    };
+    assert_eq!(status, None, "a resumed session outlived its certificate");
+    let ev = s.gw.handshake_event().await;
+    assert_eq!(ev.reason, Some("tls_failed"));
+    let detail = ev.detail.as_deref().unwrap_or_default();
+    assert!(
+        detail.starts_with("the resumed TLS session's client certificate is refused now: "),
+        "{detail}"
+    );
+    assert!(detail.to_lowercase().contains("expired"), "{detail}");
+}

@@ -102,6 +102,42 @@ impl Pki {
         serial: u64,
         expired: bool,
     ) -> Leaf {
+        self.client_valid(file_stem, email, cn, serial, |params| {
+            if expired {
+                params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+                params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+            }
+        })
+    }
+
+    /// A client certificate like [`Pki::client`]'s, valid from an hour ago
+    /// until `until` (whole seconds, as certificates count them).
+    pub fn client_until(
+        &self,
+        file_stem: &str,
+        email: &str,
+        cn: &str,
+        serial: u64,
+        until: std::time::SystemTime,
+    ) -> Leaf {
+        let epoch = rcgen::date_time_ymd(1970, 1, 1);
+        let since =
+            |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).expect("after 1970");
+        let now = std::time::SystemTime::now();
+        self.client_valid(file_stem, email, cn, serial, |params| {
+            params.not_before = epoch + since(now - std::time::Duration::from_secs(3600));
+            params.not_after = epoch + since(until);
+        })
+    }
+
+    fn client_valid(
+        &self,
+        file_stem: &str,
+        email: &str,
+        cn: &str,
+        serial: u64,
+        validity: impl FnOnce(&mut CertificateParams),
+    ) -> Leaf {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
         params.subject_alt_names.push(rcgen::SanType::Rfc822Name(
             email.to_owned().try_into().expect("email"),
@@ -111,10 +147,7 @@ impl Pki {
             .push(rcgen::DnType::CommonName, cn);
         params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
         params.serial_number = Some(rcgen::SerialNumber::from(serial));
-        if expired {
-            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
-        }
+        validity(&mut params);
         let key = KeyPair::generate().expect("key");
         let cert = params.signed_by(&key, &self.ca_issuer).expect("sign");
         let leaf = Leaf {
