@@ -263,6 +263,20 @@ async fn open_with(s: &mut Setup, leaf: &Leaf, path: &str) -> RawClient {
     c
 }
 
+/// Reads the 1008 `policy_changed` a reload sends `c`, answers it, and
+/// returns the detail of the connection's `close` audit line.
+async fn closed_by_reload(s: &mut Setup, c: &mut RawClient) -> String {
+    let close = c.read_close().await;
+    assert_eq!(
+        (close.close_code(), close.close_reason().as_str()),
+        (Some(1008), "policy_changed")
+    );
+    c.send_frame(0x88, &1008u16.to_be_bytes(), true).await;
+    let ev = s.gw.close_event().await;
+    assert_eq!(ev.reason, Some("policy_changed"));
+    ev.detail.clone().unwrap_or_default()
+}
+
 #[tokio::test]
 async fn a_reload_that_revokes_a_certificate_closes_the_connections_that_use_it() {
     let mut s = setup("optional").await;
@@ -275,15 +289,7 @@ async fn a_reload_that_revokes_a_certificate_closes_the_connections_that_use_it(
 
     s.pki.crl(&[1001, 1003]);
     assert_eq!(s.gw.reload(&s.config).await, Ok(2));
-    let close = a.read_close().await;
-    assert_eq!(
-        (close.close_code(), close.close_reason().as_str()),
-        (Some(1008), "policy_changed")
-    );
-    a.send_frame(0x88, &1008u16.to_be_bytes(), true).await;
-    let ev = s.gw.close_event().await;
-    assert_eq!(ev.reason, Some("policy_changed"));
-    let detail = ev.detail.as_deref().unwrap_or_default();
+    let detail = closed_by_reload(&mut s, &mut a).await;
     assert!(
         detail.starts_with("tls_failed: the client certificate is refused now: "),
         "{detail}"
@@ -313,11 +319,7 @@ async fn a_reload_that_drops_client_certificates_closes_mtls_connections_only() 
         .replacen("client_crl = \"clients.crl.pem\"\n", "", 1);
     assert_ne!(after, s.config);
     assert_eq!(s.gw.reload(&after).await, Ok(2));
-    let close = by_cert.read_close().await;
-    assert_eq!(close.close_code(), Some(1008));
-    by_cert.send_frame(0x88, &1008u16.to_be_bytes(), true).await;
-    let ev = s.gw.close_event().await;
-    let detail = ev.detail.as_deref().unwrap_or_default();
+    let detail = closed_by_reload(&mut s, &mut by_cert).await;
     assert!(detail.starts_with("client_cert_required: "), "{detail}");
     // The route without authentication does not depend on the certificate.
     open.send_text("still here").await;
@@ -346,10 +348,7 @@ mode = "report"
 
     s.pki.crl(&[1001]);
     assert_eq!(s.gw.reload(&config).await, Ok(3));
-    assert_eq!(c.read_close().await.close_code(), Some(1008));
-    c.send_frame(0x88, &1008u16.to_be_bytes(), true).await;
-    let ev = s.gw.close_event().await;
-    let detail = ev.detail.as_deref().unwrap_or_default();
+    let detail = closed_by_reload(&mut s, &mut c).await;
     assert!(detail.starts_with("tls_failed: "), "{detail}");
 }
 
