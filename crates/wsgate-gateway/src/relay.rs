@@ -783,12 +783,7 @@ auth = "none"
             Halves::boxed(Box::new(upstream_end), Bytes::new()),
             &buffers,
             &limits,
-            crate::pump::Checks {
-                rules: None,
-                meter: None,
-                budget: None,
-                deflate: None,
-            },
+            crate::pump::Checks::default(),
             None,
             &shutdown,
             &revoked,
