@@ -13,10 +13,11 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use rustls::pki_types::UnixTime;
+use rustls::pki_types::{CertificateDer, UnixTime};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use wsgate_policy::Reason;
+use wsgate_policy::credentials::ClientCert;
 
 use crate::handshake::{Conn, elapsed_ms, handle};
 use crate::state::State;
@@ -74,7 +75,11 @@ async fn serve(state: Arc<State>, index: usize, tcp: TcpStream, client: SocketAd
         )
     };
     let id = state.next_conn_id();
-    let conn = |client_cert, client_chain| {
+    // A verified certificate's fields and the chain it came in, together
+    // or not at all.
+    let conn = |presented: Option<(ClientCert, Vec<CertificateDer<'static>>)>| {
+        let (client_cert, client_chain) =
+            presented.map_or((None, Vec::new()), |(c, chain)| (Some(c), chain));
         Arc::new(Conn {
             state: Arc::clone(&state),
             listener: index,
@@ -88,7 +93,7 @@ async fn serve(state: Arc<State>, index: usize, tcp: TcpStream, client: SocketAd
     };
     let started = tokio::time::Instant::now();
     let Some(acceptor) = &acceptor else {
-        return serve_http(conn(None, Vec::new()), tcp, started).await;
+        return serve_http(conn(None), tcp, started).await;
     };
     match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => {
@@ -102,28 +107,26 @@ async fn serve(state: Arc<State>, index: usize, tcp: TcpStream, client: SocketAd
                 && let Err(e) = crate::tls::still_trusted(verifier, chain, UnixTime::now())
             {
                 return log_failure(
-                    &conn(None, Vec::new()),
+                    &conn(None),
                     Reason::TlsFailed,
                     started,
                     &format!("the resumed TLS session's client certificate is refused now: {e}"),
                 );
             }
-            let cert = chain.first().and_then(crate::tls::client_cert);
-            let chain = if cert.is_some() {
-                chain.to_vec()
-            } else {
-                Vec::new()
-            };
-            serve_http(conn(cert, chain), tls, started).await;
+            let presented = chain
+                .first()
+                .and_then(crate::tls::client_cert)
+                .map(|cert| (cert, chain.to_vec()));
+            serve_http(conn(presented), tls, started).await;
         }
         Ok(Err(e)) => log_failure(
-            &conn(None, Vec::new()),
+            &conn(None),
             Reason::TlsFailed,
             started,
             &format!("TLS handshake failed: {e}"),
         ),
         Err(_) => log_failure(
-            &conn(None, Vec::new()),
+            &conn(None),
             Reason::HandshakeTimeout,
             started,
             "TLS handshake not finished in time",

@@ -748,6 +748,7 @@ mod tests {
 [[listener]]
 bind = "127.0.0.1:0"
 
+# The relay is handed its upstream stream; this address is never dialled.
 [[route]]
 path = "/"
 upstream = "ws://127.0.0.1:9/"

@@ -130,6 +130,8 @@ impl Pki {
         })
     }
 
+    /// A client certificate with the given names and serial, its validity
+    /// set by `validity` (else rcgen's default, valid now).
     fn client_valid(
         &self,
         file_stem: &str,
