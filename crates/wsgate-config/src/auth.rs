@@ -278,7 +278,7 @@ pub(crate) fn auth(
     {
         auth.session_grace = g;
     }
-    t.finish(errs, &[]);
+    t.finish(errs);
     auth
 }
 
@@ -317,7 +317,7 @@ fn forward(mut t: Table<'_, '_>, errs: &mut Collector<'_>) -> Option<ForwardConf
         .duration("cache_ttl", errs, true)
         .map_or(Some(DEFAULT_FORWARD_CACHE), |d| d.value);
     let max_age = t.duration("max_age", errs, true).and_then(|d| d.value);
-    t.finish(errs, &[]);
+    t.finish(errs);
     Some(ForwardConfig {
         url: url?,
         user_header,
@@ -348,7 +348,7 @@ fn ticket(mut t: Table<'_, '_>, errs: &mut Collector<'_>) -> Option<TicketConfig
     if let Some(d) = t.duration("ttl", errs, false).and_then(|d| d.value) {
         config.ttl = d;
     }
-    t.finish(errs, &[]);
+    t.finish(errs);
     ok.then_some(config)
 }
 
@@ -369,7 +369,7 @@ fn mtls(mut t: Table<'_, '_>, errs: &mut Collector<'_>) -> Option<MtlsConfig> {
             }
         },
     };
-    t.finish(errs, &[]);
+    t.finish(errs);
     Some(MtlsConfig {
         user_from: user_from?,
     })
@@ -442,7 +442,7 @@ fn jwt(
         .duration("leeway", errs, false)
         .and_then(|d| d.value)
         .unwrap_or(DEFAULT_JWT_LEEWAY);
-    t.finish(errs, &[]);
+    t.finish(errs);
     Some(JwtConfig {
         keys: keys?,
         issuer,
@@ -573,11 +573,11 @@ fn basic(mut t: Table<'_, '_>, base: &Path, errs: &mut Collector<'_>) -> Option<
             Some(t.at()),
             "is required: an htpasswd file with bcrypt or argon2 hashes",
         );
-        t.finish(errs, &[]);
+        t.finish(errs);
         return None;
     };
     let path = base.join(file.value);
-    t.finish(errs, &[]);
+    t.finish(errs);
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(e) => {

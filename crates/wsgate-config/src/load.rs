@@ -11,11 +11,6 @@ use crate::model::*;
 use crate::origin::OriginPattern;
 use crate::reader::{At, Table};
 
-/// Keys DESIGN.md names for features later versions add. They are refused
-/// with a clear message rather than reported as typos or, worse, ignored.
-const LATER_TOP: &[&str] = &[];
-const LATER_LISTENER: &[&str] = &[];
-const LATER_ROUTE: &[&str] = &[];
 /// Keys that mean something only where WebSocket connections are admitted.
 const WEBSOCKET_ONLY: &[&str] = &[
     "origins",
@@ -69,7 +64,7 @@ pub(crate) fn parse(
     let global_limits = root
         .table("limits", &mut errs)
         .map(|t| global_limits(t, &mut errs));
-    root.finish(&mut errs, LATER_TOP);
+    root.finish(&mut errs);
     if errs.is_empty() {
         if listeners.is_empty() {
             errs.push("listener", None, "at least one [[listener]] is required");
@@ -143,7 +138,7 @@ fn listener(mut t: Table<'_, '_>, base: &Path, errs: &mut Collector<'_>) -> Opti
     let reuse_port = t.bool("reuse_port", errs).map(|b| b.value).unwrap_or(false);
     let path = t.path().to_owned();
     let at = t.at();
-    t.finish(errs, LATER_LISTENER);
+    t.finish(errs);
     let bind = bind?;
     if t_has_no_tls_exposed(&tls, bind, allow_cleartext) {
         let msg = format!(
@@ -245,7 +240,7 @@ fn tls_source(mut t: Table<'_, '_>, base: &Path, errs: &mut Collector<'_>) -> Op
     let self_signed = t.bool("self_signed", errs);
     let path = t.path().to_owned();
     let at = t.at();
-    t.finish(errs, &[]);
+    t.finish(errs);
     match (cert, key, self_signed) {
         (None, None, Some(s)) if s.value => Some(Tls::SelfSigned),
         (Some(cert), Some(key), None) => {
@@ -379,7 +374,7 @@ fn route(
         None => Some(Limits::default()),
     };
     let (route_at, route_path_key) = (t.at(), t.path().to_owned());
-    t.finish(errs, LATER_ROUTE);
+    t.finish(errs);
     if kind == RouteKind::Http && !matches!(auth, Some(Auth::None)) {
         let msg = "kind = \"http\" routes take auth = \"none\" in this version: the application authenticates its own pages and API; the gateway authenticates WebSocket handshakes";
         errs.push(&format!("{route_path_key}.auth"), Some(route_at), msg);
@@ -414,7 +409,7 @@ fn csp(mut t: Table<'_, '_>, kind: RouteKind, errs: &mut Collector<'_>) -> Optio
     let (path, at) = (t.path().to_owned(), t.at());
     let report_only = t.bool("report_only", errs).is_some_and(|b| b.value);
     let sources = t.strings("connect_src", errs);
-    t.finish(errs, &[]);
+    t.finish(errs);
     if kind != RouteKind::Http {
         let msg =
             "applies to kind = \"http\" routes only: a policy for the pages that open WebSockets";
@@ -528,7 +523,7 @@ fn messages(mut t: Table<'_, '_>, base: &Path, errs: &mut Collector<'_>) -> Opti
             "`json` and `schema` apply to text messages, which `types` does not allow",
         );
     }
-    t.finish(errs, &[]);
+    t.finish(errs);
     ok.then_some(m)
 }
 
@@ -722,7 +717,7 @@ fn identity_headers(mut t: Table<'_, '_>, errs: &mut Collector<'_>) -> IdentityH
             }
         }
     }
-    t.finish(errs, &[]);
+    t.finish(errs);
     out
 }
 
@@ -846,7 +841,7 @@ fn limits(mut t: Table<'_, '_>, errs: &mut Collector<'_>) -> Option<Limits> {
         errs.push(&t.path_of("handshake_timeout"), Some(h.span().start), msg);
     }
     rates(&mut t, &mut l, errs);
-    t.finish(errs, &[]);
+    t.finish(errs);
     Some(l)
 }
 
@@ -869,7 +864,7 @@ fn log(mut t: Table<'_, '_>, base: &Path, errs: &mut Collector<'_>) -> Log {
             file => AuditTarget::File(base.join(file)),
         };
     }
-    t.finish(errs, &[]);
+    t.finish(errs);
     log
 }
 
@@ -895,7 +890,7 @@ fn metrics(mut t: Table<'_, '_>, errs: &mut Collector<'_>) -> Option<SocketAddr>
             None
         }
     };
-    t.finish(errs, &[]);
+    t.finish(errs);
     bind
 }
 
@@ -935,7 +930,7 @@ fn assertion(mut t: Table<'_, '_>, base: &Path, errs: &mut Collector<'_>) -> Opt
         }
         None => Some(DEFAULT_ASSERTION_JWKS_PATH.to_owned()),
     };
-    t.finish(errs, &[]);
+    t.finish(errs);
     let key = match key {
         Some(found) => Some(found?),
         None => None,
@@ -1023,7 +1018,7 @@ fn store(mut t: Table<'_, '_>, errs: &mut Collector<'_>) -> Store {
                 );
             }
         }
-        t.finish(errs, &[]);
+        t.finish(errs);
         return Store::Memory;
     }
     let url = match url {
@@ -1086,7 +1081,7 @@ fn store(mut t: Table<'_, '_>, errs: &mut Collector<'_>) -> Store {
         }
         None => "wsgate".to_owned(),
     };
-    t.finish(errs, &[]);
+    t.finish(errs);
     match url {
         Some(url) => Store::Redis(RedisStore {
             url,
@@ -1110,7 +1105,7 @@ fn global_limits(mut t: Table<'_, '_>, errs: &mut Collector<'_>) -> GlobalLimits
         }
         g.assembly_memory = m.value;
     }
-    t.finish(errs, &[]);
+    t.finish(errs);
     g
 }
 
@@ -1122,7 +1117,7 @@ fn shutdown(mut t: Table<'_, '_>, errs: &mut Collector<'_>) -> Shutdown {
     if let Some(d) = t.duration("drain", errs, true).and_then(|d| d.value) {
         s.drain = d;
     }
-    t.finish(errs, &[]);
+    t.finish(errs);
     s
 }
 

@@ -257,22 +257,17 @@ impl<'a, 'i> Table<'a, 'i> {
         out
     }
 
-    /// Reports keys that were never read. `later` names keys this version knows
-    /// but does not implement: they are refused rather than silently ignored,
-    /// because an ignored security setting is worse than a failed start.
-    pub(crate) fn finish(self, errs: &mut Collector<'_>, later: &[&str]) {
+    /// Reports keys that were never read: a misspelt or misplaced key is an
+    /// error, because a security setting silently ignored is worse than a
+    /// gateway that does not start.
+    pub(crate) fn finish(self, errs: &mut Collector<'_>) {
         for (key, value) in self.table.iter() {
             let key = key.get_ref().as_ref();
             if self.used.iter().any(|u| u == key) {
                 continue;
             }
             let path = self.path_of(key);
-            let msg = if later.contains(&key) {
-                "is not implemented in this version of wsgate; remove it (a security setting is never silently ignored)".to_owned()
-            } else {
-                "unknown key".to_owned()
-            };
-            errs.push(&path, Some(span_start(value)), msg);
+            errs.push(&path, Some(span_start(value)), "unknown key".to_owned());
         }
     }
 }
