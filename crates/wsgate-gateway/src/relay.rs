@@ -207,6 +207,8 @@ pub(crate) fn relay<'a>(
                 .then(|| Waker::from(Arc::clone(&rare)));
             let mut rare_cx = waker.as_ref().map(Context::from_waker);
             if let Some(rcx) = rare_cx.as_mut() {
+                #[cfg(test)]
+                tests::count_rare_pass();
                 while conn.follows_reloads() {
                     let Poll::Ready((changes, open)) = reloads.as_mut().poll(rcx) else {
                         break;
@@ -393,6 +395,8 @@ where
             let timer_fired = match waits.rare.as_deref_mut() {
                 Some(rcx) => waits.sleep.as_mut().poll(rcx).is_ready(),
                 None if timer_moved => {
+                    #[cfg(test)]
+                    tests::count_rare_pass();
                     let waker = Waker::from(Arc::clone(waits.rare_waker));
                     let mut rcx = Context::from_waker(&waker);
                     waits.sleep.as_mut().poll(&mut rcx).is_ready()
@@ -762,12 +766,20 @@ auth = "none"
         b
     }
 
-    /// A message each way through the relay over in-memory streams, then
-    /// nothing: both pumps have read, and neither may keep a read buffer
-    /// while its socket has nothing more (the idle-memory design, at the
-    /// level of the relay's poll loop rather than one reader's).
-    #[tokio::test]
-    async fn an_idle_connection_holds_no_read_buffer() {
+    thread_local! {
+        /// Passes the relay made over its rare waits on this thread (a
+        /// current-thread test runtime polls the relay here).
+        static RARE_PASSES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    pub(super) fn count_rare_pass() {
+        RARE_PASSES.with(|n| n.set(n.get() + 1));
+    }
+
+    /// Runs a relay over in-memory streams with the default limits and
+    /// sends `messages` text messages each way through it, one at a time,
+    /// checking each as it arrives; returns once the last echo is read.
+    async fn exchange(buffers: &Buffers, messages: usize) {
         let config = wsgate_config::parse(CONFIG, std::path::Path::new(".")).expect("config");
         let Ok(built) = Snapshot::build(&config, 1, None) else {
             panic!("the config's policy does not build");
@@ -775,14 +787,13 @@ auth = "none"
         let (_reloads, changes) = tokio::sync::watch::channel(Arc::new(built.snapshot));
         let (client_end, mut client) = tokio::io::duplex(64 * 1024);
         let (upstream_end, mut upstream) = tokio::io::duplex(64 * 1024);
-        let buffers = Buffers::default();
         let limits = Limits::default();
         let (shutdown, revoked) = (CancellationToken::new(), CancellationToken::new());
         let judge = |_: &Snapshot| Err::<Update, _>("no reload here".to_owned());
         let running = relay(
             Halves::boxed(Box::new(client_end), Bytes::new()),
             Halves::boxed(Box::new(upstream_end), Bytes::new()),
-            &buffers,
+            buffers,
             &limits,
             crate::pump::Checks::default(),
             None,
@@ -794,29 +805,53 @@ auth = "none"
             },
         );
         let talk = async {
-            client
-                .write_all(&encode(0x81, b"hello", true))
-                .await
-                .expect("write");
-            // Re-masked by the gateway: 2 bytes of header, 4 of key, 5 of text.
-            let sent = read(&mut upstream, 11).await;
-            assert_eq!(sent[..2], [0x81, 0x85]);
-            upstream
-                .write_all(&encode(0x81, b"hello", false))
-                .await
-                .expect("write");
-            assert_eq!(read(&mut client, 7).await, encode(0x81, b"hello", false));
+            for _ in 0..messages {
+                client
+                    .write_all(&encode(0x81, b"hello", true))
+                    .await
+                    .expect("write");
+                // Re-masked by the gateway: 2 bytes of header, 4 of key, 5 of text.
+                let sent = read(&mut upstream, 11).await;
+                assert_eq!(sent[..2], [0x81, 0x85]);
+                upstream
+                    .write_all(&encode(0x81, b"hello", false))
+                    .await
+                    .expect("write");
+                assert_eq!(read(&mut client, 7).await, encode(0x81, b"hello", false));
+            }
         };
-        // One task: by the time `talk` sees the echo, the relay's poll that
-        // wrote it has finished, and with it both pumps' reads.
+        // One task: by the time `talk` sees the last echo, the relay's poll
+        // that wrote it has finished, and with it both pumps' reads.
         tokio::select! {
             () = talk => {}
             summary = running => panic!("the relay ended: {summary:?}"),
         }
+    }
+
+    /// A message each way, then nothing: both pumps have read, and neither
+    /// may keep a read buffer while its socket has nothing more (the
+    /// idle-memory design, at the level of the relay's poll loop rather
+    /// than one reader's).
+    #[tokio::test]
+    async fn an_idle_connection_holds_no_read_buffer() {
+        let buffers = Buffers::default();
+        exchange(&buffers, 1).await;
         assert_eq!(
             buffers.free(),
             1,
             "one buffer served both reads and is back in the free list"
         );
+    }
+
+    /// Data wakes the relay through its sockets, and those wakes leave the
+    /// timer, shutdown, revocation and reload waits alone: the first poll
+    /// registers them, and nothing fires or sets the timer again while 200
+    /// messages go through (each wake would otherwise take the
+    /// cancellation tokens' locks).
+    #[tokio::test]
+    async fn data_wakes_leave_the_rare_waits_alone() {
+        RARE_PASSES.with(|n| n.set(0));
+        exchange(&Buffers::default(), 100).await;
+        assert_eq!(RARE_PASSES.with(std::cell::Cell::get), 1);
     }
 }
