@@ -97,7 +97,7 @@ pub static CATALOG: &[Check] = &[
         category: "cross-site",
         severity: Severity::Medium,
         aggressive: false,
-        why: "Sends Origin: the legitimate host with port 8443. Another port is another origin, often another, less protected application.",
+        why: "Sends Origin: the legitimate host with port 8443 (8444 when the origin is on 8443). Another port is another origin, often another, less protected application.",
         remediation: "Allow-list origins with their exact port.",
         config: ORIGINS,
     },

@@ -814,9 +814,13 @@ fn other_scheme(origin: &str) -> String {
     }
 }
 
+/// The legitimate host on another port: 8443, a common second HTTPS port,
+/// or 8444 when the origin is on 8443 itself (the probe must never be the
+/// legitimate origin, which the endpoint rightly accepts).
 fn other_port(origin: &str) -> String {
-    let (scheme, host, _) = split_origin(origin);
-    format!("{scheme}://{host}:8443")
+    let (scheme, host, port) = split_origin(origin);
+    let other = if port == Some("8443") { 8444 } else { 8443 };
+    format!("{scheme}://{host}:{other}")
 }
 
 /// A well-formed HS256 JWT signed with a random key: no server can verify it.
@@ -894,6 +898,11 @@ mod tests {
         assert_eq!(other_scheme("http://a.example:81"), "https://a.example:81");
         assert_eq!(other_port("https://a.example"), "https://a.example:8443");
         assert_eq!(other_port("http://[::1]:80"), "http://[::1]:8443");
+        // wsgate's own example listens on 8443: its origin is not "another port".
+        assert_eq!(
+            other_port("https://127.0.0.1:8443"),
+            "https://127.0.0.1:8444"
+        );
     }
 
     #[test]
