@@ -20,7 +20,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll, Wake, Waker, ready};
 use std::time::Duration;
 
 use futures_util::task::AtomicWaker;
@@ -42,6 +42,12 @@ use crate::snapshot::Snapshot;
 
 /// Longest wait for the other end's close frame once closing has begun.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a client that broke a rule may be quiet before its lingering
+/// leg is closed (see the end of [`relay`]): long enough for the rest of
+/// a message in flight to arrive, short enough that a client which stopped
+/// sending is not kept waiting for its close.
+const LINGER_QUIET: Duration = Duration::from_secs(1);
 
 /// Why the connection ended, for the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,10 +235,39 @@ pub(crate) fn relay<'a>(
         .await;
         // A TLS leg is shut down (close_notify), for at most as long as a
         // close may take; then both sockets are closed (the FIN).
-        sleep.as_mut().reset(Instant::now() + CLOSE_TIMEOUT);
+        //
+        // A client that broke a rule may still be sending: the rest of an
+        // oversized message, a flood. Closing its socket with those bytes
+        // unread would answer them with a reset, and a reset can destroy
+        // the close frame before the client has read it (a client blocked
+        // in a write sees only the reset). So that leg lingers: shut down
+        // for writing (the FIN after the close frame), then read and
+        // discarded until it ends, or is quiet for `LINGER_QUIET`, within
+        // the same bound.
+        let linger =
+            conn.st.client_failed && !conn.st.client_reader_done && conn.client.pump.draining();
+        let end = Instant::now() + CLOSE_TIMEOUT;
+        let quiet_from = |now: Instant| {
+            if linger {
+                end.min(now + LINGER_QUIET)
+            } else {
+                end
+            }
+        };
+        sleep.as_mut().reset(quiet_from(Instant::now()));
         std::future::poll_fn(|cx| {
-            let client = !halves::needs_shutdown(conn.client.sink.writer())
-                || conn.client.sink.poll_shutdown(cx).is_ready();
+            let client = if linger {
+                let before = conn.activity.bytes_from_client.load(Ordering::Relaxed);
+                let ended = conn.client.sink.poll_shutdown(cx).is_ready()
+                    && conn.poll_drain_client(cx).is_ready();
+                if conn.activity.bytes_from_client.load(Ordering::Relaxed) != before {
+                    sleep.as_mut().reset(quiet_from(Instant::now()));
+                }
+                ended
+            } else {
+                !halves::needs_shutdown(conn.client.sink.writer())
+                    || conn.client.sink.poll_shutdown(cx).is_ready()
+            };
             let upstream = !halves::needs_shutdown(conn.upstream.sink.writer())
                 || conn.upstream.sink.poll_shutdown(cx).is_ready();
             if (client && upstream) || sleep.as_mut().poll(cx).is_ready() {
@@ -330,6 +365,26 @@ where
     UR: AsyncRead + Unpin,
     UW: AsyncWrite + Unpin,
 {
+    /// Reads the client's leg to its end, discarding (its pump drains):
+    /// ready at the end of its stream.
+    fn poll_drain_client(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        while !self.st.client_reader_done {
+            let mut io = PumpIo {
+                reader: &mut self.client.reader,
+                to: &mut self.upstream.sink,
+                back: &mut self.client.sink,
+                buffers: self.buffers,
+                activity: &self.activity,
+                follow: None,
+            };
+            // A draining pump reports only the end of its stream.
+            if let Event::Gone(_) = ready!(self.client.pump.poll_next(cx, &mut io)) {
+                self.st.client_reader_done = true;
+            }
+        }
+        Poll::Ready(())
+    }
+
     /// Runs everything that can make progress; ready when both legs are
     /// closed or the closing deadline has passed.
     fn poll(&mut self, cx: &mut Context<'_>, mut waits: Waits<'_, '_, '_>) -> Poll<()> {
@@ -510,6 +565,9 @@ struct Closing {
     upstream_received: bool,
     upstream_aborted: bool,
     client_reader_done: bool,
+    /// The client broke a rule: the gateway stopped decoding what it sends
+    /// and does not wait for its close frame; its leg lingers at the end.
+    client_failed: bool,
     /// The close the client gets once the upstream has answered ours.
     pending_client: Option<Reason>,
     deadline: Option<Instant>,
@@ -540,6 +598,7 @@ impl Closing {
                 self.detail = Some(detail);
                 self.begin(Outcome::Gateway(reason));
                 self.client_received = true;
+                self.client_failed = true;
                 if upstream_mid_frame || self.upstream_aborted {
                     // Part of a frame went upstream: no close frame can follow it.
                     self.abort_upstream(legs);

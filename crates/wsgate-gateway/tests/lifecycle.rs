@@ -102,6 +102,36 @@ auth = "none"
     assert!(c.ends_cleanly().await, "no close_notify before the FIN");
 }
 
+/// Over TLS too, a client still sending when its message is refused gets
+/// the close frame, then the gateway's close_notify, not a reset.
+#[tokio::test]
+async fn over_tls_a_client_still_sending_gets_its_close_frame_and_a_close_notify() {
+    let pki = Pki::new();
+    let gate = pki.server("gate", &["localhost"]);
+    let echo = Echo::start().await;
+    let tls = format!(
+        "handshake_timeout = \"2s\"\ntls = {{ cert = {:?}, key = {:?} }}",
+        gate.cert, gate.key
+    );
+    let config = common::config(echo.addr, "", r#"max_frame = "1KiB""#)
+        .replace(r#"handshake_timeout = "2s""#, &tls);
+    let mut gw = TestGateway::start(&config).await;
+    let mut c = RawClient::connect_tls(gw.addr, pki.client_config(), "localhost").await;
+    let reply = c.handshake("/chat", &[ORIGIN, ("Host", "localhost")]).await;
+    assert_eq!(reply.status, 101, "{reply:?}");
+    // Refused at its header, long before its last byte is written.
+    c.send_frame(0x82, &vec![0u8; 32 << 20], true).await;
+    assert_eq!(c.read_close().await.close_code(), Some(1009));
+    assert!(
+        c.ends_cleanly().await,
+        "a close_notify and a FIN after the close"
+    );
+    drop(c);
+    let ev = gw.close_event().await;
+    assert_eq!(ev.reason, Some("message_too_big"));
+    assert!(ev.bytes_in.is_some_and(|n| n >= 32 << 20), "{ev:?}");
+}
+
 #[tokio::test]
 async fn an_upstream_certificate_from_an_unknown_ca_is_refused() {
     let pki = Pki::new();

@@ -41,6 +41,13 @@ async fn violation(gw: &mut TestGateway, bytes: &[u8], code: u16, reason: &str) 
     let close = c.read_close().await;
     assert_eq!(close.close_code(), Some(code), "for {reason}: {close:?}");
     assert_eq!(close.close_reason(), reason);
+    // The gateway half-closes and reads the client out (it may still be
+    // sending); the client's end ends that.
+    assert!(
+        c.ends_cleanly().await,
+        "for {reason}: a FIN after the close"
+    );
+    drop(c);
     let ev = gw.close_event().await;
     assert_eq!(
         (ev.reason, ev.close_code, ev.initiator),
@@ -112,6 +119,54 @@ async fn oversized_frames_and_messages_close_with_1009_before_the_payload_arrive
         msg.extend(encode(0x00, &[0u8; 1000], true));
     }
     violation(&mut gw, &msg, 1009, "message_too_big").await;
+}
+
+/// A client still sending when its message is refused gets the close frame
+/// and a clean end, not a reset: the gateway half-closes, then reads and
+/// discards the rest before it closes the socket. Closing with those bytes
+/// unread would reset the connection, and a client blocked in its write
+/// would see only the reset (the auditor's message-size probe did, now and
+/// then).
+#[tokio::test]
+async fn a_client_still_sending_gets_its_close_frame_not_a_reset() {
+    let (_echo, mut gw) = gateway(r#"max_frame = "1KiB""#).await;
+    let mut c = open(&gw).await;
+    // One 32 MiB frame, written whole: refused at its header, long before
+    // its last byte is written.
+    c.send_frame(0x82, &vec![0u8; 32 << 20], true).await;
+    let close = c.read_close().await;
+    assert_eq!(
+        (close.close_code(), close.close_reason().as_str()),
+        (Some(1009), "message_too_big")
+    );
+    assert!(c.ends_cleanly().await, "a FIN after the close frame");
+    drop(c);
+    let ev = gw.close_event().await;
+    assert_eq!(
+        (ev.reason, ev.close_code),
+        (Some("message_too_big"), Some(1009))
+    );
+    assert!(
+        ev.bytes_in.is_some_and(|n| n >= 32 << 20),
+        "every byte was read, to be discarded: {ev:?}"
+    );
+}
+
+/// A client that broke a rule and then neither sends nor closes is not
+/// read for long: its leg is closed after a second of quiet, well before
+/// the closing deadline (5 s).
+#[tokio::test]
+async fn a_quiet_client_that_broke_a_rule_is_closed_after_a_second() {
+    let (_echo, mut gw) = gateway("").await;
+    let mut c = open(&gw).await;
+    c.send_frame(0x81, b"\xC0\xAF", true).await;
+    assert_eq!(c.read_close().await.close_code(), Some(1007));
+    // The client keeps its socket open and says nothing more.
+    let ev = gw.close_event().await;
+    assert_eq!(ev.reason, Some("invalid_utf8"));
+    let ms = ev.duration_ms;
+    assert!((1000..5000).contains(&ms), "closed after {ms} ms");
+    assert!(c.ends_cleanly().await);
 }
 
 #[tokio::test]
