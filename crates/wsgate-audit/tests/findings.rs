@@ -264,6 +264,34 @@ async fn no_limits_and_no_timeouts_with_aggressive() {
     );
 }
 
+/// An endpoint that falls over under the connection probe is not reported
+/// as enforcing a limit: the connection that failed was not refused by one,
+/// as the next, with the others closed, fails too.
+#[tokio::test]
+async fn an_endpoint_that_falls_over_under_the_connection_probe_gets_no_pass() {
+    let v = Vulnerable::start(Flaws {
+        dies_after: Some(10),
+        ..strict()
+    })
+    .await;
+    let mut o = options(format!("ws://{}/ws", v.addr));
+    o.aggressive = true;
+    o.checks = vec!["connection-limit".into()];
+    let r = audit(o).await;
+    let entry = r
+        .entries
+        .iter()
+        .find(|e| e.check.id == "connection-limit")
+        .unwrap();
+    match &entry.outcome {
+        Outcome::Error { reason } => assert!(
+            reason.contains("Connection refused") && reason.contains("stopped answering"),
+            "{reason}"
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn behind_wsgate_with_a_strict_config_nothing_is_above_info() {
     // The most vulnerable target there is...
@@ -280,6 +308,7 @@ async fn behind_wsgate_with_a_strict_config_nothing_is_above_info() {
         echo_subprotocol: true,
         any_version: true,
         validate_frames: false,
+        dies_after: None,
     })
     .await;
     // ...behind wsgate.

@@ -79,6 +79,9 @@ pub struct Flaws {
     pub any_version: bool,
     /// Validate frames (masking, RSV, opcodes, control frames, UTF-8) and close with the right code.
     pub validate_frames: bool,
+    /// Stop listening after accepting this many connections, as a server
+    /// that falls over under load: later connections are refused.
+    pub dies_after: Option<usize>,
 }
 
 impl Flaws {
@@ -97,6 +100,7 @@ impl Flaws {
             echo_subprotocol: false,
             any_version: false,
             validate_frames: true,
+            dies_after: None,
         }
     }
 }
@@ -114,11 +118,17 @@ impl Vulnerable {
         let addr = listener.local_addr().expect("addr");
         let flaws = Arc::new(flaws);
         tokio::spawn(async move {
+            let mut accepted = 0;
             while let Ok((tcp, _)) = listener.accept().await {
-                let flaws = Arc::clone(&flaws);
+                let each = Arc::clone(&flaws);
                 tokio::spawn(async move {
-                    let _ = serve(tcp, &flaws).await;
+                    let _ = serve(tcp, &each).await;
                 });
+                accepted += 1;
+                if flaws.dies_after.is_some_and(|n| accepted >= n) {
+                    // The listener is dropped: connections are refused.
+                    break;
+                }
             }
         });
         Vulnerable { addr }

@@ -387,7 +387,7 @@ pub static CATALOG: &[Check] = &[
         category: "limits",
         severity: Severity::Medium,
         aggressive: true,
-        why: "Opens up to 64 legitimate connections at once and holds them. Without a per-client cap one client can take every connection slot.",
+        why: "Opens up to 64 legitimate connections at once and holds them. Without a per-client cap one client can take every connection slot. A connection that fails counts as refused by a cap only if a new one is accepted once the others are closed; otherwise the endpoint stopped answering, and the check has no verdict.",
         remediation: "Cap concurrent connections per client address and per user.",
         config: "[route.limits]\nmax_conns_per_ip = 50\nmax_conns_per_user = 5",
     },

@@ -730,8 +730,26 @@ impl Ctx {
                 }
                 Err(e) => {
                     release(held).await;
-                    return Outcome::Pass {
-                        evidence: format!("connection {} failed: {e}", i + 1),
+                    // A limit refuses the connections over it; an endpoint
+                    // that fell over refuses the next one too, with the
+                    // others closed (so does one that bans this client, which
+                    // the auditor cannot tell apart: no verdict then).
+                    return match self.try_request(&self.target.request()).await {
+                        Ok((r, c)) if r.status == 101 => {
+                            release(vec![c]).await;
+                            Outcome::Pass {
+                                evidence: format!(
+                                    "connection {} failed: {e}; with the others closed, a new one was accepted",
+                                    i + 1
+                                ),
+                            }
+                        }
+                        _ => Outcome::Error {
+                            reason: format!(
+                                "connection {} failed: {e}; with the others closed, a new one failed too: the endpoint stopped answering (it fell over, or it bans this client)",
+                                i + 1
+                            ),
+                        },
                     };
                 }
             }
