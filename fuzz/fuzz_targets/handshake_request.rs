@@ -73,7 +73,11 @@ fuzz_target!(|data: &[u8]| {
     {
         let _ = credential.is_ambient();
     }
-    if let Ok(hs) = wsgate_proto::handshake::check_request(&method, version, &map) {
+    let target = req
+        .path
+        .and_then(|p| p.parse::<http::Uri>().ok())
+        .unwrap_or_else(|| http::Uri::from_static("/"));
+    if let Ok(hs) = wsgate_proto::handshake::check_request(&method, &target, version, &map) {
         let _ = wsgate_config::host::HostHeader::parse(&hs.host);
         if let Some(origin) = hs.origin {
             let _ = wsgate_config::origin::Origin::parse(&origin);

@@ -276,8 +276,8 @@ async fn decide(
             ..Refusal::new(Reason::TooManyConnections, None, detail)
         }
     })?;
-    let hs =
-        handshake::check_request(&parts.method, parts.version, &parts.headers).map_err(|e| {
+    let hs = handshake::check_request(&parts.method, &parts.uri, parts.version, &parts.headers)
+        .map_err(|e| {
             let reason = match e {
                 HandshakeError::NotUpgrade if policy.router.find(path).is_none() => {
                     Reason::RouteNotFound

@@ -107,6 +107,44 @@ async fn an_unsupported_version_gets_426_naming_13() {
     }
 }
 
+/// A handshake names its resource by path and has no body: bytes after its
+/// head are frames. An absolute URI's authority would outrank the `Host` the
+/// gateway checked; a declared body leaves each hop to decide where it ends
+/// and the frames begin. Both are refused, whatever follows.
+#[tokio::test]
+async fn an_absolute_target_or_a_body_is_a_bad_handshake() {
+    let (_echo, mut gw) = gateway().await;
+    let head = |target: &str, extra: &str| {
+        format!(
+            "GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Key: {key}\r\nOrigin: https://app.example.com\r\n{extra}\r\n",
+            key = wsgate_testkit::client::KEY
+        )
+    };
+    let cases = [
+        (head("https://evil.example/chat", ""), "not a path"),
+        (
+            head("/chat", "Content-Length: 6\r\n") + "abcdef",
+            "Content-Length",
+        ),
+        (
+            head("/chat", "Transfer-Encoding: chunked\r\n") + "5\r\nhello\r\n0\r\n\r\n",
+            "Transfer-Encoding",
+        ),
+    ];
+    for (request, why) in cases {
+        let mut c = RawClient::connect(gw.addr).await;
+        c.send_raw(request.as_bytes()).await;
+        let reply = c.read_reply().await;
+        assert_eq!(reply.status, 400, "{why}: {reply:?}");
+        assert_eq!(reply.body, "bad_handshake\n");
+        let ev = gw.handshake_event().await;
+        assert_eq!(ev.reason, Some("bad_handshake"));
+        assert!(ev.detail.as_deref().unwrap().contains(why), "{ev:?}");
+    }
+}
+
 #[tokio::test]
 async fn duplicate_security_headers_are_a_bad_handshake_not_first_wins() {
     let (_echo, mut gw) = gateway().await;

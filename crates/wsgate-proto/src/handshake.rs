@@ -7,7 +7,7 @@
 //! could smuggle raw HTTP through a "WebSocket" into the upstream's server.
 
 use base64::Engine as _;
-use http::{HeaderMap, Method, StatusCode, Version, header};
+use http::{HeaderMap, Method, StatusCode, Uri, Version, header};
 
 /// The one WebSocket version there is.
 pub const VERSION: &str = "13";
@@ -59,6 +59,18 @@ pub enum HandshakeError {
     /// A header value that is not visible ASCII.
     #[error("{0} is not visible ASCII")]
     NotAscii(&'static str),
+    /// Section 4.1: the request names its resource by path. An absolute
+    /// URI carries an authority of its own, which HTTP says overrides
+    /// `Host`: the name the gateway checked and the name the request
+    /// means would differ.
+    #[error("the request target is not a path (origin-form) but an absolute URI")]
+    NotOriginForm,
+    /// A handshake has no body, and the bytes after its head are WebSocket
+    /// frames. One that declares a body leaves it to each hop to decide
+    /// where the body ends and the frames begin: a request-smuggling
+    /// ambiguity, refused.
+    #[error("the request declares a body ({0}); a handshake has none")]
+    HasBody(&'static str),
 }
 
 impl HandshakeError {
@@ -74,9 +86,11 @@ pub fn wants_websocket(headers: &HeaderMap) -> bool {
     has_token(headers, header::UPGRADE, "websocket")
 }
 
-/// Checks a client's opening handshake.
+/// Checks a client's opening handshake: its method, request target
+/// (`target`), version and headers.
 pub fn check_request(
     method: &Method,
+    target: &Uri,
     version: Version,
     headers: &HeaderMap,
 ) -> Result<ClientHandshake, HandshakeError> {
@@ -85,6 +99,19 @@ pub fn check_request(
     }
     if version != Version::HTTP_11 {
         return Err(HandshakeError::NotHttp11(version));
+    }
+    if target.scheme().is_some() || target.authority().is_some() {
+        return Err(HandshakeError::NotOriginForm);
+    }
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        return Err(HandshakeError::HasBody("Transfer-Encoding"));
+    }
+    if headers
+        .get_all(header::CONTENT_LENGTH)
+        .iter()
+        .any(|v| v.as_bytes() != b"0")
+    {
+        return Err(HandshakeError::HasBody("Content-Length"));
     }
     let host = single(headers, header::HOST, "Host")?
         .filter(|h| !h.is_empty())
@@ -277,8 +304,10 @@ mod tests {
     }
 
     fn check(pairs: &[(&str, &str)]) -> Result<ClientHandshake, HandshakeError> {
-        check_request(&Method::GET, Version::HTTP_11, &request(pairs))
+        check_request(&Method::GET, &PATH, Version::HTTP_11, &request(pairs))
     }
+
+    static PATH: std::sync::LazyLock<Uri> = std::sync::LazyLock::new(|| Uri::from_static("/chat"));
 
     #[test]
     fn the_rfc_example_passes() {
@@ -343,10 +372,25 @@ mod tests {
         );
         let hs = check(&with(("sec-websocket-protocol", "chat.v1, chat.v2"))).unwrap();
         assert_eq!(hs.protocols, ["chat.v1", "chat.v2"]);
-        let post = check_request(&Method::POST, Version::HTTP_11, &request(&good()));
+        let post = check_request(&Method::POST, &PATH, Version::HTTP_11, &request(&good()));
         assert!(matches!(post, Err(HandshakeError::NotGet(_))));
-        let old = check_request(&Method::GET, Version::HTTP_10, &request(&good()));
+        let old = check_request(&Method::GET, &PATH, Version::HTTP_10, &request(&good()));
         assert!(matches!(old, Err(HandshakeError::NotHttp11(_))));
+        // The resource by path only, and no body.
+        for absolute in ["https://evil.example/chat", "http://gw.example/chat"] {
+            let target = Uri::from_static(absolute);
+            let hs = check_request(&Method::GET, &target, Version::HTTP_11, &request(&good()));
+            assert_eq!(hs, Err(HandshakeError::NotOriginForm), "{absolute}");
+        }
+        assert_eq!(
+            check(&with(("content-length", "6"))),
+            Err(HandshakeError::HasBody("Content-Length"))
+        );
+        assert_eq!(
+            check(&with(("transfer-encoding", "chunked"))),
+            Err(HandshakeError::HasBody("Transfer-Encoding"))
+        );
+        assert!(check(&with(("content-length", "0"))).is_ok());
     }
 
     #[test]
