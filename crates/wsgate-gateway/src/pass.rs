@@ -86,6 +86,9 @@ pub(crate) async fn forward(
     {
         return refuse(reason, detail);
     }
+    if let Err(e) = wsgate_proto::handshake::check_target(req.uri()) {
+        return refuse(Reason::BadHandshake, e.to_string());
+    }
     if req.headers().contains_key(header::UPGRADE) {
         return refuse(
             Reason::BadHandshake,

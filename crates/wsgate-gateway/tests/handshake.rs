@@ -107,10 +107,12 @@ async fn an_unsupported_version_gets_426_naming_13() {
     }
 }
 
-/// A handshake names its resource by path and has no body: bytes after its
-/// head are frames. An absolute URI's authority would outrank the `Host` the
-/// gateway checked; a declared body leaves each hop to decide where it ends
-/// and the frames begin. Both are refused, whatever follows.
+/// A handshake names its resource by a path every hop reads alike, and has
+/// no body: bytes after its head are frames. An absolute URI's authority
+/// would outrank the `Host` the gateway checked; `/chat/../admin` would
+/// reach an upstream that resolves it as `/admin`, past that route's
+/// policy; a declared body leaves each hop to decide where it ends and the
+/// frames begin. All are refused, whatever follows.
 #[tokio::test]
 async fn an_absolute_target_or_a_body_is_a_bad_handshake() {
     let (_echo, mut gw) = gateway().await;
@@ -124,6 +126,9 @@ async fn an_absolute_target_or_a_body_is_a_bad_handshake() {
     };
     let cases = [
         (head("https://evil.example/chat", ""), "not a path"),
+        (head("/chat/../admin", ""), "dot-segment"),
+        (head("/chat/%2E%2e/admin", ""), "dot-segment"),
+        (head("/chat/..%2Fadmin", ""), "encoded slash"),
         (
             head("/chat", "Content-Length: 6\r\n") + "abcdef",
             "Content-Length",

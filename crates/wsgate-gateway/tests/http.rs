@@ -98,15 +98,35 @@ async fn the_host_allow_list_upgrades_and_a_dead_upstream_are_refused_and_logged
     assert!(ev.detail.as_deref().unwrap().contains("Upgrade"), "{ev:?}");
 }
 
+/// `/app/../secret` would reach the upstream as `/base/../secret`, which a
+/// server that resolves dot-segments serves as `/secret`: outside what the
+/// route maps. Such paths, and their encoded forms, never leave the gateway.
+#[tokio::test]
+async fn a_path_that_could_climb_out_of_the_route_is_refused() {
+    let (app, echo) = (HttpUpstream::start().await, Echo::start().await);
+    let mut gw = gateway(&app, &echo, "").await;
+    for path in ["/app/../secret", "/app/%2e%2e/secret", "/app/..%2fsecret"] {
+        let mut c = RawClient::connect(gw.addr).await;
+        let reply = c.request("GET", path, &[]).await;
+        assert_eq!(
+            (reply.status, reply.body.trim()),
+            (400, "bad_handshake"),
+            "{path}"
+        );
+        let ev = gw.event(|e| e.event == "http").await;
+        assert_eq!(ev.reason, Some("bad_handshake"));
+        assert!(
+            ev.detail.as_deref().unwrap().contains("another resource"),
+            "{ev:?}"
+        );
+    }
+    assert_eq!(app.requests(), 0, "nothing reached the upstream");
+}
+
 #[tokio::test]
 async fn an_upstream_that_is_down_is_a_502() {
     let echo = Echo::start().await;
-    let dead = HttpUpstream {
-        addr: std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap(),
-    };
+    let dead = HttpUpstream::dead();
     let mut gw = gateway(&dead, &echo, "").await;
     let mut c = RawClient::connect(gw.addr).await;
     let reply = c.request("GET", "/app/", &[]).await;

@@ -65,6 +65,10 @@ pub enum HandshakeError {
     /// means would differ.
     #[error("the request target is not a path (origin-form) but an absolute URI")]
     NotOriginForm,
+    /// A path that hops may resolve to different resources (see
+    /// [`check_target`]).
+    #[error("the path has {0}, which a later hop may resolve to another resource than the route's")]
+    AmbiguousPath(&'static str),
     /// A handshake has no body, and the bytes after its head are WebSocket
     /// frames. One that declares a body leaves it to each hop to decide
     /// where the body ends and the frames begin: a request-smuggling
@@ -100,9 +104,7 @@ pub fn check_request(
     if version != Version::HTTP_11 {
         return Err(HandshakeError::NotHttp11(version));
     }
-    if target.scheme().is_some() || target.authority().is_some() {
-        return Err(HandshakeError::NotOriginForm);
-    }
+    check_target(target)?;
     if headers.contains_key(header::TRANSFER_ENCODING) {
         return Err(HandshakeError::HasBody("Transfer-Encoding"));
     }
@@ -147,6 +149,42 @@ pub fn check_request(
         origin: origin.map(str::to_owned),
         protocols,
     })
+}
+
+/// Checks a request target before it is routed, for a handshake or any
+/// request the gateway forwards: a path (origin-form), and one every hop
+/// reads the same way. The gateway routes by the path as sent and forwards
+/// it so; an upstream that resolves `..`, decodes `%2e%2e` or `%2f`, or
+/// takes `\` for `/` would serve another resource than the route maps to
+/// (`/public/../admin` past the `/admin` route's authentication). Browsers
+/// resolve dot-segments before sending, so only a hand-made request has
+/// them; they are refused rather than resolved, as hops resolve them
+/// differently.
+pub fn check_target(target: &Uri) -> Result<(), HandshakeError> {
+    if target.scheme().is_some() || target.authority().is_some() {
+        return Err(HandshakeError::NotOriginForm);
+    }
+    let path = target.path();
+    let lower = path.to_ascii_lowercase();
+    if path.contains('\\') || lower.contains("%5c") {
+        return Err(HandshakeError::AmbiguousPath("a backslash"));
+    }
+    if lower.contains("%2f") {
+        return Err(HandshakeError::AmbiguousPath("an encoded slash (%2F)"));
+    }
+    if lower.contains("%00") {
+        return Err(HandshakeError::AmbiguousPath("an encoded NUL (%00)"));
+    }
+    // A segment that is `.` or `..` once `%2e` is decoded and any `;`
+    // parameters (which some servers strip) are removed.
+    let dots = lower.split('/').any(|segment| {
+        let segment = segment.split(';').next().unwrap_or("");
+        matches!(segment.replace("%2e", ".").as_str(), "." | "..")
+    });
+    if dots {
+        return Err(HandshakeError::AmbiguousPath("a dot-segment (. or ..)"));
+    }
+    Ok(())
 }
 
 fn is_valid_key(key: &str) -> bool {
@@ -391,6 +429,40 @@ mod tests {
             Err(HandshakeError::HasBody("Transfer-Encoding"))
         );
         assert!(check(&with(("content-length", "0"))).is_ok());
+    }
+
+    #[test]
+    fn paths_every_hop_reads_alike_pass_and_the_others_are_refused() {
+        for fine in [
+            "/chat",
+            "/chat/room.1",
+            "/chat/..x",
+            "/chat/.well-known",
+            "/a//b",
+            "/chat?path=../x",
+            "/caf%C3%A9",
+        ] {
+            assert_eq!(check_target(&Uri::from_static(fine)), Ok(()), "{fine}");
+        }
+        for (bad, why) in [
+            ("/public/../admin", "dot"),
+            ("/public/./admin", "dot"),
+            ("/public/..", "dot"),
+            ("/public/%2e%2e/admin", "dot"),
+            ("/public/%2E./admin", "dot"),
+            ("/public/..;x/admin", "dot"),
+            ("/public/..%2fadmin", "slash"),
+            ("/public/%2F../admin", "slash"),
+            ("/public/..%5cadmin", "backslash"),
+            ("/public/x%00.json", "NUL"),
+        ] {
+            match check_target(&Uri::from_static(bad)) {
+                Err(HandshakeError::AmbiguousPath(what)) => {
+                    assert!(what.contains(why), "{bad}: {what}")
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -6,6 +6,8 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -21,6 +23,7 @@ pub const OWN_CSP: &str = "default-src 'self'";
 pub struct HttpUpstream {
     /// Where it listens.
     pub addr: SocketAddr,
+    requests: Arc<AtomicUsize>,
 }
 
 impl HttpUpstream {
@@ -30,16 +33,40 @@ impl HttpUpstream {
             .await
             .expect("bind http upstream");
         let addr = listener.local_addr().expect("addr");
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&requests);
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
+                let counted = Arc::clone(&counted);
+                let service = hyper::service::service_fn(move |req| {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                    mirror(req)
+                });
                 tokio::spawn(async move {
                     let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tcp), hyper::service::service_fn(mirror))
+                        .serve_connection(TokioIo::new(tcp), service)
                         .await;
                 });
             }
         });
-        HttpUpstream { addr }
+        HttpUpstream { addr, requests }
+    }
+
+    /// An upstream that is down: an address bound and released, where
+    /// nothing listens.
+    pub fn dead() -> HttpUpstream {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("bind");
+        HttpUpstream {
+            addr,
+            requests: Arc::default(),
+        }
+    }
+
+    /// Requests it has received.
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::Relaxed)
     }
 
     /// Its URL with `path`.
