@@ -129,6 +129,8 @@ async fn an_absolute_target_or_a_body_is_a_bad_handshake() {
         (head("/chat/../admin", ""), "dot-segment"),
         (head("/chat/%2E%2e/admin", ""), "dot-segment"),
         (head("/chat/..%2Fadmin", ""), "encoded slash"),
+        (head("/chat;x", ""), "parameter"),
+        (head("//chat", ""), "empty segment"),
         (
             head("/chat", "Content-Length: 6\r\n") + "abcdef",
             "Content-Length",

@@ -156,10 +156,12 @@ pub fn check_request(
 /// reads the same way. The gateway routes by the path as sent and forwards
 /// it so; an upstream that resolves `..`, decodes `%2e%2e` or `%2f`, or
 /// takes `\` for `/` would serve another resource than the route maps to
-/// (`/public/../admin` past the `/admin` route's authentication). Browsers
+/// (`/public/../admin` past the `/admin` route's authentication), and one
+/// that strips `;` parameters or merges slashes would serve `/admin` for
+/// `/admin;x` or `//admin`, which a catch-all route forwards. Browsers
 /// resolve dot-segments before sending, so only a hand-made request has
-/// them; they are refused rather than resolved, as hops resolve them
-/// differently.
+/// them; all of these are refused rather than resolved, as hops resolve
+/// them differently.
 pub fn check_target(target: &Uri) -> Result<(), HandshakeError> {
     if target.scheme().is_some() || target.authority().is_some() {
         return Err(HandshakeError::NotOriginForm);
@@ -175,12 +177,19 @@ pub fn check_target(target: &Uri) -> Result<(), HandshakeError> {
     if lower.contains("%00") {
         return Err(HandshakeError::AmbiguousPath("an encoded NUL (%00)"));
     }
-    // A segment that is `.` or `..` once `%2e` is decoded and any `;`
-    // parameters (which some servers strip) are removed.
-    let dots = lower.split('/').any(|segment| {
-        let segment = segment.split(';').next().unwrap_or("");
-        matches!(segment.replace("%2e", ".").as_str(), "." | "..")
-    });
+    // `/admin;x` and `//admin` miss the `/admin` route, and a catch-all
+    // route would forward them to an upstream that strips the parameter or
+    // merges the slashes: `/admin` under another route's policy.
+    if path.contains(';') {
+        return Err(HandshakeError::AmbiguousPath("a parameter (;)"));
+    }
+    if path.contains("//") {
+        return Err(HandshakeError::AmbiguousPath("an empty segment (//)"));
+    }
+    // A segment that is `.` or `..` once `%2e` is decoded.
+    let dots = lower
+        .split('/')
+        .any(|segment| matches!(segment.replace("%2e", ".").as_str(), "." | ".."));
     if dots {
         return Err(HandshakeError::AmbiguousPath("a dot-segment (. or ..)"));
     }
@@ -438,7 +447,6 @@ mod tests {
             "/chat/room.1",
             "/chat/..x",
             "/chat/.well-known",
-            "/a//b",
             "/chat?path=../x",
             "/caf%C3%A9",
         ] {
@@ -450,7 +458,10 @@ mod tests {
             ("/public/..", "dot"),
             ("/public/%2e%2e/admin", "dot"),
             ("/public/%2E./admin", "dot"),
-            ("/public/..;x/admin", "dot"),
+            ("/public/..;x/admin", "parameter"),
+            ("/admin;x", "parameter"),
+            ("//admin", "empty segment"),
+            ("/public//admin", "empty segment"),
             ("/public/..%2fadmin", "slash"),
             ("/public/%2F../admin", "slash"),
             ("/public/..%5cadmin", "backslash"),
