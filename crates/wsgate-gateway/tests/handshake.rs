@@ -131,6 +131,7 @@ async fn an_absolute_target_or_a_body_is_a_bad_handshake() {
         (head("/chat/..%2Fadmin", ""), "encoded slash"),
         (head("/chat;x", ""), "parameter"),
         (head("//chat", ""), "empty segment"),
+        (head("/%63hat", ""), "escaped letter"),
         (
             head("/chat", "Content-Length: 6\r\n") + "abcdef",
             "Content-Length",

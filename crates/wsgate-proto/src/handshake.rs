@@ -157,8 +157,9 @@ pub fn check_request(
 /// it so; an upstream that resolves `..`, decodes `%2e%2e` or `%2f`, or
 /// takes `\` for `/` would serve another resource than the route maps to
 /// (`/public/../admin` past the `/admin` route's authentication), and one
-/// that strips `;` parameters or merges slashes would serve `/admin` for
-/// `/admin;x` or `//admin`, which a catch-all route forwards. Browsers
+/// that strips `;` parameters, merges slashes or decodes escapes would
+/// serve `/admin` for `/admin;x`, `//admin` or `/%61dmin`, which miss the
+/// `/admin` route and a catch-all route forwards. Browsers
 /// resolve dot-segments before sending, so only a hand-made request has
 /// them; all of these are refused rather than resolved, as hops resolve
 /// them differently.
@@ -192,6 +193,23 @@ pub fn check_target(target: &Uri) -> Result<(), HandshakeError> {
         .any(|segment| matches!(segment.replace("%2e", ".").as_str(), "." | ".."));
     if dots {
         return Err(HandshakeError::AmbiguousPath("a dot-segment (. or ..)"));
+    }
+    // `/%63hat` is `/chat` to an upstream that decodes it, and misses the
+    // `/chat` route here; a malformed escape is read as each hop likes.
+    for (at, _) in path.match_indices('%') {
+        let escaped = path
+            .get(at + 1..at + 3)
+            .filter(|h| h.bytes().all(|c| c.is_ascii_hexdigit()))
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match escaped {
+            None => return Err(HandshakeError::AmbiguousPath("a malformed escape (%)")),
+            Some(b) if b.is_ascii_alphanumeric() || b"-._~".contains(&b) => {
+                return Err(HandshakeError::AmbiguousPath(
+                    "an escaped letter, digit or -._~ (the character itself to an upstream)",
+                ));
+            }
+            Some(_) => {}
+        }
     }
     Ok(())
 }
@@ -466,6 +484,11 @@ mod tests {
             ("/public/%2F../admin", "slash"),
             ("/public/..%5cadmin", "backslash"),
             ("/public/x%00.json", "NUL"),
+            ("/%63hat", "escaped letter"),
+            ("/file%2ejson", "escaped letter"),
+            ("/chat%zz", "malformed"),
+            ("/chat%+1", "malformed"),
+            ("/chat%2", "malformed"),
         ] {
             match check_target(&Uri::from_static(bad)) {
                 Err(HandshakeError::AmbiguousPath(what)) => {
