@@ -365,20 +365,25 @@ where
     UR: AsyncRead + Unpin,
     UW: AsyncWrite + Unpin,
 {
+    /// Polls the client's pump, which follows reloads when `follow` is set.
+    fn poll_client(&mut self, cx: &mut Context<'_>, follow: bool) -> Poll<Event> {
+        let mut io = PumpIo {
+            reader: &mut self.client.reader,
+            to: &mut self.upstream.sink,
+            back: &mut self.client.sink,
+            buffers: self.buffers,
+            activity: &self.activity,
+            follow: follow.then_some(&mut self.follow),
+        };
+        self.client.pump.poll_next(cx, &mut io)
+    }
+
     /// Reads the client's leg to its end, discarding (its pump drains):
     /// ready at the end of its stream.
     fn poll_drain_client(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         while !self.st.client_reader_done {
-            let mut io = PumpIo {
-                reader: &mut self.client.reader,
-                to: &mut self.upstream.sink,
-                back: &mut self.client.sink,
-                buffers: self.buffers,
-                activity: &self.activity,
-                follow: None,
-            };
             // A draining pump reports only the end of its stream.
-            if let Event::Gone(_) = ready!(self.client.pump.poll_next(cx, &mut io)) {
+            if let Event::Gone(_) = ready!(self.poll_client(cx, false)) {
                 self.st.client_reader_done = true;
             }
         }
@@ -390,22 +395,14 @@ where
     fn poll(&mut self, cx: &mut Context<'_>, mut waits: Waits<'_, '_, '_>) -> Poll<()> {
         loop {
             let mut again = false;
-            if !self.st.client_reader_done {
-                let mut io = PumpIo {
-                    reader: &mut self.client.reader,
-                    to: &mut self.upstream.sink,
-                    back: &mut self.client.sink,
-                    buffers: self.buffers,
-                    activity: &self.activity,
-                    follow: Some(&mut self.follow),
-                };
-                if let Poll::Ready(event) = self.client.pump.poll_next(cx, &mut io) {
-                    if matches!(event, Event::Gone(_)) {
-                        self.st.client_reader_done = true;
-                    }
-                    self.on_event(event);
-                    again = true;
+            if !self.st.client_reader_done
+                && let Poll::Ready(event) = self.poll_client(cx, true)
+            {
+                if matches!(event, Event::Gone(_)) {
+                    self.st.client_reader_done = true;
                 }
+                self.on_event(event);
+                again = true;
             }
             if !self.st.upstream_aborted {
                 let mut io = PumpIo {
