@@ -320,11 +320,6 @@ impl Pump {
         None
     }
 
-    /// Whether the pump only drains its reads (after a close or a violation).
-    pub(crate) fn draining(&self) -> bool {
-        self.draining
-    }
-
     /// Stops forwarding: from now on reads are only drained.
     fn drain(&mut self, event: Event) -> Event {
         self.draining = true;

@@ -244,8 +244,7 @@ pub(crate) fn relay<'a>(
         // for writing (the FIN after the close frame), then read and
         // discarded until it ends, or is quiet for `LINGER_QUIET`, within
         // the same bound.
-        let linger =
-            conn.st.client_failed && !conn.st.client_reader_done && conn.client.pump.draining();
+        let linger = conn.st.client_failed && !conn.st.client_reader_done;
         let end = Instant::now() + CLOSE_TIMEOUT;
         let quiet_from = |now: Instant| {
             if linger {
@@ -378,6 +377,19 @@ where
         self.client.pump.poll_next(cx, &mut io)
     }
 
+    /// Polls the upstream's pump.
+    fn poll_upstream(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
+        let mut io = PumpIo {
+            reader: &mut self.upstream.reader,
+            to: &mut self.client.sink,
+            back: &mut self.upstream.sink,
+            buffers: self.buffers,
+            activity: &self.activity,
+            follow: None,
+        };
+        self.upstream.pump.poll_next(cx, &mut io)
+    }
+
     /// Reads the client's leg to its end, discarding (its pump drains):
     /// ready at the end of its stream.
     fn poll_drain_client(&mut self, cx: &mut Context<'_>) -> Poll<()> {
@@ -404,19 +416,11 @@ where
                 self.on_event(event);
                 again = true;
             }
-            if !self.st.upstream_aborted {
-                let mut io = PumpIo {
-                    reader: &mut self.upstream.reader,
-                    to: &mut self.client.sink,
-                    back: &mut self.upstream.sink,
-                    buffers: self.buffers,
-                    activity: &self.activity,
-                    follow: None,
-                };
-                if let Poll::Ready(event) = self.upstream.pump.poll_next(cx, &mut io) {
-                    self.on_event(event);
-                    again = true;
-                }
+            if !self.st.upstream_aborted
+                && let Poll::Ready(event) = self.poll_upstream(cx)
+            {
+                self.on_event(event);
+                again = true;
             }
             if self.st.outcome.is_none()
                 && let Some(rcx) = waits.rare.as_deref_mut()
@@ -562,8 +566,9 @@ struct Closing {
     upstream_received: bool,
     upstream_aborted: bool,
     client_reader_done: bool,
-    /// The client broke a rule: the gateway stopped decoding what it sends
-    /// and does not wait for its close frame; its leg lingers at the end.
+    /// The client broke a rule: its pump only drains from then on (a pump
+    /// reports a violation as it stops forwarding), the gateway does not
+    /// wait for its close frame, and its leg lingers at the end.
     client_failed: bool,
     /// The close the client gets once the upstream has answered ours.
     pending_client: Option<Reason>,

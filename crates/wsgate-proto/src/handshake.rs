@@ -1,8 +1,9 @@
 //! The opening handshake (RFC 6455 section 4), both legs.
 //!
 //! [`check_request`] applies section 4.2.1 to a client's request before any
-//! admission decision; [`check_response`] applies section 4.2.2 to the
-//! upstream's answer. The gateway relays nothing until the upstream has
+//! admission decision, with [`check_target`], which every request the
+//! gateway forwards meets (HTTP routes' too); [`check_response`] applies
+//! section 4.2.2 to the upstream's answer. The gateway relays nothing until the upstream has
 //! answered 101 with the right `Sec-WebSocket-Accept`: otherwise a client
 //! could smuggle raw HTTP through a "WebSocket" into the upstream's server.
 

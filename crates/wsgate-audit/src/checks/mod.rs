@@ -736,7 +736,7 @@ impl Ctx {
                     // the auditor cannot tell apart: no verdict then).
                     return match self.try_request(&self.target.request()).await {
                         Ok((r, c)) if r.status == 101 => {
-                            release(vec![c]).await;
+                            c.close().await;
                             Outcome::Pass {
                                 evidence: format!(
                                     "connection {} failed: {e}; with the others closed, a new one was accepted",
