@@ -69,6 +69,37 @@ impl Buffers {
     }
 }
 
+/// A reader that can tell, before a buffer is lent to it, that it has
+/// nothing to read, and what its waiting waits on.
+///
+/// The relay polls both of a connection's pumps whenever either socket wakes
+/// it, so one of the two usually has nothing to read; asked first, it costs
+/// no trip to the free list and back. Only a plain socket can answer: a TLS
+/// stream may hold decrypted bytes its socket no longer shows, so its
+/// answer is always "maybe".
+pub(crate) trait Readable: AsyncRead + Unpin {
+    /// `Pending` (the waker registered) when nothing can be read now;
+    /// `Ready` when a read may find bytes, the end of the stream or an
+    /// error.
+    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let _ = cx;
+        Poll::Ready(())
+    }
+
+    /// Whether a read that is `Pending` waits for this reader's socket to
+    /// become readable and for nothing else, so that only the waker it was
+    /// given will ever wake it. True of a plain socket; not of a TLS
+    /// stream, whose read may wait on a write, through state it shares
+    /// with its writing half.
+    fn read_waits_alone(&self) -> bool {
+        false
+    }
+}
+
+/// In-memory pipes, which the unit tests relay through: always "maybe".
+#[cfg(test)]
+impl Readable for tokio::io::DuplexStream {}
+
 /// One pump's reading state: a lent buffer while reading, or a stash of
 /// unfinished bytes while waiting.
 #[derive(Debug, Default)]
@@ -100,13 +131,19 @@ impl Lent {
     }
 
     /// Reads what the socket has into a lent buffer; ready with the number
-    /// of bytes read (0: the stream ended).
-    pub(crate) fn poll_read<R: AsyncRead + Unpin>(
+    /// of bytes read (0: the stream ended). Unless the caller knows the
+    /// socket just woke it (`likely_readable`), the reader is asked first
+    /// whether there is anything to read, and no buffer is lent if not.
+    pub(crate) fn poll_read<R: Readable>(
         &mut self,
         cx: &mut Context<'_>,
         reader: &mut R,
         buffers: &Buffers,
+        likely_readable: bool,
     ) -> Poll<std::io::Result<usize>> {
+        if self.buf.is_none() && !likely_readable {
+            std::task::ready!(reader.poll_readable(cx));
+        }
         let buf = self.buf.get_or_insert_with(|| buffers.take());
         if !self.stash.is_empty() {
             buf.extend_from_slice(&self.stash);
@@ -143,7 +180,7 @@ mod tests {
         r: &mut tokio::io::DuplexStream,
         buffers: &Buffers,
     ) -> std::io::Result<usize> {
-        std::future::poll_fn(|cx| lent.poll_read(cx, r, buffers)).await
+        std::future::poll_fn(|cx| lent.poll_read(cx, r, buffers, false)).await
     }
 
     #[tokio::test]

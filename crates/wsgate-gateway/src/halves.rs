@@ -10,6 +10,8 @@
 //! stream is taken out too and boxed once. The bytes hyper had read past the
 //! head come along, and the pump decodes them before anything it reads itself.
 
+use std::task::{Context, Poll};
+
 use bytes::Bytes;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
@@ -18,6 +20,7 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_util::either::Either;
 
+use crate::buffers::Readable;
 use crate::upstream;
 
 /// A stream the relay reads and writes through a box.
@@ -71,7 +74,7 @@ impl Halves {
         Halves::boxed(Box::new(TokioIo::new(upgraded)), Bytes::new())
     }
 
-    fn tcp(stream: TcpStream, early: Bytes) -> Halves {
+    pub(crate) fn tcp(stream: TcpStream, early: Bytes) -> Halves {
         let (read, write) = stream.into_split();
         Halves {
             read: Either::Left(read),
@@ -92,6 +95,20 @@ impl Halves {
 
 /// The reading half: owned TCP, or one half of a boxed stream.
 pub(crate) type ReadHalf = Either<OwnedReadHalf, tokio::io::ReadHalf<Boxed>>;
+
+impl Readable for ReadHalf {
+    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match self {
+            // An error is for the read to report.
+            Either::Left(tcp) => tcp.as_ref().poll_read_ready(cx).map(|_| ()),
+            Either::Right(_) => Poll::Ready(()),
+        }
+    }
+
+    fn read_waits_alone(&self) -> bool {
+        matches!(self, Either::Left(_))
+    }
+}
 
 /// The writing half: owned TCP, or one half of a boxed stream.
 pub(crate) type WriteHalf = Either<OwnedWriteHalf, tokio::io::WriteHalf<Boxed>>;

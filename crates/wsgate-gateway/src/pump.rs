@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::{Buf, BytesMut};
 use std::task::{Context, Poll, ready};
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::AsyncWrite;
 use tokio::time::Instant;
 use wsgate_config::OnViolation;
 use wsgate_policy::Reason;
@@ -27,7 +27,7 @@ use wsgate_proto::frame::{ControlFrame, Decoder, Step};
 use wsgate_proto::mask::MaskSource;
 use wsgate_proto::utf8::Utf8Stream;
 
-use crate::buffers::{Buffers, Lent};
+use crate::buffers::{Buffers, Lent, Readable};
 use crate::limits::{Budget, Reservation};
 use crate::sink::{Sink, mask_key, mask_key_from};
 
@@ -206,6 +206,9 @@ pub(crate) struct Pump {
     /// Bytes hyper read past the HTTP head wait in the stash: they are
     /// decoded first, as if just read.
     early: bool,
+    /// The last poll ended waiting on the peer's socket alone (see
+    /// [`Pump::parked`]).
+    parked: bool,
     frames: Frames,
 }
 
@@ -233,8 +236,17 @@ impl Pump {
             draining: false,
             resume: false,
             early: !early.is_empty(),
+            parked: false,
             frames: Frames::new(side, decoder, checks),
         }
+    }
+
+    /// Whether the pump is waiting for its peer's socket and nothing else,
+    /// so that only the waker its last poll was given can make it go on.
+    /// A pump waiting for the other side to drain, or reading through TLS
+    /// (see [`Readable::read_waits_alone`]), is not.
+    pub(crate) fn parked(&self) -> bool {
+        self.parked
     }
 
     /// Relays what the peer sends until there is something to report: a
@@ -247,11 +259,13 @@ impl Pump {
         io: &mut PumpIo<'_, '_, R, A, B>,
     ) -> Poll<Event>
     where
-        R: AsyncRead + Unpin,
+        R: Readable,
         A: AsyncWrite + Unpin,
         B: AsyncWrite + Unpin,
     {
         let side = self.frames.side;
+        // The relay polls a parked pump when its socket woke the task.
+        let mut woken = std::mem::take(&mut self.parked);
         for _ in 0..READS_PER_POLL {
             if !self.draining && io.to.backed_up() {
                 // Backpressure: the other side takes what it was given
@@ -262,7 +276,13 @@ impl Pump {
                 let n = if std::mem::take(&mut self.early) {
                     self.lent.replay(io.buffers)
                 } else {
-                    match ready!(self.lent.poll_read(cx, io.reader, io.buffers)) {
+                    let likely = std::mem::take(&mut woken);
+                    let polled = self.lent.poll_read(cx, io.reader, io.buffers, likely);
+                    let Poll::Ready(read) = polled else {
+                        self.parked = io.reader.read_waits_alone();
+                        return Poll::Pending;
+                    };
+                    match read {
                         Ok(0) | Err(_) => return Poll::Ready(Event::Gone(side)),
                         Ok(n) => n,
                     }

@@ -167,7 +167,13 @@ impl<'a, W: AsyncWrite + Unpin> Sink<'a, W> {
     /// pongs owed and the gateway's own frames; then flushes. Ready once
     /// nothing waits (or the peer is dead).
     pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.dead {
+        // The relay asks after every wake; usually nothing waits.
+        let waiting = self.own_sent > 0
+            || self.backlog.is_some()
+            || self.unflushed
+            || !self.own.is_empty()
+            || !self.pongs.is_empty();
+        if self.dead || !waiting {
             return Poll::Ready(());
         }
         match self.poll_write_waiting(cx) {
