@@ -136,6 +136,7 @@ fn listener(mut t: Table<'_, '_>, base: &Path, errs: &mut Collector<'_>) -> Opti
     };
     let client_certs = client_certs(&mut t, tls.is_some(), base, errs);
     let reuse_port = t.bool("reuse_port", errs).map(|b| b.value).unwrap_or(false);
+    let trusted_proxies = trusted_proxies(&mut t, errs);
     let path = t.path().to_owned();
     let at = t.at();
     t.finish(errs);
@@ -159,6 +160,7 @@ fn listener(mut t: Table<'_, '_>, base: &Path, errs: &mut Collector<'_>) -> Opti
         max_header_bytes: max_header_bytes?,
         client_certs,
         reuse_port,
+        trusted_proxies,
     })
 }
 
@@ -273,6 +275,43 @@ fn existing_file(
         errs.push(path, Some(at), format!("no such file: {}", file.display()));
         None
     }
+}
+
+/// `trusted_proxies`: addresses or networks, each exact (no host bits
+/// set below the prefix, which would say something other than meant), and
+/// none so wide that any client could name itself.
+fn trusted_proxies(t: &mut Table<'_, '_>, errs: &mut Collector<'_>) -> Vec<IpNet> {
+    let Some(items) = t.strings("trusted_proxies", errs) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for item in items {
+        let parsed = match item.value.parse::<std::net::IpAddr>() {
+            Ok(ip) => Ok(IpNet::from(ip)),
+            Err(_) => item.value.parse::<IpNet>(),
+        };
+        let msg = match parsed {
+            Err(_) => format!(
+                "`{}` is not an address or a network; write e.g. \"10.0.0.0/8\" or \"192.0.2.7\"",
+                item.value
+            ),
+            Ok(net) if net.prefix_len() == 0 => format!(
+                "`{}` would believe every client's X-Forwarded-For; list the proxies in front of this listener",
+                item.value
+            ),
+            Ok(net) if net.trunc() != net => format!(
+                "`{}` has bits set past its prefix; write \"{}\"",
+                item.value,
+                net.trunc()
+            ),
+            Ok(net) => {
+                out.push(net);
+                continue;
+            }
+        };
+        errs.push(&item.path, Some(item.at), msg);
+    }
+    out
 }
 
 fn hosts(t: &mut Table<'_, '_>, errs: &mut Collector<'_>) -> Hosts {

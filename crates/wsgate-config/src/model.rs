@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use ipnet::IpNet;
+
 use crate::host::HostPattern;
 use crate::origin::OriginPattern;
 
@@ -130,6 +132,9 @@ pub struct Listener {
     /// Bind with `SO_REUSEPORT`, so a new wsgate process can bind the same
     /// address beside this one (a zero-downtime upgrade).
     pub reuse_port: bool,
+    /// Proxies whose `X-Forwarded-For` names the client (a load balancer in
+    /// front); empty: every connection is its own client.
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 /// `client_ca`, `client_cert` and `client_crl` on a TLS listener.

@@ -413,3 +413,48 @@ allow_missing_origin = true"#,
     let errs = parse(&kind, Path::new(".")).unwrap_err();
     assert!(errs.to_string().contains("not a route kind"), "{errs}");
 }
+
+#[test]
+fn trusted_proxies_load_and_their_mistakes_are_named() {
+    let with = |list: &str| {
+        GOOD.replace(
+            "bind = \"127.0.0.1:0\"",
+            &format!("bind = \"127.0.0.1:0\"\ntrusted_proxies = {list}"),
+        )
+    };
+    let c = parse(
+        &with(r#"["10.0.0.0/8", "192.0.2.7", "2001:db8::/32"]"#),
+        Path::new("."),
+    )
+    .unwrap();
+    let nets: Vec<String> = c.listeners[0]
+        .trusted_proxies
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(nets, ["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"]);
+    assert!(
+        parse(GOOD, Path::new(".")).unwrap().listeners[0]
+            .trusted_proxies
+            .is_empty()
+    );
+
+    let bad = with(r#"["10.0.0.1/8", "lb.internal", "0.0.0.0/0", "::/0"]"#);
+    let errs = parse(&bad, Path::new(".")).unwrap_err();
+    let text = errs.to_string();
+    for words in [
+        "`10.0.0.1/8` has bits set past its prefix; write \"10.0.0.0/8\"",
+        "`lb.internal` is not an address or a network",
+        "`0.0.0.0/0` would believe every client's X-Forwarded-For",
+        "`::/0` would believe every client's X-Forwarded-For",
+    ] {
+        assert!(
+            errs.0
+                .iter()
+                .any(|e| e.path.starts_with("listener[0].trusted_proxies")
+                    && e.to_string().contains(words)),
+            "no `{words}` error in {text}"
+        );
+    }
+    assert_eq!(errs.0.len(), 4, "{text}");
+}

@@ -26,8 +26,12 @@ pub struct AuditEvent {
     pub event: &'static str,
     /// Connection id, unique within the process.
     pub conn: u64,
-    /// Client address.
+    /// Client address: the connection's peer, or behind a trusted proxy
+    /// the client its `X-Forwarded-For` names (then without a port).
     pub client: String,
+    /// The trusted proxy the client came through, when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
     /// Listener address.
     pub listener: String,
     /// Route path, when one matched.
@@ -101,6 +105,7 @@ impl AuditEvent {
             event,
             conn,
             client,
+            via: None,
             listener,
             route: None,
             path: None,

@@ -8,7 +8,7 @@
 //! upgraded connection.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -16,6 +16,7 @@ use http::{Request, Response, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use tokio::time::Instant;
+use wsgate_policy::forwarded;
 use wsgate_policy::limits::ClientKey;
 use wsgate_policy::{Admitted, Reason, admit};
 use wsgate_proto::deflate;
@@ -35,9 +36,19 @@ pub(crate) struct Conn {
     pub(crate) state: Arc<State>,
     pub(crate) listener: usize,
     pub(crate) id: u64,
-    pub(crate) client: SocketAddr,
-    /// `client` as text, formatted once for every audit line about it.
+    /// The address the connection comes from.
+    pub(crate) peer: SocketAddr,
+    /// The client: `peer`'s address, or behind a trusted proxy the client
+    /// its `X-Forwarded-For` names (see [`Conn::behind_proxy`]). Limits
+    /// count it, the audit log names it.
+    pub(crate) client: IpAddr,
+    /// `client` as text (with `peer`'s port when it is `peer`), formatted
+    /// once for every audit line about it.
     pub(crate) client_text: String,
+    /// The trusted proxy's address, when the client came through one.
+    pub(crate) via: Option<String>,
+    /// The `X-Forwarded-For` the upstream is sent.
+    pub(crate) forwarded_for: String,
     pub(crate) tls: bool,
     /// The client certificate verified during the TLS handshake, if any.
     pub(crate) client_cert: Option<wsgate_policy::credentials::ClientCert>,
@@ -49,7 +60,48 @@ pub(crate) struct Conn {
 impl Conn {
     pub(crate) fn event(&self, kind: &'static str) -> AuditEvent {
         let listener = self.state.bound_text[self.listener].clone();
-        AuditEvent::new(kind, self.id, self.client_text.clone(), listener)
+        let mut ev = AuditEvent::new(kind, self.id, self.client_text.clone(), listener);
+        ev.via.clone_from(&self.via);
+        ev
+    }
+
+    /// The connection as one request sees it: behind a trusted proxy, the
+    /// client its `X-Forwarded-For` names. Per request, since a balancer
+    /// sends many clients' requests over one connection. `Err` holds the
+    /// refusal when a trusted proxy's header cannot be read.
+    fn behind_proxy(
+        self: Arc<Self>,
+        headers: &http::HeaderMap,
+        policy: &Snapshot,
+    ) -> Result<Arc<Self>, String> {
+        let trusted = &policy.listeners[self.listener].config.trusted_proxies;
+        if trusted.is_empty() {
+            return Ok(self);
+        }
+        // A value that is not text cannot be an address: it reads as one
+        // that is not, and is refused if it had to be read.
+        let values = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .map(|v| v.to_str().unwrap_or("(not text)"));
+        let Some(found) =
+            forwarded::resolve(self.peer.ip(), trusted, values).map_err(|e| e.to_string())?
+        else {
+            return Ok(self);
+        };
+        Ok(Arc::new(Conn {
+            state: Arc::clone(&self.state),
+            listener: self.listener,
+            id: self.id,
+            peer: self.peer,
+            client: found.client,
+            client_text: found.client.to_string(),
+            via: Some(self.peer.to_string()),
+            forwarded_for: found.chain,
+            tls: self.tls,
+            client_cert: self.client_cert.clone(),
+            client_chain: self.client_chain.clone(),
+        }))
     }
 
     /// An event about one request: its path (never its query), `Host` and `Origin`.
@@ -76,6 +128,10 @@ pub(crate) async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     // One policy for the whole decision, whatever a reload does meanwhile.
     let policy = conn.state.policy();
+    let conn = match Arc::clone(&conn).behind_proxy(req.headers(), &policy) {
+        Ok(conn) => conn,
+        Err(detail) => return Ok(unreadable_forwarded_for(&req, &conn, &policy, detail)),
+    };
     let path = req.uri().path();
     if let Some(signer) = &policy.assertion
         && path == signer.jwks_path()
@@ -99,6 +155,26 @@ pub(crate) async fn handle(
         return Ok(crate::pass::forward(req, &conn, &policy, index, &route).await);
     }
     Ok(crate::respond::boxed(websocket(req, conn, policy).await))
+}
+
+/// A trusted proxy sent an `X-Forwarded-For` that names no client: 400
+/// `bad_handshake`, logged as the request it would have been.
+fn unreadable_forwarded_for(
+    req: &Request<Incoming>,
+    conn: &Conn,
+    policy: &Snapshot,
+    detail: String,
+) -> Response<Body> {
+    let route = policy.router.find(req.uri().path());
+    let kind = match route {
+        Some((_, r)) if r.kind == wsgate_config::RouteKind::Http => "http",
+        _ => "handshake",
+    };
+    let mut ev = conn.request_event(kind, req.uri(), req.headers());
+    ev.route = route.map(|(_, r)| r.path.clone());
+    ev.refuse(Reason::BadHandshake, detail);
+    conn.state.audit.write(ev);
+    crate::respond::boxed(crate::respond::refusal(Reason::BadHandshake))
 }
 
 /// The ticket-issuing path: one audit line per request.
@@ -301,7 +377,7 @@ async fn decide(
     // route's handshake rate. Limits apply in report mode too: they
     // protect the gateway, not a policy being rolled out.
     if let Some((route, r)) = policy.router.find(path) {
-        let client = ClientKey::new(conn.client.ip(), r.limits.ipv6_prefix);
+        let client = ClientKey::new(conn.client, r.limits.ipv6_prefix);
         state
             .store
             .handshake(r, client)
@@ -311,7 +387,7 @@ async fn decide(
     let refused = |r: wsgate_policy::Refused| Refusal::new(r.reason, r.route, r.detail);
     let checked = admit(hosts, &policy.router, &policy.auth, &request).map_err(refused)?;
     let route = checked.route_index();
-    let client = ClientKey::new(conn.client.ip(), checked.route().limits.ipv6_prefix);
+    let client = ClientKey::new(conn.client, checked.route().limits.ipv6_prefix);
     let tickets = policy.auth.ticket.is_some().then_some(&state.store);
     let outcome = policy
         .verifiers
@@ -327,15 +403,11 @@ async fn decide(
     let client_side = ClientSide {
         path_and_query: parts.uri.path_and_query().map_or(path, |p| p.as_str()),
         headers: &parts.headers,
-        addr: conn.client,
+        forwarded_for: &conn.forwarded_for,
         tls: conn.tls,
         client_cert: conn.client_cert.as_ref(),
         assertion: policy.assertion.as_ref().map(|s| {
-            let value = s.sign(
-                admitted.identity(),
-                &admitted.route().path,
-                conn.client.ip(),
-            );
+            let value = s.sign(admitted.identity(), &admitted.route().path, conn.client);
             (s.header(), value)
         }),
     };

@@ -84,8 +84,11 @@ async fn serve(state: Arc<State>, index: usize, tcp: TcpStream, client: SocketAd
             state: Arc::clone(&state),
             listener: index,
             id,
-            client,
+            peer: client,
+            client: client.ip(),
             client_text: client.to_string(),
+            via: None,
+            forwarded_for: client.ip().to_string(),
             tls: acceptor.is_some(),
             client_cert,
             client_chain,
@@ -190,7 +193,7 @@ where
             &format!("malformed HTTP: {e}"),
         );
     } else {
-        tracing::debug!(client = %conn.client, error = %e, "connection ended with an error");
+        tracing::debug!(client = %conn.peer, error = %e, "connection ended with an error");
     }
 }
 

@@ -181,8 +181,8 @@ fn build_request(
         header::HOST,
         HeaderValue::from_str(&upstream::host_header(up))?,
     );
-    let ip = HeaderValue::from_str(&conn.client.ip().to_string())?;
-    headers.insert("x-forwarded-for", ip);
+    let chain = HeaderValue::from_str(&conn.forwarded_for)?;
+    headers.insert("x-forwarded-for", chain);
     let proto = if conn.tls { "https" } else { "http" };
     headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
     if let Some(h) = parts.headers.get(header::HOST) {

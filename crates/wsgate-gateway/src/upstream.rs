@@ -8,7 +8,6 @@
 //! 101 for that key; anything else is `upstream_unavailable`, and the
 //! upstream socket is closed without relaying a byte.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -51,7 +50,9 @@ pub(crate) enum UpstreamError {
 pub(crate) struct ClientSide<'a> {
     pub(crate) path_and_query: &'a str,
     pub(crate) headers: &'a HeaderMap,
-    pub(crate) addr: SocketAddr,
+    /// The `X-Forwarded-For` to send: the client, after it any trusted
+    /// proxies it came through.
+    pub(crate) forwarded_for: &'a str,
     pub(crate) tls: bool,
     pub(crate) client_cert: Option<&'a wsgate_policy::credentials::ClientCert>,
     /// The signed identity assertion's header (client copies always
@@ -232,8 +233,8 @@ fn build_request(
         let joined = HeaderValue::from_str(&protocols.join(", ")).map_err(http::Error::from)?;
         headers.insert(header::SEC_WEBSOCKET_PROTOCOL, joined);
     }
-    let ip = HeaderValue::from_str(&client.addr.ip().to_string()).map_err(http::Error::from)?;
-    headers.insert("x-forwarded-for", ip);
+    let chain = HeaderValue::from_str(client.forwarded_for).map_err(http::Error::from)?;
+    headers.insert("x-forwarded-for", chain);
     let proto = if client.tls { "https" } else { "http" };
     headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
     if let Some(h) = client.headers.get(header::HOST) {

@@ -16,11 +16,14 @@
 //! - [`limits`]: one connection's message and byte rates, and the address
 //!   (IPv6: the prefix) a client is counted under.
 //! - [`messages`]: the route's rules for each message a client sends.
+//! - [`forwarded`]: the client behind a trusted proxy, from its
+//!   `X-Forwarded-For`.
 //!
 //! A Rust WebSocket server can embed this crate to make the same decisions.
 
 pub mod admit;
 pub mod credentials;
+pub mod forwarded;
 pub mod limits;
 pub mod messages;
 pub mod reason;

@@ -1,0 +1,139 @@
+//! Behind a trusted proxy: a listener's `trusted_proxies` make the gateway
+//! take the client from `X-Forwarded-For` (its right-most untrusted
+//! address), for the limits, the audit log and what the upstream is told;
+//! from anyone else the header is still dropped.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod common;
+
+use common::ORIGIN;
+use wsgate_testkit::client::RawClient;
+use wsgate_testkit::gateway::TestGateway;
+use wsgate_testkit::http_upstream::HttpUpstream;
+use wsgate_testkit::upstream::Echo;
+
+/// The shared config with `trusted` on the listener and `limits` on /chat;
+/// an HTTP route at /app when `app` is given.
+fn config(echo: &Echo, trusted: &str, limits: &str, app: Option<&HttpUpstream>) -> String {
+    let mut config = common::config(echo.addr, "", limits).replacen(
+        "handshake_timeout = \"2s\"",
+        &format!("handshake_timeout = \"2s\"\ntrusted_proxies = {trusted}"),
+        1,
+    );
+    if let Some(app) = app {
+        config += &format!(
+            "\n[[route]]\npath = \"/app\"\nkind = \"http\"\nupstream = \"{}\"\nauth = \"none\"\n",
+            app.url("/")
+        );
+    }
+    config
+}
+
+async fn open(gw: &TestGateway, forwarded_for: &str) -> (RawClient, u16) {
+    let mut c = RawClient::connect(gw.addr).await;
+    let headers = [ORIGIN, ("X-Forwarded-For", forwarded_for)];
+    let status = c.handshake("/chat", &headers).await.status;
+    (c, status)
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_client_is_the_address_it_forwarded() {
+    let mut echo = Echo::start().await;
+    let mut gw = TestGateway::start(&config(&echo, r#"["127.0.0.1"]"#, "", None)).await;
+    // What a client forged ("6.6.6.6") is left of what the proxy added.
+    let (_c, status) = open(&gw, "6.6.6.6, 203.0.113.7").await;
+    assert_eq!(status, 101);
+    let seen = echo.requests.recv().await.unwrap();
+    assert_eq!(seen["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+    let ev = gw.handshake_event().await;
+    assert_eq!(ev.decision, Some("admitted"));
+    assert_eq!(ev.client, "203.0.113.7");
+    let via = ev.via.as_deref().unwrap();
+    assert!(via.starts_with("127.0.0.1:"), "{via}");
+    assert!(gw.audit_text().contains(r#""via":"127.0.0.1:"#));
+}
+
+#[tokio::test]
+async fn from_an_address_not_trusted_forwarded_for_is_dropped() {
+    let mut echo = Echo::start().await;
+    let mut gw = TestGateway::start(&config(&echo, r#"["10.0.0.0/8"]"#, "", None)).await;
+    let (_c, status) = open(&gw, "203.0.113.7").await;
+    assert_eq!(status, 101);
+    let seen = echo.requests.recv().await.unwrap();
+    assert_eq!(seen["x-forwarded-for"], "127.0.0.1");
+    let ev = gw.handshake_event().await;
+    assert!(ev.client.starts_with("127.0.0.1:"), "{}", ev.client);
+    assert_eq!(ev.via, None);
+}
+
+#[tokio::test]
+async fn per_address_limits_count_each_forwarded_client() {
+    let echo = Echo::start().await;
+    let config = config(&echo, r#"["127.0.0.0/8"]"#, "max_conns_per_ip = 1", None);
+    let mut gw = TestGateway::start(&config).await;
+    let (_a, status) = open(&gw, "203.0.113.7").await;
+    assert_eq!(status, 101);
+    gw.handshake_event().await;
+    // Another client through the same proxy has a count of its own.
+    let (_b, status) = open(&gw, "198.51.100.9").await;
+    assert_eq!(status, 101);
+    gw.handshake_event().await;
+    let (_c, status) = open(&gw, "203.0.113.7").await;
+    assert_eq!(status, 429);
+    let ev = gw.handshake_event().await;
+    assert_eq!(ev.reason, Some("too_many_connections"));
+    assert_eq!(ev.client, "203.0.113.7");
+    let detail = ev.detail.as_deref().unwrap();
+    assert!(detail.contains("203.0.113.7 already holds 1"), "{detail}");
+}
+
+#[tokio::test]
+async fn a_trusted_proxys_unreadable_forwarded_for_is_a_bad_handshake() {
+    let echo = Echo::start().await;
+    let mut gw = TestGateway::start(&config(&echo, r#"["127.0.0.1"]"#, "", None)).await;
+    let (_c, status) = open(&gw, "203.0.113.7, unknown").await;
+    assert_eq!(status, 400);
+    let ev = gw.handshake_event().await;
+    assert_eq!(ev.reason, Some("bad_handshake"));
+    assert_eq!(ev.route.as_deref(), Some("/chat"));
+    let detail = ev.detail.as_deref().unwrap();
+    assert!(
+        detail
+            .contains("X-Forwarded-For from trusted proxy 127.0.0.1: `unknown` is not an address"),
+        "{detail}"
+    );
+}
+
+#[tokio::test]
+async fn http_routes_pass_the_chain_on_and_log_the_client() {
+    let (app, echo) = (HttpUpstream::start().await, Echo::start().await);
+    let mut gw = TestGateway::start(&config(&echo, r#"["127.0.0.1"]"#, "", Some(&app))).await;
+    let mut c = RawClient::connect(gw.addr).await;
+    let reply = c
+        .request("GET", "/app/page", &[("X-Forwarded-For", "203.0.113.7")])
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let up: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+    assert_eq!(up["headers"]["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+    // The next request on the same connection is another client's.
+    let reply = c
+        .request("GET", "/app/page", &[("X-Forwarded-For", "198.51.100.9")])
+        .await;
+    let up: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+    assert_eq!(up["headers"]["x-forwarded-for"], "198.51.100.9, 127.0.0.1");
+    // A refusal (HTTP requests are logged when refused) names the client.
+    let reply = c
+        .request(
+            "GET",
+            "/app/page",
+            &[("X-Forwarded-For", "192.0.2.1"), ("Host", "evil.example")],
+        )
+        .await;
+    assert_eq!(reply.status, 421);
+    let ev = gw.event(|e| e.event == "http").await;
+    assert_eq!(
+        (ev.client.as_str(), ev.reason),
+        ("192.0.2.1", Some("host_not_allowed"))
+    );
+    assert!(ev.via.as_deref().unwrap().starts_with("127.0.0.1:"));
+}
