@@ -299,6 +299,17 @@ fn trusted_proxies(t: &mut Table<'_, '_>, errs: &mut Collector<'_>) -> Vec<IpNet
                 "`{}` would believe every client's X-Forwarded-For; list the proxies in front of this listener",
                 item.value
             ),
+            Ok(IpNet::V6(net)) if net.network().to_ipv4_mapped().is_some() => {
+                let v4 = net
+                    .network()
+                    .to_ipv4_mapped()
+                    .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+                format!(
+                    "`{}` is IPv4 written as IPv6, which a connection's address is never compared as; write \"{v4}/{}\"",
+                    item.value,
+                    net.prefix_len().saturating_sub(96)
+                )
+            }
             Ok(net) if net.trunc() != net => format!(
                 "`{}` has bits set past its prefix; write \"{}\"",
                 item.value,

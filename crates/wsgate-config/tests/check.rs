@@ -439,7 +439,7 @@ fn trusted_proxies_load_and_their_mistakes_are_named() {
             .is_empty()
     );
 
-    let bad = with(r#"["10.0.0.1/8", "lb.internal", "0.0.0.0/0", "::/0"]"#);
+    let bad = with(r#"["10.0.0.1/8", "lb.internal", "0.0.0.0/0", "::/0", "::ffff:10.0.0.0/104"]"#);
     let errs = parse(&bad, Path::new(".")).unwrap_err();
     let text = errs.to_string();
     for words in [
@@ -447,6 +447,7 @@ fn trusted_proxies_load_and_their_mistakes_are_named() {
         "`lb.internal` is not an address or a network",
         "`0.0.0.0/0` would believe every client's X-Forwarded-For",
         "`::/0` would believe every client's X-Forwarded-For",
+        "`::ffff:10.0.0.0/104` is IPv4 written as IPv6, which a connection's address is never compared as; write \"10.0.0.0/8\"",
     ] {
         assert!(
             errs.0
@@ -456,5 +457,5 @@ fn trusted_proxies_load_and_their_mistakes_are_named() {
             "no `{words}` error in {text}"
         );
     }
-    assert_eq!(errs.0.len(), 4, "{text}");
+    assert_eq!(errs.0.len(), 5, "{text}");
 }
