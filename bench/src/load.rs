@@ -158,13 +158,28 @@ struct Window {
     end: Instant,
 }
 
+/// What the load generator writes on stderr as its measured window opens
+/// and closes, so that a runner can read a proxy's CPU time over the
+/// window and nothing else.
+pub const WINDOW_OPEN: &str = "wsgate-perf: window open";
+/// See [`WINDOW_OPEN`].
+pub const WINDOW_CLOSED: &str = "wsgate-perf: window closed";
+
 impl Window {
+    /// A window after `warmup`, announced on stderr as it opens and closes.
     fn new(warmup: Duration, duration: Duration) -> Self {
         let start = Instant::now() + warmup;
-        Window {
+        let window = Window {
             start,
             end: start + duration,
-        }
+        };
+        tokio::spawn(async move {
+            tokio::time::sleep_until(window.start.into()).await;
+            eprintln!("{WINDOW_OPEN}");
+            tokio::time::sleep_until(window.end.into()).await;
+            eprintln!("{WINDOW_CLOSED}");
+        });
+        window
     }
 
     fn contains(&self, t: Instant) -> bool {

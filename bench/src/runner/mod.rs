@@ -22,9 +22,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use peers::{Peer, Placement, Running, Setup};
-pub use report::Row;
+pub use report::{CpuPer, Row};
 
-use crate::load::Report;
+use crate::load::{self, Report};
 
 /// Open files the runner and its children may hold: 10,000 idle
 /// connections cost the load generator 10,000 and a proxy 20,000.
@@ -391,6 +391,7 @@ fn measure(
     let secs = |d: Duration| format!("{}ms", d.as_millis());
     let (warmup, duration) = (secs(plan.warmup), secs(plan.duration));
     let mut row = Row::new(place, peer, w);
+    let proxy = (peer != Peer::Direct).then(|| target.pid());
     match w.kind {
         Kind::Echo {
             conns,
@@ -413,12 +414,12 @@ fn measure(
                 "--duration",
                 &duration,
             ]);
-            row.load = run_load(cmd)?;
+            (row.load, row.cpu_us) = run_load(cmd, proxy)?;
         }
         Kind::Handshakes { concurrency, .. } => {
             cmd.args(["handshakes", "--concurrency", &concurrency.to_string()]);
             cmd.args(["--warmup", &warmup, "--duration", &duration]);
-            row.load = run_load(cmd)?;
+            (row.load, row.cpu_us) = run_load(cmd, proxy)?;
         }
         Kind::Idle => {
             cmd.args(["idle", "--conns", &plan.idle.to_string(), "--hold", "5m"]);
@@ -430,11 +431,44 @@ fn measure(
     Ok(row)
 }
 
-/// Runs a load generator to its end; its report.
-fn run_load(mut cmd: Command) -> anyhow::Result<Report> {
-    let out = cmd.stdin(Stdio::null()).stderr(Stdio::inherit()).output()?;
+/// Runs a load generator to its end; its report and, given the proxy's
+/// process, the proxy's CPU time per message or handshake over the
+/// measured window (read from /proc as the load generator says the window
+/// opens and closes).
+fn run_load(mut cmd: Command, proxy: Option<u32>) -> anyhow::Result<(Report, Option<CpuPer>)> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let stderr = child
+        .stderr
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stderr"))?;
+    let (mut opened, mut closed) = (None, None);
+    // Ends when the load generator does (its stderr closes).
+    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+        match line.as_str() {
+            load::WINDOW_OPEN => opened = proxy.map(peers::cpu_ticks),
+            load::WINDOW_CLOSED => closed = proxy.map(peers::cpu_ticks),
+            _ => say(&line),
+        }
+    }
+    let out = child.wait_with_output()?;
     anyhow::ensure!(out.status.success(), "{cmd:?} failed: {}", out.status);
-    Ok(serde_json::from_slice(&out.stdout)?)
+    let report: Report = serde_json::from_slice(&out.stdout)?;
+    let units = report.messages + report.handshakes;
+    let cpu = match (opened, closed) {
+        (Some((u0, s0)), Some((u1, s1))) if units > 0 => {
+            let per = |ticks: u64| ticks as f64 / peers::TICKS_PER_SEC * 1e6 / units as f64;
+            Some(CpuPer {
+                user: per(u1.saturating_sub(u0)),
+                sys: per(s1.saturating_sub(s0)),
+            })
+        }
+        _ => None,
+    };
+    Ok((report, cpu))
 }
 
 /// Opens the idle connections, reads the proxy's memory before and after,

@@ -26,9 +26,23 @@ pub struct Row {
     pub load: Report,
     /// Idle: the proxy's resident memory per open connection, KiB.
     pub kib_per_conn: Option<f64>,
+    /// The proxy's CPU time over the measured window per echoed message
+    /// or per handshake, microseconds: user space and kernel (not for
+    /// the direct connection, which has no proxy).
+    #[serde(default)]
+    pub cpu_us: Option<CpuPer>,
     /// Which round it was measured in (0 in a median row).
     #[serde(default)]
     pub round: usize,
+}
+
+/// CPU time per unit of work, microseconds.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct CpuPer {
+    /// In user space.
+    pub user: f64,
+    /// In the kernel.
+    pub sys: f64,
 }
 
 impl Row {
@@ -40,6 +54,7 @@ impl Row {
             workload: w.id.into(),
             load: Report::default(),
             kib_per_conn: None,
+            cpu_us: None,
             round: 0,
         }
     }
@@ -71,16 +86,19 @@ impl Row {
                 l.first_error.as_deref().unwrap_or("?")
             ),
         };
+        let cpu = self.cpu_us.map_or(String::new(), |c| {
+            format!(", proxy CPU {:.2} µs ({:.2} user)", c.user + c.sys, c.user)
+        });
         match l.mode.as_str() {
             "echo" => format!(
-                "{:.0} msg/s, {:.1} MB/s, p50 {} µs, p99 {} µs{errors}",
+                "{:.0} msg/s, {:.1} MB/s, p50 {} µs, p99 {} µs{cpu}{errors}",
                 l.msgs_per_sec,
                 l.mb_per_sec,
                 fmt_us(l.p50_us),
                 fmt_us(l.p99_us)
             ),
             "handshakes" => format!(
-                "{:.0} handshakes/s, p99 {} µs{errors}",
+                "{:.0} handshakes/s, p99 {} µs{cpu}{errors}",
                 l.handshakes_per_sec,
                 fmt_us(l.p99_us)
             ),
@@ -316,7 +334,9 @@ impl Results {
         md.push_str(
             "\nThroughput and handshake cells: the figure, then (its ratio to direct / to nginx). \
              Latency: microseconds, round trip with the workload's messages in flight. \
-             Memory: resident KiB per open idle connection (after minus before, divided by connections).\n",
+             Memory: resident KiB per open idle connection (after minus before, divided by connections). \
+             Proxy CPU: the proxy's processes' CPU time over the measured window (user and kernel, \
+             from /proc in 10 ms ticks) per echoed message or handshake.\n",
         );
         for w in super::WORKLOADS {
             let _ = writeln!(md, "\n- {}: {}", w.id, w.what);
@@ -365,6 +385,16 @@ impl Results {
             Value::Kib => r
                 .kib_per_conn
                 .map_or("–".into(), |k| format!("{k:.1}{err}")),
+            Value::Cpu => r.cpu_us.map_or(String::new(), |c| {
+                // Three significant figures or so: ticks of 10 ms over a
+                // few seconds measure no finer.
+                let places = match c.user + c.sys {
+                    t if t < 10.0 => 2,
+                    t if t < 100.0 => 1,
+                    _ => 0,
+                };
+                format!("{:.places$} ({:.places$} user)", c.user + c.sys, c.user)
+            }),
         }
     }
 
@@ -413,6 +443,7 @@ enum Value {
     P999,
     Handshakes,
     Kib,
+    Cpu,
 }
 
 /// The lines a workload contributes to a table.
@@ -425,10 +456,13 @@ fn figures(w: &Workload) -> Vec<(&'static str, Value)> {
             ("p50 µs", Value::P50),
             ("p99 µs", Value::P99),
             ("p99.9 µs", Value::P999),
+            ("proxy CPU µs/msg", Value::Cpu),
         ],
-        Kind::Handshakes { .. } => {
-            vec![("handshakes/s", Value::Handshakes), ("p99 µs", Value::P99)]
-        }
+        Kind::Handshakes { .. } => vec![
+            ("handshakes/s", Value::Handshakes),
+            ("p99 µs", Value::P99),
+            ("proxy CPU µs/handshake", Value::Cpu),
+        ],
         Kind::Idle => vec![("KiB/conn", Value::Kib)],
     }
 }
@@ -471,6 +505,10 @@ fn medians(raw: &[Row]) -> Vec<Row> {
         m.load.p99_us = of(|x| x.load.p99_us);
         m.load.p999_us = of(|x| x.load.p999_us);
         m.kib_per_conn = of(|x| x.kib_per_conn);
+        m.cpu_us = match (of(|x| Some(x.cpu_us?.user)), of(|x| Some(x.cpu_us?.sys))) {
+            (Some(user), Some(sys)) => Some(CpuPer { user, sys }),
+            _ => None,
+        };
         m.load.errors = cell.iter().map(|x| x.load.errors).sum();
         m.load.first_error = cell.iter().find_map(|x| x.load.first_error.clone());
         m.load.open = cell.iter().map(|x| x.load.open).min().unwrap_or(0);
@@ -502,6 +540,7 @@ mod tests {
                 ..Report::default()
             },
             kib_per_conn: None,
+            cpu_us: None,
             round,
         };
         let raw = vec![
