@@ -436,15 +436,7 @@ fn measure(
 /// measured window (read from /proc as the load generator says the window
 /// opens and closes).
 fn run_load(mut cmd: Command, proxy: Option<u32>) -> anyhow::Result<(Report, Option<CpuPer>)> {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let stderr = child
-        .stderr
-        .take()
-        .ok_or_else(|| anyhow::anyhow!("no stderr"))?;
+    let (child, stderr) = spawn_load(cmd.stdin(Stdio::null()))?;
     let (mut opened, mut closed) = (None, None);
     // Ends when the load generator does (its stderr closes).
     for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -485,18 +477,21 @@ fn idle_memory(cmd: Command, proxy: u32) -> anyhow::Result<(Report, Option<f64>)
     Ok((report, kib))
 }
 
-/// Starts an idle load generator and waits until it holds its
-/// connections: the process, and what it reported then.
-fn start_idle(mut cmd: Command) -> anyhow::Result<(Child, Report)> {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
+/// Starts a load generator whose report (stdout) and progress (stderr)
+/// the runner reads; the process and its stderr.
+fn spawn_load(cmd: &mut Command) -> anyhow::Result<(Child, std::process::ChildStderr)> {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
     let stderr = child
         .stderr
         .take()
         .ok_or_else(|| anyhow::anyhow!("no stderr"))?;
+    Ok((child, stderr))
+}
+
+/// Starts an idle load generator and waits until it holds its
+/// connections: the process, and what it reported then.
+fn start_idle(mut cmd: Command) -> anyhow::Result<(Child, Report)> {
+    let (mut child, stderr) = spawn_load(cmd.stdin(Stdio::piped()))?;
     for line in BufReader::new(stderr).lines().map_while(Result::ok) {
         if let Some(json) = line.strip_prefix("idle: ready ") {
             return Ok((child, serde_json::from_str(json)?));
