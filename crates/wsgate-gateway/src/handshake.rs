@@ -173,6 +173,10 @@ fn unreadable_forwarded_for(
     let mut ev = conn.request_event(kind, req.uri(), req.headers());
     ev.route = route.map(|(_, r)| r.path.clone());
     ev.refuse(Reason::BadHandshake, detail);
+    if kind == "handshake" {
+        let code = Some(Reason::BadHandshake.code());
+        (conn.state.metrics).handshake(ev.route.as_deref(), "refused", code, 0.0);
+    }
     conn.state.audit.write(ev);
     crate::respond::boxed(crate::respond::refusal(Reason::BadHandshake))
 }

@@ -320,7 +320,7 @@ const RARE: u8 = 4;
 ///   as decoding a 64-byte frame (callgrind);
 /// - a pump waiting on its own socket is polled only when that socket
 ///   woke the task: one socket usually wakes it, and asking the other
-///   again cost a sixth of the gateway's instructions per message when
+///   too cost about a tenth of the gateway's instructions per message when
 ///   each wake carries one message (callgrind, one message in flight).
 struct Woken {
     /// Starts with every bit set, so the first poll registers every wait.

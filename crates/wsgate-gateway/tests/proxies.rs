@@ -90,7 +90,8 @@ async fn per_address_limits_count_each_forwarded_client() {
 #[tokio::test]
 async fn a_trusted_proxys_unreadable_forwarded_for_is_a_bad_handshake() {
     let echo = Echo::start().await;
-    let mut gw = TestGateway::start(&config(&echo, r#"["127.0.0.1"]"#, "", None)).await;
+    let config = config(&echo, r#"["127.0.0.1"]"#, "", None);
+    let mut gw = TestGateway::start(&(config + "\n[metrics]\nbind = \"127.0.0.1:0\"\n")).await;
     let (_c, status) = open(&gw, "203.0.113.7, unknown").await;
     assert_eq!(status, 400);
     let ev = gw.handshake_event().await;
@@ -102,6 +103,11 @@ async fn a_trusted_proxys_unreadable_forwarded_for_is_a_bad_handshake() {
             .contains("X-Forwarded-For from trusted proxy 127.0.0.1: `unknown` is not an address"),
         "{detail}"
     );
+    let mut admin = RawClient::connect(gw.metrics_addr().unwrap()).await;
+    let metrics = admin.request("GET", "/metrics", &[]).await.body;
+    let line =
+        r#"wsgate_handshakes_total{route="/chat",decision="refused",reason="bad_handshake"} 1"#;
+    assert!(metrics.contains(line), "no {line:?} in\n{metrics}");
 }
 
 #[tokio::test]
