@@ -72,11 +72,12 @@ impl Buffers {
 /// A reader that can tell, before a buffer is lent to it, that it has
 /// nothing to read, and what its waiting waits on.
 ///
-/// The relay polls both of a connection's pumps whenever either socket wakes
-/// it, so one of the two usually has nothing to read; asked first, it costs
-/// no trip to the free list and back. Only a plain socket can answer: a TLS
-/// stream may hold decrypted bytes its socket no longer shows, so its
-/// answer is always "maybe".
+/// The relay polls a pump whose socket did not wake it too (the first
+/// poll, a round after an event, a pump that waits on more than its
+/// socket), and such a pump usually has nothing to read; asked first, it
+/// costs no trip to the free list and back. Only a plain socket can
+/// answer: a TLS stream may hold decrypted bytes its socket no longer
+/// shows, so its answer is always "maybe".
 pub(crate) trait Readable: AsyncRead + Unpin {
     /// `Pending` (the waker registered) when nothing can be read now;
     /// `Ready` when a read may find bytes, the end of the stream or an

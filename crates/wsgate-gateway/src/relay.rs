@@ -410,6 +410,8 @@ where
 {
     /// Polls the client's pump, which follows reloads when `follow` is set.
     fn poll_client(&mut self, cx: &mut Context<'_>, follow: bool) -> Poll<Event> {
+        #[cfg(test)]
+        tests::count_pump_poll();
         let mut io = PumpIo {
             reader: &mut self.client.reader,
             to: &mut self.upstream.sink,
@@ -423,6 +425,8 @@ where
 
     /// Polls the upstream's pump.
     fn poll_upstream(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
+        #[cfg(test)]
+        tests::count_pump_poll();
         let mut io = PumpIo {
             reader: &mut self.upstream.reader,
             to: &mut self.client.sink,
@@ -456,11 +460,8 @@ where
             let mut again = false;
             if !self.st.client_reader_done
                 && (woke & CLIENT_READ != 0 || !self.client.pump.parked())
-                && let Poll::Ready(event) = {
-                    #[cfg(test)]
-                    tests::count_pump_poll();
+                && let Poll::Ready(event) =
                     self.poll_client(&mut Context::from_waker(&waits.wakers.client), true)
-                }
             {
                 if matches!(event, Event::Gone(_)) {
                     self.st.client_reader_done = true;
@@ -470,11 +471,8 @@ where
             }
             if !self.st.upstream_aborted
                 && (woke & UPSTREAM_READ != 0 || !self.upstream.pump.parked())
-                && let Poll::Ready(event) = {
-                    #[cfg(test)]
-                    tests::count_pump_poll();
+                && let Poll::Ready(event) =
                     self.poll_upstream(&mut Context::from_waker(&waits.wakers.upstream))
-                }
             {
                 self.on_event(event);
                 again = true;
@@ -897,7 +895,7 @@ auth = "none"
     }
 
     thread_local! {
-        /// Pumps the relay's poll loop polled on this thread.
+        /// Pump polls the relay made on this thread.
         static PUMP_POLLS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
     }
 
