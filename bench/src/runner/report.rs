@@ -399,19 +399,23 @@ impl Results {
     }
 
     /// For `--smoke`: nothing failed, every throughput and handshake
-    /// workload moved something, and every idle connection opened. (A
-    /// few hundred idle connections may fit in memory the proxy freed
-    /// after the workloads before, so their memory can read as zero.)
+    /// workload moved something and has its proxy's CPU time, and every
+    /// idle connection opened. (A few hundred idle connections may fit in
+    /// memory the proxy freed after the workloads before, so their memory
+    /// can read as zero.)
     pub fn check_smoke(&self) -> anyhow::Result<()> {
         let broken: Vec<String> = self
             .rows
             .iter()
             .filter(|r| {
-                let moved = match r.load.mode.as_str() {
+                let measured = match r.load.mode.as_str() {
                     "idle" => r.load.open == r.load.connections && r.kib_per_conn.is_some(),
-                    _ => r.figure().is_some_and(|f| f > 0.0),
+                    _ => {
+                        r.figure().is_some_and(|f| f > 0.0)
+                            && (r.peer == Peer::Direct || r.cpu_us.is_some())
+                    }
                 };
-                r.load.errors > 0 || !moved
+                r.load.errors > 0 || !measured
             })
             .map(|r| {
                 format!(
@@ -520,6 +524,56 @@ fn medians(raw: &[Row]) -> Vec<Row> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn echo_row(peer: Peer, cpu_us: Option<CpuPer>) -> Row {
+        Row {
+            tls: false,
+            workers: 1,
+            peer,
+            workload: "a".into(),
+            load: Report {
+                mode: "echo".into(),
+                msgs_per_sec: 1000.0,
+                ..Report::default()
+            },
+            kib_per_conn: None,
+            cpu_us,
+            round: 0,
+        }
+    }
+
+    fn results(rows: Vec<Row>) -> Results {
+        Results {
+            date: String::new(),
+            cpu: String::new(),
+            versions: Vec::new(),
+            seconds: 1.0,
+            idle: 0,
+            rows,
+            rounds: 1,
+            raw: Vec::new(),
+            churn: None,
+        }
+    }
+
+    #[test]
+    fn a_smoke_run_fails_without_a_proxys_cpu_time() {
+        let cpu = Some(CpuPer {
+            user: 0.2,
+            sys: 1.5,
+        });
+        let whole = results(vec![
+            echo_row(Peer::Direct, None),
+            echo_row(Peer::Wsgate, cpu),
+        ]);
+        assert!(whole.check_smoke().is_ok());
+        let missing = results(vec![
+            echo_row(Peer::Direct, None),
+            echo_row(Peer::Nginx, None),
+        ]);
+        let err = missing.check_smoke().expect_err("nginx has no CPU time");
+        assert!(err.to_string().contains("ws 1w nginx a"), "{err}");
+    }
 
     #[test]
     fn medians_take_the_middle_round_of_each_cell() {

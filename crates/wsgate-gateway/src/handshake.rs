@@ -32,23 +32,16 @@ use crate::state::State;
 use crate::upstream::{self, ClientSide, Connected};
 
 /// Who is on the other end of one accepted connection.
+#[derive(Clone)]
 pub(crate) struct Conn {
     pub(crate) state: Arc<State>,
     pub(crate) listener: usize,
     pub(crate) id: u64,
     /// The address the connection comes from.
     pub(crate) peer: SocketAddr,
-    /// The client: `peer`'s address, or behind a trusted proxy the client
-    /// its `X-Forwarded-For` names (see [`Conn::behind_proxy`]). Limits
-    /// count it, the audit log names it.
-    pub(crate) client: IpAddr,
-    /// `client` as text (with `peer`'s port when it is `peer`), formatted
-    /// once for every audit line about it.
-    pub(crate) client_text: String,
-    /// The trusted proxy's address, when the client came through one.
-    pub(crate) via: Option<String>,
-    /// The `X-Forwarded-For` the upstream is sent.
-    pub(crate) forwarded_for: String,
+    /// Who the requests are from: `peer`, or behind a trusted proxy the
+    /// client its `X-Forwarded-For` names (see [`Conn::behind_proxy`]).
+    pub(crate) client: Client,
     pub(crate) tls: bool,
     /// The client certificate verified during the TLS handshake, if any.
     pub(crate) client_cert: Option<wsgate_policy::credentials::ClientCert>,
@@ -57,11 +50,47 @@ pub(crate) struct Conn {
     pub(crate) client_chain: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
+/// The client of a request, as limits count it, the audit log names it
+/// and the upstream is told of it.
+#[derive(Clone)]
+pub(crate) struct Client {
+    pub(crate) ip: IpAddr,
+    /// `ip` as text (with the peer's port when the client is the peer),
+    /// formatted once for every audit line about it.
+    pub(crate) text: String,
+    /// The trusted proxy's address, when the client came through one.
+    pub(crate) via: Option<String>,
+    /// The `X-Forwarded-For` the upstream is sent.
+    pub(crate) forwarded_for: String,
+}
+
+impl Client {
+    /// The connection's peer is the client.
+    pub(crate) fn direct(peer: SocketAddr) -> Client {
+        Client {
+            ip: peer.ip(),
+            text: peer.to_string(),
+            via: None,
+            forwarded_for: peer.ip().to_string(),
+        }
+    }
+
+    /// The peer is a trusted proxy, and `found` the client it names.
+    fn forwarded(peer: SocketAddr, found: forwarded::Forwarded) -> Client {
+        Client {
+            ip: found.client,
+            text: found.client.to_string(),
+            via: Some(peer.to_string()),
+            forwarded_for: found.chain,
+        }
+    }
+}
+
 impl Conn {
     pub(crate) fn event(&self, kind: &'static str) -> AuditEvent {
         let listener = self.state.bound_text[self.listener].clone();
-        let mut ev = AuditEvent::new(kind, self.id, self.client_text.clone(), listener);
-        ev.via.clone_from(&self.via);
+        let mut ev = AuditEvent::new(kind, self.id, self.client.text.clone(), listener);
+        ev.via.clone_from(&self.client.via);
         ev
     }
 
@@ -90,17 +119,8 @@ impl Conn {
             return Ok(self);
         };
         Ok(Arc::new(Conn {
-            state: Arc::clone(&self.state),
-            listener: self.listener,
-            id: self.id,
-            peer: self.peer,
-            client: found.client,
-            client_text: found.client.to_string(),
-            via: Some(self.peer.to_string()),
-            forwarded_for: found.chain,
-            tls: self.tls,
-            client_cert: self.client_cert.clone(),
-            client_chain: self.client_chain.clone(),
+            client: Client::forwarded(self.peer, found),
+            ..Conn::clone(&self)
         }))
     }
 
@@ -381,7 +401,7 @@ async fn decide(
     // route's handshake rate. Limits apply in report mode too: they
     // protect the gateway, not a policy being rolled out.
     if let Some((route, r)) = policy.router.find(path) {
-        let client = ClientKey::new(conn.client, r.limits.ipv6_prefix);
+        let client = ClientKey::new(conn.client.ip, r.limits.ipv6_prefix);
         state
             .store
             .handshake(r, client)
@@ -391,7 +411,7 @@ async fn decide(
     let refused = |r: wsgate_policy::Refused| Refusal::new(r.reason, r.route, r.detail);
     let checked = admit(hosts, &policy.router, &policy.auth, &request).map_err(refused)?;
     let route = checked.route_index();
-    let client = ClientKey::new(conn.client, checked.route().limits.ipv6_prefix);
+    let client = ClientKey::new(conn.client.ip, checked.route().limits.ipv6_prefix);
     let tickets = policy.auth.ticket.is_some().then_some(&state.store);
     let outcome = policy
         .verifiers
@@ -407,11 +427,11 @@ async fn decide(
     let client_side = ClientSide {
         path_and_query: parts.uri.path_and_query().map_or(path, |p| p.as_str()),
         headers: &parts.headers,
-        forwarded_for: &conn.forwarded_for,
+        forwarded_for: &conn.client.forwarded_for,
         tls: conn.tls,
         client_cert: conn.client_cert.as_ref(),
         assertion: policy.assertion.as_ref().map(|s| {
-            let value = s.sign(admitted.identity(), &admitted.route().path, conn.client);
+            let value = s.sign(admitted.identity(), &admitted.route().path, conn.client.ip);
             (s.header(), value)
         }),
     };

@@ -19,7 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use wsgate_policy::Reason;
 use wsgate_policy::credentials::ClientCert;
 
-use crate::handshake::{Conn, elapsed_ms, handle};
+use crate::handshake::{Client, Conn, elapsed_ms, handle};
 use crate::state::State;
 
 /// A listening socket on `bind`; with `reuse_port`, `SO_REUSEPORT` lets
@@ -85,10 +85,7 @@ async fn serve(state: Arc<State>, index: usize, tcp: TcpStream, client: SocketAd
             listener: index,
             id,
             peer: client,
-            client: client.ip(),
-            client_text: client.to_string(),
-            via: None,
-            forwarded_for: client.ip().to_string(),
+            client: Client::direct(client),
             tls: acceptor.is_some(),
             client_cert,
             client_chain,

@@ -181,7 +181,7 @@ fn build_request(
         header::HOST,
         HeaderValue::from_str(&upstream::host_header(up))?,
     );
-    let chain = HeaderValue::from_str(&conn.forwarded_for)?;
+    let chain = HeaderValue::from_str(&conn.client.forwarded_for)?;
     headers.insert("x-forwarded-for", chain);
     let proto = if conn.tls { "https" } else { "http" };
     headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));

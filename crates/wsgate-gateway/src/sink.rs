@@ -168,12 +168,7 @@ impl<'a, W: AsyncWrite + Unpin> Sink<'a, W> {
     /// nothing waits (or the peer is dead).
     pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         // The relay asks after every wake; usually nothing waits.
-        let waiting = self.own_sent > 0
-            || self.backlog.is_some()
-            || self.unflushed
-            || !self.own.is_empty()
-            || !self.pongs.is_empty();
-        if self.dead || !waiting {
+        if self.dead || !self.waiting() {
             return Poll::Ready(());
         }
         match self.poll_write_waiting(cx) {
@@ -184,6 +179,17 @@ impl<'a, W: AsyncWrite + Unpin> Sink<'a, W> {
             }
             Poll::Pending => Poll::Pending,
         }
+    }
+
+    /// Whether anything waits that [`Sink::poll_write_waiting`] would write
+    /// or flush: every queue it drains is named here, so that an idle sink's
+    /// flush can return without a call to the writer.
+    fn waiting(&self) -> bool {
+        self.own_sent > 0
+            || self.backlog.is_some()
+            || self.unflushed
+            || !self.own.is_empty()
+            || !self.pongs.is_empty()
     }
 
     fn poll_write_waiting(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
