@@ -2,6 +2,7 @@
 //!
 //! - `wsgate-perf echo`: the echo upstream every proxy is measured in front of;
 //! - `wsgate-perf load URL MODE`: the load generator (one JSON report line on stdout);
+//! - `wsgate-perf relay --upstream ADDR`: a byte relay that inspects nothing, a baseline;
 //! - `wsgate-perf run`: the comparison of direct, wsgate, nginx and HAProxy,
 //!   written to a Markdown table, a JSON file and an SVG chart.
 //!
@@ -13,7 +14,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use wsgate_bench::{echo, load, runner, tls};
+use wsgate_bench::{echo, load, relay, runner, tls};
 
 #[derive(Parser)]
 #[command(name = "wsgate-perf", about = "wsgate's end-to-end benchmarks")]
@@ -42,6 +43,19 @@ enum Command {
         target: TargetArgs,
         #[command(subcommand)]
         mode: Mode,
+    },
+    /// A byte relay that inspects nothing (a baseline): prints `relay:
+    /// listening on ADDR` once bound.
+    Relay {
+        /// Address to listen on (port 0: any free port).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        bind: SocketAddr,
+        /// Where to relay to.
+        #[arg(long)]
+        upstream: SocketAddr,
+        /// tokio (copy_bidirectional per connection) or mio (one epoll loop).
+        #[arg(long, value_enum)]
+        engine: relay::Engine,
     },
     /// Runs every workload against direct, wsgate, nginx and HAProxy.
     Run(runner::Options),
@@ -120,6 +134,11 @@ fn main() -> ExitCode {
     let offline = match &cli.command {
         Command::Run(options) => Some(runner::run(options)),
         Command::Report { dir } => Some(runner::rewrite(dir)),
+        Command::Relay {
+            bind,
+            upstream,
+            engine,
+        } => Some(relay::run(*engine, *bind, *upstream)),
         _ => None,
     };
     if let Some(result) = offline {
@@ -197,7 +216,7 @@ async fn async_main(command: Command) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }
-        Command::Run(_) | Command::Report { .. } => {
+        Command::Run(_) | Command::Report { .. } | Command::Relay { .. } => {
             unreachable!("handled before the runtime starts")
         }
     }

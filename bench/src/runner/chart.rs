@@ -13,12 +13,14 @@ use super::report::Results;
 /// Workloads on the throughput panel.
 const THROUGHPUT: [&str; 5] = ["a", "b", "c", "d", "d0"];
 /// One colour per contender, in [`Peer::ALL`] order.
-const COLOURS: [RGBColor; 5] = [
+const COLOURS: [RGBColor; 7] = [
     RGBColor(120, 120, 120),
     RGBColor(31, 119, 180),
     RGBColor(44, 160, 44),
     RGBColor(152, 223, 138),
     RGBColor(255, 127, 14),
+    RGBColor(148, 103, 189),
+    RGBColor(214, 39, 40),
 ];
 
 fn colour(peer: Peer) -> RGBColor {

@@ -41,7 +41,8 @@ pub struct Options {
     /// The wsgate binary (default: `wsgate` beside this one).
     #[arg(long)]
     pub wsgate: Option<PathBuf>,
-    /// Contenders, comma-separated.
+    /// Contenders, comma-separated; also tokio-relay and mio-relay, byte
+    /// relays that inspect nothing (baselines; ws and one worker only).
     #[arg(
         long,
         value_delimiter = ',',
@@ -333,6 +334,16 @@ impl Plan {
         for &w in &o.workers {
             if !(1..=2).contains(&w) {
                 errors.push(format!("--workers: {w} (1 or 2 on this harness)"));
+            }
+        }
+        // The baselines relay bytes on one thread: wss would need them to
+        // terminate TLS, and a second worker they do not have.
+        for p in peers.iter().filter(|p| p.is_baseline()) {
+            if tls.contains(&true) || o.workers.iter().any(|&w| w != 1) {
+                errors.push(format!(
+                    "--peers: {} runs only with --tls off --workers 1",
+                    p.name()
+                ));
             }
         }
         anyhow::ensure!(errors.is_empty(), "{}", errors.join("\n"));
@@ -691,4 +702,48 @@ fn sibling(name: &str) -> PathBuf {
 
 fn say(line: &str) {
     let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        options: Options,
+    }
+
+    fn plan(args: &[&str]) -> anyhow::Result<Plan> {
+        let cli = Cli::try_parse_from(std::iter::once("run").chain(args.iter().copied()))?;
+        Plan::from(&cli.options)
+    }
+
+    #[test]
+    fn the_baseline_relays_run_only_on_plain_ws_with_one_worker() {
+        let accepted = plan(&[
+            "--peers",
+            "wsgate,tokio-relay,mio-relay",
+            "--tls",
+            "off",
+            "--workers",
+            "1",
+        ])
+        .expect("plain ws, one worker");
+        assert_eq!(
+            accepted.peers,
+            [Peer::Wsgate, Peer::TokioRelay, Peer::MioRelay]
+        );
+        let Err(refused) = plan(&["--peers", "wsgate,mio-relay"]) else {
+            panic!("wss and two workers are the defaults: refused");
+        };
+        let refused = refused.to_string();
+        assert!(
+            refused.contains("--peers: mio-relay runs only with --tls off --workers 1"),
+            "{refused}"
+        );
+        assert!(!refused.contains("wsgate"), "{refused}");
+    }
 }

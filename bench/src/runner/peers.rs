@@ -6,6 +6,8 @@
 //! nothing per request that the others would not. wsgate does more, which
 //! is the point: an origin allow-list, JWT verification, a 64 KiB message
 //! limit and every client frame decoded, UTF-8 checked and re-masked.
+//! Two baselines do less than anyone: `wsgate-perf relay` copies bytes,
+//! on tokio or on one `epoll` loop, to show what the runtime costs.
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
@@ -41,16 +43,24 @@ pub enum Peer {
     NginxTuned,
     /// HAProxy.
     Haproxy,
+    /// A byte relay on tokio that inspects nothing (`wsgate-perf relay`):
+    /// a baseline, ws and one worker only.
+    TokioRelay,
+    /// A byte relay on one `epoll` loop (mio) that inspects nothing: a
+    /// baseline, ws and one worker only.
+    MioRelay,
 }
 
 impl Peer {
     /// All, in table order.
-    pub const ALL: [Peer; 5] = [
+    pub const ALL: [Peer; 7] = [
         Peer::Direct,
         Peer::Wsgate,
         Peer::Nginx,
         Peer::NginxTuned,
         Peer::Haproxy,
+        Peer::TokioRelay,
+        Peer::MioRelay,
     ];
 
     /// The name in tables and on the command line.
@@ -61,7 +71,14 @@ impl Peer {
             Peer::Nginx => "nginx",
             Peer::NginxTuned => "nginx-16k",
             Peer::Haproxy => "haproxy",
+            Peer::TokioRelay => "tokio-relay",
+            Peer::MioRelay => "mio-relay",
         }
+    }
+
+    /// A baseline relay of `wsgate-perf relay`: plain TCP, one thread.
+    pub fn is_baseline(self) -> bool {
+        matches!(self, Peer::TokioRelay | Peer::MioRelay)
     }
 
     /// Parses a name from [`Peer::name`].
@@ -219,6 +236,19 @@ pub fn start(
             let mut cmd = pinned(place.proxy_cpus(), &super::program("haproxy"));
             cmd.arg("-db").arg("-f").arg(&config);
             spawn_listening(cmd, port)
+        }
+        Peer::TokioRelay | Peer::MioRelay => {
+            // The run's plan refuses these with TLS or two workers.
+            anyhow::ensure!(!place.tls, "{} relays plain TCP only", peer.name());
+            let engine = if peer == Peer::TokioRelay {
+                "tokio"
+            } else {
+                "mio"
+            };
+            let mut cmd = pinned(place.proxy_cpus(), &setup.perf);
+            cmd.args(["relay", "--engine", engine, "--upstream"])
+                .arg(echo.to_string());
+            spawn_announcing(cmd, "relay: listening on ")
         }
     }
 }
