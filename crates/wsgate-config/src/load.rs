@@ -137,6 +137,16 @@ fn listener(mut t: Table<'_, '_>, base: &Path, errs: &mut Collector<'_>) -> Opti
     let client_certs = client_certs(&mut t, tls.is_some(), base, errs);
     let reuse_port = t.bool("reuse_port", errs).map(|b| b.value).unwrap_or(false);
     let trusted_proxies = trusted_proxies(&mut t, errs);
+    let proxy_protocol = match t.bool("proxy_protocol", errs) {
+        Some(b) if b.value && trusted_proxies.is_empty() => {
+            // Whoever may send the header may name any client.
+            let msg = "needs `trusted_proxies`: the balancers allowed to send the header";
+            errs.push(&b.path, Some(b.at), msg);
+            true
+        }
+        Some(b) => b.value,
+        None => false,
+    };
     let path = t.path().to_owned();
     let at = t.at();
     t.finish(errs);
@@ -161,6 +171,7 @@ fn listener(mut t: Table<'_, '_>, base: &Path, errs: &mut Collector<'_>) -> Opti
         client_certs,
         reuse_port,
         trusted_proxies,
+        proxy_protocol,
     })
 }
 

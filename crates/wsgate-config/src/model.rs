@@ -135,6 +135,10 @@ pub struct Listener {
     /// Proxies whose `X-Forwarded-For` names the client (a load balancer in
     /// front); empty: every connection is its own client.
     pub trusted_proxies: Vec<IpNet>,
+    /// Every connection starts with a PROXY protocol header (v1 or v2) from
+    /// one of `trusted_proxies`, naming the client: for balancers that relay
+    /// TCP and cannot add `X-Forwarded-For`.
+    pub proxy_protocol: bool,
 }
 
 /// `client_ca`, `client_cert` and `client_crl` on a TLS listener.

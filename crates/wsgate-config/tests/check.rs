@@ -459,3 +459,29 @@ fn trusted_proxies_load_and_their_mistakes_are_named() {
     }
     assert_eq!(errs.0.len(), 5, "{text}");
 }
+
+#[test]
+fn proxy_protocol_needs_trusted_proxies() {
+    let with = |keys: &str| {
+        GOOD.replace(
+            "bind = \"127.0.0.1:0\"",
+            &format!("bind = \"127.0.0.1:0\"\n{keys}"),
+        )
+    };
+    let c = parse(
+        &with("proxy_protocol = true\ntrusted_proxies = [\"10.0.0.0/8\"]"),
+        Path::new("."),
+    )
+    .unwrap();
+    assert!(c.listeners[0].proxy_protocol);
+    assert!(!parse(GOOD, Path::new(".")).unwrap().listeners[0].proxy_protocol);
+
+    let errs = parse(&with("proxy_protocol = true"), Path::new(".")).unwrap_err();
+    let text = errs.to_string();
+    assert!(
+        errs.0.iter().any(|e| e.path == "listener[0].proxy_protocol"
+            && e.to_string().contains("needs `trusted_proxies`")),
+        "{text}"
+    );
+    assert_eq!(errs.0.len(), 1, "{text}");
+}

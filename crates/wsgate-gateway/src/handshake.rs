@@ -75,12 +75,24 @@ impl Client {
         }
     }
 
-    /// The peer is a trusted proxy, and `found` the client it names.
-    fn forwarded(peer: SocketAddr, found: forwarded::Forwarded) -> Client {
+    /// The peer is a trusted balancer, and `source` the client its PROXY
+    /// protocol header names.
+    pub(crate) fn proxied(peer: SocketAddr, source: SocketAddr) -> Client {
+        Client {
+            ip: source.ip(),
+            text: source.to_string(),
+            via: Some(peer.to_string()),
+            forwarded_for: source.ip().to_string(),
+        }
+    }
+
+    /// The client so far (`hop`) is a trusted proxy, and `found` the client
+    /// its `X-Forwarded-For` names.
+    fn forwarded(hop: &Client, found: forwarded::Forwarded) -> Client {
         Client {
             ip: found.client,
             text: found.client.to_string(),
-            via: Some(peer.to_string()),
+            via: Some(hop.text.clone()),
             forwarded_for: found.chain,
         }
     }
@@ -113,13 +125,14 @@ impl Conn {
             .get_all("x-forwarded-for")
             .iter()
             .map(|v| v.to_str().unwrap_or("(not text)"));
+        // Behind a balancer that sent a PROXY header, the hop is the client it named.
         let Some(found) =
-            forwarded::resolve(self.peer.ip(), trusted, values).map_err(|e| e.to_string())?
+            forwarded::resolve(self.client.ip, trusted, values).map_err(|e| e.to_string())?
         else {
             return Ok(self);
         };
         Ok(Arc::new(Conn {
-            client: Client::forwarded(self.peer, found),
+            client: Client::forwarded(&self.client, found),
             ..Conn::clone(&self)
         }))
     }

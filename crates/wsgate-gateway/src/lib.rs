@@ -3,7 +3,8 @@
 //! A connection flows through one module per stage, in call order:
 //!
 //! ```text
-//! listen     TCP accept, TLS, request head (timeouts, size limits)
+//! listen     TCP accept, a PROXY protocol header (proxy_header), TLS,
+//!            request head (timeouts, size limits)
 //! handshake  the gateway's own paths (JWKS, tickets, CSP reports); a
 //!            `kind = "http"` route goes to pass (HTTP pass-through, CSP);
 //!            else a process slot (limits) -> RFC 6455 checks -> the route's
@@ -38,6 +39,7 @@ mod listen;
 mod live;
 mod metrics;
 mod pass;
+mod proxy_header;
 mod pump;
 pub mod relay;
 mod respond;

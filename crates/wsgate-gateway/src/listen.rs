@@ -1,6 +1,7 @@
-//! The listen stage: accept TCP, finish TLS, read the request head, all
-//! within the listener's `handshake_timeout`, then hand the request to the
-//! handshake stage.
+//! The listen stage: accept TCP, read a PROXY protocol header where the
+//! listener takes one, finish TLS, read the request head, all within the
+//! listener's `handshake_timeout`, then hand the request to the handshake
+//! stage.
 //!
 //! hyper reads the request head with a bounded buffer (`max_header_bytes`,
 //! answered 431 above it) and a header-read timer (slowloris). Failures it
@@ -61,41 +62,71 @@ pub(crate) async fn accept_loop(state: Arc<State>, index: usize, listener: TcpLi
     }
 }
 
-async fn serve(state: Arc<State>, index: usize, tcp: TcpStream, client: SocketAddr) {
+async fn serve(state: Arc<State>, index: usize, mut tcp: TcpStream, peer: SocketAddr) {
     let _ = tcp.set_nodelay(true);
     // The TLS certificate is the one in force at accept: a reload that
     // rotates it applies to connections accepted after it.
-    let (acceptor, verifier, timeout) = {
+    let (acceptor, verifier, timeout, proxies) = {
         let policy = state.policy();
         let l = &policy.listeners[index];
         (
             l.tls.clone(),
             l.client_verifier.clone(),
             l.config.handshake_timeout,
+            l.config
+                .proxy_protocol
+                .then(|| l.config.trusted_proxies.clone()),
         )
     };
     let id = state.next_conn_id();
+    let started = tokio::time::Instant::now();
+    // The PROXY header, TLS and the request head, all within one timeout.
+    let deadline = started + timeout;
+    let mut client = Client::direct(peer);
     // A verified certificate's fields and the chain it came in, together
     // or not at all.
-    let conn = |presented: Option<(ClientCert, Vec<CertificateDer<'static>>)>| {
+    let conn = |client: &Client, presented: Option<(ClientCert, Vec<CertificateDer<'static>>)>| {
         let (client_cert, client_chain) =
             presented.map_or((None, Vec::new()), |(c, chain)| (Some(c), chain));
         Arc::new(Conn {
             state: Arc::clone(&state),
             listener: index,
             id,
-            peer: client,
-            client: Client::direct(client),
+            peer,
+            client: client.clone(),
             tls: acceptor.is_some(),
             client_cert,
             client_chain,
         })
     };
-    let started = tokio::time::Instant::now();
+    if let Some(trusted) = proxies {
+        let refuse = |client: &Client, reason, detail: &str| {
+            log_failure(&conn(client, None), reason, started, detail);
+        };
+        // Whoever may send the header may name any client.
+        if !wsgate_policy::forwarded::is_trusted(&trusted, peer.ip()) {
+            let detail = format!(
+                "{} is not in trusted_proxies, and this listener takes only PROXY protocol connections",
+                peer.ip()
+            );
+            return refuse(&client, Reason::ProxyHeaderRefused, &detail);
+        }
+        match tokio::time::timeout_at(deadline, crate::proxy_header::read(&mut tcp)).await {
+            Ok(Ok(Some(source))) => client = Client::proxied(peer, source),
+            // The balancer's own connection (a health check): its own client.
+            Ok(Ok(None)) => {}
+            Ok(Err(detail)) => return refuse(&client, Reason::ProxyHeaderRefused, &detail),
+            Err(_) => {
+                let detail = "PROXY protocol header not received in time";
+                return refuse(&client, Reason::HandshakeTimeout, detail);
+            }
+        }
+    }
+    let conn = |presented| conn(&client, presented);
     let Some(acceptor) = &acceptor else {
         return serve_http(conn(None), tcp, started).await;
     };
-    match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+    match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => {
             // A full handshake's certificate has just passed webpki: chain,
             // validity, CRLs. A resumed session's passed when the session

@@ -49,6 +49,9 @@ pub enum Reason {
     UpstreamUnavailable,
     /// The client did not finish TLS and its request head in time.
     HandshakeTimeout,
+    /// On a listener that takes the PROXY protocol: a connection from an
+    /// address not in `trusted_proxies`, or without a readable header.
+    ProxyHeaderRefused,
     /// Too many handshakes from one client address on this route in the last minute.
     RateLimited,
     /// The client address, the user, or the whole gateway holds as many
@@ -139,6 +142,8 @@ impl Reason {
             TlsFailed => ("tls_failed", Drop),
             UpstreamUnavailable => ("upstream_unavailable", Http(502)),
             HandshakeTimeout => ("handshake_timeout", Drop),
+            // Before TLS and HTTP: there is nobody to answer in either.
+            ProxyHeaderRefused => ("proxy_header_refused", Drop),
             RateLimited => ("rate_limited", Http(429)),
             TooManyConnections => ("too_many_connections", Http(429)),
             ProtocolError => ("protocol_error", Close(1002)),
@@ -203,7 +208,7 @@ impl From<&FrameError> for Reason {
 
 impl Reason {
     /// Every reason, in the order of DESIGN.md's tables.
-    pub const ALL: [Reason; 38] = {
+    pub const ALL: [Reason; 39] = {
         use Reason::*;
         [
             BadHandshake,
@@ -244,6 +249,7 @@ impl Reason {
             Overloaded,
             Revoked,
             PolicyChanged,
+            ProxyHeaderRefused,
         ]
     };
 }
@@ -295,6 +301,7 @@ mod tests {
             Overloaded => 35,
             Revoked => 36,
             PolicyChanged => 37,
+            ProxyHeaderRefused => 38,
         }
     }
 

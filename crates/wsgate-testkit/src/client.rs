@@ -113,6 +113,16 @@ impl RawClient {
         name: &str,
     ) -> std::io::Result<RawClient> {
         let tcp = TcpStream::connect(addr).await?;
+        Self::try_tls_over(tcp, config, name).await
+    }
+
+    /// TLS over a socket opened elsewhere (one that has sent a PROXY
+    /// protocol header, say); the error when the handshake fails.
+    pub async fn try_tls_over(
+        tcp: TcpStream,
+        config: Arc<rustls::ClientConfig>,
+        name: &str,
+    ) -> std::io::Result<RawClient> {
         let server_name = rustls::pki_types::ServerName::try_from(name.to_owned()).expect("name");
         let tls = tokio_rustls::TlsConnector::from(config)
             .connect(server_name, tcp)
