@@ -58,6 +58,20 @@ pub struct Target {
 type Stream = Either<TcpStream, Box<tokio_rustls::client::TlsStream<TcpStream>>>;
 
 impl Target {
+    /// Plain ws to `/echo` at `addr`, with no Origin and no token.
+    pub fn plain(addr: SocketAddr) -> Target {
+        Target {
+            addr,
+            tls: None,
+            request: Request {
+                host: addr.to_string(),
+                path: "/echo".into(),
+                origin: None,
+                bearer: None,
+            },
+        }
+    }
+
     /// Connects and completes the opening handshake by `deadline`; returns
     /// the stream and any bytes read past the 101.
     async fn open(&self, deadline: Instant) -> anyhow::Result<(Stream, Vec<u8>)> {
@@ -530,19 +544,6 @@ mod tests {
     use super::*;
     use wsgate_testkit::upstream::Raw;
 
-    fn target(addr: SocketAddr) -> Target {
-        Target {
-            addr,
-            tls: None,
-            request: Request {
-                host: addr.to_string(),
-                path: "/echo".into(),
-                origin: None,
-                bearer: None,
-            },
-        }
-    }
-
     /// Runs an echo workload of two connections with a short window while
     /// `peer` plays the other end; fails the test if it does not end.
     async fn echo_against<F, Fut>(size: usize, in_flight: usize, peer: F) -> Report
@@ -551,7 +552,7 @@ mod tests {
         Fut: std::future::Future<Output = Vec<wsgate_testkit::upstream::RawConn>>,
     {
         let raw = Raw::start().await;
-        let t = target(raw.addr);
+        let t = Target::plain(raw.addr);
         let run = tokio::spawn(async move {
             echo(
                 &t,

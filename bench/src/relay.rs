@@ -242,7 +242,6 @@ mod tests {
 
     use super::*;
     use crate::load::{self, Target};
-    use crate::wire::Request;
 
     /// Each relay carries the upgrade, echoed messages both ways, and
     /// closing handshakes, through real sockets to the real echo upstream.
@@ -258,16 +257,7 @@ mod tests {
             let addr = listener.local_addr().expect("relay address");
             // Runs until the test process ends, as the relay does in its own.
             std::thread::spawn(move || serve(engine, listener, upstream));
-            let target = Target {
-                addr,
-                tls: None,
-                request: Request {
-                    host: addr.to_string(),
-                    path: "/echo".into(),
-                    origin: None,
-                    bearer: None,
-                },
-            };
+            let target = Target::plain(addr);
             let window = Duration::from_millis(300);
             let echoed = load::echo(&target, 4, 4, 1000, Duration::ZERO, window).await;
             assert_eq!(echoed.errors, 0, "{engine:?}: {:?}", echoed.first_error);
