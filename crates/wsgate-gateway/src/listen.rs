@@ -148,7 +148,11 @@ async fn serve(state: Arc<State>, index: usize, mut tcp: TcpStream, peer: Socket
                 .first()
                 .and_then(crate::tls::client_cert)
                 .map(|cert| (cert, chain.to_vec()));
-            serve_http(conn(presented), tls, started).await;
+            // Boxed: inline, the TLS stream would double the size of every
+            // connection's task (6.0 KiB against 2.9), plain ones too, and
+            // that much is moved when the task is spawned and written again
+            // when it ends (1.8 % of the instructions per plain handshake).
+            Box::pin(serve_http(conn(presented), tls, started)).await;
         }
         Ok(Err(e)) => log_failure(
             &conn(None),
