@@ -102,7 +102,9 @@ impl Pipe {
         loop {
             while self.start < self.end {
                 match to.write(&self.buf[self.start..self.end]) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                     Ok(n) => self.start += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     // Not connected yet: the connect's own event brings the pump back.
                     Err(e) if waits(&e) || e.kind() == io::ErrorKind::NotConnected => {
                         return Ok(());
@@ -127,6 +129,7 @@ impl Pipe {
                     self.end = n;
                     self.readable = n == self.buf.len();
                 }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if waits(&e) => {
                     self.readable = false;
                     return Ok(());
@@ -137,11 +140,10 @@ impl Pipe {
     }
 }
 
+/// Nothing more now: with edge-triggered readiness, an event will say when.
+/// (An interrupted call is tried again instead: no event would follow it.)
 fn waits(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-    )
+    e.kind() == io::ErrorKind::WouldBlock
 }
 
 /// A client connection and its upstream connection.
