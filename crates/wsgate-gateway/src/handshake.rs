@@ -39,8 +39,9 @@ pub(crate) struct Conn {
     pub(crate) id: u64,
     /// The address the connection comes from.
     pub(crate) peer: SocketAddr,
-    /// Who the requests are from: `peer`, or behind a trusted proxy the
-    /// client its `X-Forwarded-For` names (see [`Conn::behind_proxy`]).
+    /// Who the requests are from: `peer`; on a `proxy_protocol` listener the
+    /// client the balancer's header named (`listen.rs`); behind a trusted
+    /// proxy the client its `X-Forwarded-For` names (see [`Conn::behind_proxy`]).
     pub(crate) client: Client,
     pub(crate) tls: bool,
     /// The client certificate verified during the TLS handshake, if any.
@@ -55,8 +56,8 @@ pub(crate) struct Conn {
 #[derive(Clone)]
 pub(crate) struct Client {
     pub(crate) ip: IpAddr,
-    /// `ip` as text (with the peer's port when the client is the peer),
-    /// formatted once for every audit line about it.
+    /// `ip` as text (with a port when one is known: the peer's, or the one a
+    /// PROXY protocol header named), formatted once for every audit line.
     pub(crate) text: String,
     /// The trusted proxy's address, when the client came through one.
     pub(crate) via: Option<String>,
@@ -106,7 +107,8 @@ impl Conn {
         ev
     }
 
-    /// The connection as one request sees it: behind a trusted proxy, the
+    /// The connection as one request sees it: when the client so far (the
+    /// peer, or the client a PROXY header named) is a trusted proxy, the
     /// client its `X-Forwarded-For` names. Per request, since a balancer
     /// sends many clients' requests over one connection. `Err` holds the
     /// refusal when a trusted proxy's header cannot be read.
