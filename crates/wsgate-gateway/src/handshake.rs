@@ -4,7 +4,8 @@
 //! CSP reports) and requests on `kind = "http"` routes where they belong
 //! (`pass`). For a WebSocket handshake, in order: RFC 6455 checks, admission (route, host, origin, credentials,
 //! limits), the upstream's own 101, and only then the client's 101. Every
-//! outcome is one audit line. The relay starts once hyper hands over the
+//! outcome is one audit line. An admitted connection goes on in its own task
+//! (`open`), which starts the relay once hyper hands over the
 //! upgraded connection.
 
 use std::convert::Infallible;
@@ -23,9 +24,8 @@ use wsgate_proto::deflate;
 use wsgate_proto::handshake::{self, HandshakeError};
 
 use crate::audit::AuditEvent;
-use crate::halves::Halves;
-use crate::metrics::{CloseLabels, FlowLabels, RouteLabels};
-use crate::relay;
+use crate::metrics::RouteLabels;
+use crate::open::Open;
 use crate::respond::Body;
 use crate::snapshot::Snapshot;
 use crate::state::State;
@@ -297,24 +297,11 @@ async fn websocket(
             state
                 .metrics
                 .handshake(ev.route.as_deref(), "admitted", ev.reason, secs);
-            let close_ev = ev.clone();
+            let open = Open::new(&conn, &policy, admitted, seen, deflate.is_some(), &ev, held);
             state
                 .audit
                 .write(std::mem::replace(&mut ev, conn.event("handshake")));
-            let inflate_max = deflate.map(|_| admitted.route().limits.max_message);
-            spawn_relay(
-                &conn,
-                &policy,
-                Admission {
-                    admitted,
-                    seen,
-                    inflate_max,
-                },
-                connected,
-                held,
-                on_upgrade,
-                close_ev,
-            );
+            open.spawn(connected.io, on_upgrade);
             return response;
         }
     };
@@ -488,216 +475,6 @@ async fn decide(
             e.to_string(),
         )),
     }
-}
-
-/// An admitted handshake, what a reload re-checks it by, and how far its
-/// compressed messages may inflate (when permessage-deflate was agreed).
-struct Admission {
-    admitted: Admitted,
-    seen: wsgate_policy::Seen,
-    inflate_max: Option<u64>,
-}
-
-fn spawn_relay(
-    conn: &Arc<Conn>,
-    policy: &Snapshot,
-    Admission {
-        admitted,
-        seen,
-        inflate_max,
-    }: Admission,
-    connected: Connected,
-    held: Held,
-    on_upgrade: hyper::upgrade::OnUpgrade,
-    mut ev: AuditEvent,
-) {
-    let state = Arc::clone(&conn.state);
-    let listener = conn.listener;
-    // For a reload to check again; empty (no allocation) without a certificate.
-    let client_chain = conn.client_chain.clone();
-    let rules = policy.rules[admitted.route_index()].clone();
-    let session_end = session_end(&admitted, policy);
-    let mut changes = state.watch_policy();
-    if changes.borrow().generation != policy.generation {
-        // A reload landed while this handshake was being decided.
-        changes.mark_changed();
-    }
-    conn.state.tasks.spawn(async move {
-        // Given back when this task ends, however the connection ended.
-        let _held = held;
-        let started = Instant::now();
-        ev.event = "close";
-        ev.decision = None;
-        ev.status = None;
-        ev.detail = None;
-        let route = admitted.route().path.clone();
-        let open = state
-            .metrics
-            .open
-            .get_or_create(&RouteLabels {
-                route: route.clone(),
-            })
-            .clone();
-        open.inc();
-        let registration = admitted
-            .identity()
-            .map(|i| state.live.register(&i.user, ev.conn));
-        let never = tokio_util::sync::CancellationToken::new();
-        let revoked = registration.as_ref().map_or(&never, |r| &r.revoked);
-        let summary = match on_upgrade.await {
-            Ok(upgraded) => {
-                let limits = &admitted.route().limits;
-                let checks = relay::Checks {
-                    rules,
-                    meter: wsgate_policy::limits::Meter::for_limits(limits).map(Box::new),
-                    budget: Some(Arc::clone(&state.budget)),
-                    deflate: inflate_max,
-                };
-                let client = Halves::client(upgraded);
-                let user = admitted.identity().map(|i| i.user.as_str());
-                let judge = |p: &Snapshot| recheck(p, listener, &seen, user, &client_chain);
-                let reconfig = relay::Reconfig {
-                    changes,
-                    judge: &judge,
-                };
-                relay::relay(
-                    client,
-                    Halves::upstream(connected.io),
-                    &state.buffers,
-                    limits,
-                    checks,
-                    session_end,
-                    &state.shutdown,
-                    revoked,
-                    reconfig,
-                )
-                .await
-            }
-            Err(_) => relay::Summary {
-                outcome: relay::Outcome::ClientGone,
-                bytes_from_client: 0,
-                bytes_from_upstream: 0,
-                messages_from_client: 0,
-                messages_from_upstream: 0,
-                messages_dropped: 0,
-                detail: Some("client left before the upgrade completed".into()),
-            },
-        };
-        open.dec();
-        count_close(&state.metrics, route, &summary);
-        ev.time = crate::audit::now();
-        ev.reason = Some(summary.outcome.code());
-        ev.close_code = Some(summary.outcome.close_code());
-        ev.initiator = Some(summary.outcome.initiator());
-        ev.bytes_in = Some(summary.bytes_from_client);
-        ev.bytes_out = Some(summary.bytes_from_upstream);
-        ev.messages_in = Some(summary.messages_from_client);
-        ev.messages_out = Some(summary.messages_from_upstream);
-        ev.messages_dropped = (summary.messages_dropped > 0).then_some(summary.messages_dropped);
-        ev.duration_ms = elapsed_ms(started);
-        ev.detail = summary.detail;
-        state.audit.write(ev);
-    });
-}
-
-/// Counts a finished connection.
-fn count_close(metrics: &crate::metrics::Metrics, route: String, summary: &relay::Summary) {
-    let close = CloseLabels {
-        route: route.clone(),
-        reason: summary.outcome.code().to_owned(),
-        code: summary.outcome.close_code().to_string(),
-    };
-    metrics.closes.get_or_create(&close).inc();
-    // Which limit closed it, as far as the reason tells: rates and sizes
-    // each have two keys behind one reason.
-    let limit = match summary.outcome {
-        relay::Outcome::Gateway(Reason::MessageRateExceeded) => Some("message_rate"),
-        relay::Outcome::Gateway(Reason::MessageTooBig) => Some("message_size"),
-        relay::Outcome::Gateway(Reason::Overloaded) => Some("assembly_memory"),
-        _ => None,
-    };
-    if let Some(kind) = limit {
-        metrics.limit_hit(kind);
-    }
-    for (direction, messages, bytes) in [
-        (
-            "in",
-            summary.messages_from_client,
-            summary.bytes_from_client,
-        ),
-        (
-            "out",
-            summary.messages_from_upstream,
-            summary.bytes_from_upstream,
-        ),
-    ] {
-        let labels = FlowLabels {
-            route: route.clone(),
-            direction: direction.to_owned(),
-        };
-        metrics.messages.get_or_create(&labels).inc_by(messages);
-        metrics.bytes.get_or_create(&labels).inc_by(bytes);
-    }
-}
-
-/// When the credential that admitted a connection stops covering it.
-fn session_end(admitted: &Admitted, policy: &Snapshot) -> Option<Instant> {
-    let expires = admitted.identity()?.expires?;
-    let left = expires
-        .duration_since(std::time::SystemTime::now())
-        .unwrap_or_default();
-    Some(Instant::now() + left + policy.auth.session_grace)
-}
-
-/// Judges an open connection by a reloaded policy: what the pure re-check
-/// says (route, host, origin, auth method); for a Basic user, whether the
-/// new htpasswd still names them; and for a client certificate, whether the
-/// listener's CAs and CRLs as now configured still accept it. `Ok` carries
-/// the route's limits and rules as now configured; `Err` why the connection
-/// must close, for the log.
-fn recheck(
-    policy: &Snapshot,
-    listener: usize,
-    seen: &wsgate_policy::Seen,
-    user: Option<&str>,
-    client_chain: &[rustls::pki_types::CertificateDer<'static>],
-) -> Result<relay::Update, String> {
-    let listener_policy = &policy.listeners[listener];
-    // The TLS layer refuses a revoked certificate whatever the route's
-    // mode, so this comes first and ignores report mode.
-    if !client_chain.is_empty() {
-        match &listener_policy.client_verifier {
-            Some(verifier) => crate::tls::still_trusted(
-                verifier,
-                client_chain,
-                rustls::pki_types::UnixTime::now(),
-            )
-            .map_err(|e| format!("tls_failed: the client certificate is refused now: {e}"))?,
-            None if matches!(seen.auth, Some((wsgate_config::AuthMethod::Mtls, _))) => {
-                return Err(
-                    "client_cert_required: the listener no longer asks for client certificates"
-                        .into(),
-                );
-            }
-            None => {}
-        }
-    }
-    let hosts = &listener_policy.config.hosts;
-    let why = |r: &wsgate_policy::Refused| format!("{}: {}", r.reason.code(), r.detail);
-    let now = wsgate_policy::recheck(hosts, &policy.router, seen).map_err(|r| why(&r))?;
-    let enforce = now.route.mode == wsgate_config::Mode::Enforce;
-    if let (Some((wsgate_config::AuthMethod::Basic, _)), Some(user)) = (seen.auth, user)
-        && enforce
-        && !policy.verifiers.knows_basic_user(user)
-    {
-        return Err(format!(
-            "auth_invalid: user {user:?} is no longer in [auth.basic] htpasswd"
-        ));
-    }
-    Ok(relay::Update {
-        limits: now.route.limits.clone(),
-        rules: policy.rules[now.route_index].clone(),
-    })
 }
 
 pub(crate) fn elapsed_ms(since: Instant) -> u64 {

@@ -12,6 +12,8 @@
 //!            credentials (auth) -> connection counts, revocation (store)
 //!            -> upstream -> 101
 //! upstream   connect, handshake, verify the upstream's 101
+//! open       the admitted connection's task: the upgrade, registration
+//!            for revocation, the re-check on reload, the close line
 //! relay      both directions, frame by frame (pump, sink): message rates,
 //!            inflating, assembly within the process budget; timers, closing
 //! ```
@@ -38,6 +40,7 @@ mod limits;
 mod listen;
 mod live;
 mod metrics;
+mod open;
 mod pass;
 mod proxy_header;
 mod pump;

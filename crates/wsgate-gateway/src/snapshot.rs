@@ -6,7 +6,7 @@
 //! and published as one [`Snapshot`]. A handshake takes the snapshot current
 //! when it starts and decides by it alone, so it never sees half of a
 //! reload; an open connection keeps what it was admitted with until a new
-//! generation re-checks it (see `handshake::recheck`).
+//! generation re-checks it (see `open::Open::recheck`).
 //!
 //! What a running process cannot change (the addresses it is bound to, the
 //! store, `[limits]`, `[metrics]`, `[log]`) is [`Fixed`]: a reload that

@@ -50,6 +50,9 @@ pub(crate) struct State {
     pub(crate) stop: CancellationToken,
     /// Close every open connection with 1001 (after the drain).
     pub(crate) shutdown: CancellationToken,
+    /// Cancelled never: what a connection without a user to revoke waits
+    /// on for revocation (one token for all, not one each).
+    pub(crate) never_revoked: CancellationToken,
     /// The accept loops, which own the listening sockets.
     pub(crate) acceptors: TaskTracker,
     /// Every connection (and the operator endpoints).
@@ -132,6 +135,7 @@ impl State {
             metrics_bind: config.metrics,
             stop: CancellationToken::new(),
             shutdown: CancellationToken::new(),
+            never_revoked: CancellationToken::new(),
             acceptors: TaskTracker::new(),
             tasks: TaskTracker::new(),
             csp_reports: crate::pass::ReportBudget::new(),

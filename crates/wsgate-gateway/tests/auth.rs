@@ -309,11 +309,13 @@ async fn a_connection_is_closed_when_its_token_expires() {
     );
     c.send_frame(0x88, &1008u16.to_be_bytes(), true).await;
     assert!(c.ends().await);
+    let hs = gw.handshake_event().await;
     let ev = gw.close_event().await;
     assert_eq!(
-        (ev.reason, ev.user.as_deref()),
-        (Some("session_expired"), Some("erin"))
+        (ev.reason, ev.user.as_deref(), ev.auth),
+        (Some("session_expired"), Some("erin"), Some("jwt"))
     );
+    TestGateway::assert_close_repeats(&hs, &ev);
 }
 
 #[tokio::test]

@@ -55,6 +55,8 @@ async fn a_library_client_exchanges_messages_through_the_gateway() {
     assert_eq!(close.messages_in, Some(2));
     assert_eq!(close.messages_out, Some(2));
     assert!(close.bytes_in.unwrap() > 300_000);
+    TestGateway::assert_close_repeats(&hs, &close);
+    assert_eq!(close.host.as_deref(), Some(gw.addr.to_string().as_str()));
     // One JSON object per line, and the query string is not in it.
     let text = gw.audit_text();
     for line in text.lines() {

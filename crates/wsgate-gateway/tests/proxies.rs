@@ -43,7 +43,7 @@ async fn behind_a_trusted_proxy_the_client_is_the_address_it_forwarded() {
     let mut echo = Echo::start().await;
     let mut gw = TestGateway::start(&config(&echo, r#"["127.0.0.1"]"#, "", None)).await;
     // What a client forged ("6.6.6.6") is left of what the proxy added.
-    let (_c, status) = open(&gw, "6.6.6.6, 203.0.113.7").await;
+    let (mut c, status) = open(&gw, "6.6.6.6, 203.0.113.7").await;
     assert_eq!(status, 101);
     let seen = echo.requests.recv().await.unwrap();
     assert_eq!(seen["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
@@ -53,6 +53,11 @@ async fn behind_a_trusted_proxy_the_client_is_the_address_it_forwarded() {
     let via = ev.via.as_deref().unwrap();
     assert!(via.starts_with("127.0.0.1:"), "{via}");
     assert!(gw.audit_text().contains(r#""via":"127.0.0.1:"#));
+    // The close line names the same client, through the same proxy.
+    c.send_frame(0x88, &1000u16.to_be_bytes(), true).await;
+    assert_eq!(c.read_close().await.close_code(), Some(1000));
+    let close = gw.close_event().await;
+    TestGateway::assert_close_repeats(&ev, &close);
 }
 
 #[tokio::test]

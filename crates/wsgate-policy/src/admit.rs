@@ -111,6 +111,12 @@ impl Admitted {
     pub fn identity(&self) -> Option<&Identity> {
         self.identity.as_ref()
     }
+    /// The identity alone, for an open connection to keep once the
+    /// handshake is answered (the offered protocols and the report are not
+    /// needed after it).
+    pub fn into_identity(self) -> Option<Identity> {
+        self.identity
+    }
 
     /// What a later policy judges this connection by (see [`recheck`]).
     pub fn seen(&self, req: &Request<'_>) -> Seen {

@@ -121,6 +121,34 @@ impl TestGateway {
         self.event(|e| e.event == "close").await
     }
 
+    /// Asserts that a `close` line names its connection as the connection's
+    /// `handshake` line did: who (and through which proxy), on which
+    /// listener and route, the request's path, `Host` and `Origin`, the
+    /// user and how they were verified, and whether the route enforced.
+    pub fn assert_close_repeats(handshake: &AuditEvent, close: &AuditEvent) {
+        let named = |e: &AuditEvent| {
+            (
+                e.conn,
+                e.client.clone(),
+                e.via.clone(),
+                e.listener.clone(),
+                e.route.clone(),
+                e.path.clone(),
+                e.host.clone(),
+                e.origin.clone(),
+                e.user.clone(),
+                e.auth,
+                e.enforced,
+            )
+        };
+        assert_eq!(
+            (handshake.event, close.event),
+            ("handshake", "close"),
+            "not a handshake line and a close line"
+        );
+        assert_eq!(named(close), named(handshake));
+    }
+
     /// Where `/metrics`, `/healthz` and `/readyz` are served, if configured.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.gateway.metrics_addr()
