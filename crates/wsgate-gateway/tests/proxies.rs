@@ -274,3 +274,61 @@ async fn the_header_comes_before_tls() {
     );
     assert_eq!(gw.handshake_event().await.client, "[2001:db8::7]:51234");
 }
+
+#[tokio::test]
+async fn a_reload_changes_who_is_trusted_for_new_connections_only() {
+    let mut echo = Echo::start().await;
+    let untrusted = config(&echo, "[]", "", None);
+    let mut gw = TestGateway::start(&untrusted).await;
+    // Before: a forwarded address is nobody's word; the peer is the client.
+    let (mut before, status) = open(&gw, "203.0.113.7").await;
+    assert_eq!(status, 101);
+    assert_eq!(
+        gw.handshake_event().await.client.split(':').next(),
+        Some("127.0.0.1")
+    );
+    assert_eq!(
+        echo.requests.recv().await.unwrap()["x-forwarded-for"],
+        "127.0.0.1"
+    );
+
+    // Trusting the loopback balancer and asking for its PROXY header: the
+    // next connection must start with one, and is the client it names.
+    let proxied = proxy_protocol_config(&echo, r#"["127.0.0.1"]"#);
+    assert_eq!(gw.reload(&proxied).await, Ok(2));
+    let mut c = RawClient::connect(gw.addr).await;
+    c.send_raw(b"GET /chat HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await;
+    assert!(
+        c.ends().await,
+        "a connection without the header was answered"
+    );
+    assert_eq!(
+        gw.handshake_event().await.reason,
+        Some("proxy_header_refused")
+    );
+    let header = b"PROXY TCP4 203.0.113.7 127.0.0.1 51234 443\r\n";
+    let mut c = RawClient::over(after_header(&gw, header).await);
+    assert_eq!(c.handshake("/chat", &[ORIGIN]).await.status, 101);
+    assert_eq!(gw.handshake_event().await.client, "203.0.113.7:51234");
+    assert_eq!(
+        echo.requests.recv().await.unwrap()["x-forwarded-for"],
+        "203.0.113.7"
+    );
+    // The connection opened before the reload goes on as it was.
+    before.send_text("still here").await;
+    assert_eq!(before.read_data().await.payload, b"still here");
+
+    // And back: a header is no longer read, so it is not a request either.
+    assert_eq!(gw.reload(&untrusted).await, Ok(3));
+    let mut c = RawClient::over(after_header(&gw, header).await);
+    let reply = c
+        .handshake_exact("/chat", &[("Host", "localhost"), ORIGIN])
+        .await;
+    assert_eq!(reply.status, 400, "{reply:?}");
+    let (_c, status) = open(&gw, "203.0.113.7").await;
+    assert_eq!(status, 101);
+    let ev = gw.event(|e| e.decision == Some("admitted")).await;
+    assert!(ev.client.starts_with("127.0.0.1:"), "{}", ev.client);
+    assert_eq!(ev.via, None);
+}
