@@ -134,6 +134,21 @@ pub struct Churn {
     pub open_at_end: usize,
 }
 
+impl Churn {
+    /// How the resident memory moved over the second half of the run: the
+    /// sample taken at half its length (or the first after it) and the
+    /// last, as (seconds, KiB) each. The first half is the allocator
+    /// filling its free lists as connections first close and reopen; what
+    /// grows after that grows with the connections churned, which is what
+    /// "no growth" is about. `None` with fewer than two samples there.
+    pub fn second_half(&self) -> Option<((u64, u64), (u64, u64))> {
+        let end = self.samples.last()?.0;
+        let half = self.samples.iter().find(|(s, _)| *s * 2 >= end)?;
+        let last = self.samples.last()?;
+        (half.0 < last.0).then_some((*half, *last))
+    }
+}
+
 /// Everything a run measured, and where.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Results {
@@ -349,6 +364,13 @@ impl Results {
             );
             for (s, kib) in &c.samples {
                 let _ = writeln!(md, "| {s} | {kib} |");
+            }
+            if let Some(((s0, k0), (s1, k1))) = c.second_half() {
+                let growth = i128::from(k1) - i128::from(k0);
+                let _ = writeln!(
+                    md,
+                    "\nOver the second half of the run, from {s0} s to {s1} s: {growth:+} KiB ({k0} to {k1})."
+                );
             }
             let _ = writeln!(
                 md,
@@ -573,6 +595,34 @@ mod tests {
         ]);
         let err = missing.check_smoke().expect_err("nginx has no CPU time");
         assert!(err.to_string().contains("ws 1w nginx a"), "{err}");
+    }
+
+    #[test]
+    fn churn_growth_is_read_over_the_second_half_of_the_run() {
+        let churn = |samples: Vec<(u64, u64)>| Churn {
+            conns: 2000,
+            per_sec: 20,
+            samples,
+            errors: 0,
+            open_at_end: 2000,
+        };
+        // Rising while the allocator fills its lists, then flat.
+        let settled = churn(vec![(0, 100), (30, 150), (60, 160), (90, 160), (120, 160)]);
+        assert_eq!(settled.second_half(), Some(((60, 160), (120, 160))));
+        let mut r = results(Vec::new());
+        r.churn = Some(churn(vec![
+            (0, 100),
+            (30, 150),
+            (60, 160),
+            (90, 170),
+            (120, 180),
+        ]));
+        let md = r.markdown();
+        assert!(
+            md.contains("from 60 s to 120 s: +20 KiB (160 to 180)"),
+            "{md}"
+        );
+        assert_eq!(churn(vec![(0, 100)]).second_half(), None);
     }
 
     #[test]
