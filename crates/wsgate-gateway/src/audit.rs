@@ -193,6 +193,9 @@ impl AuditLog {
                 tracing::error!(error = %e, "cannot write audit log");
             }
         }
-        let _ = self.subscribers.send(Arc::new(event));
+        // `wsgate serve` has no subscribers: no copy is made for nobody.
+        if self.subscribers.receiver_count() > 0 {
+            let _ = self.subscribers.send(Arc::new(event));
+        }
     }
 }

@@ -298,9 +298,7 @@ async fn websocket(
                 .metrics
                 .handshake(ev.route.as_deref(), "admitted", ev.reason, secs);
             let open = Open::new(&conn, &policy, admitted, seen, deflate.is_some(), &ev, held);
-            state
-                .audit
-                .write(std::mem::replace(&mut ev, conn.event("handshake")));
+            state.audit.write(ev);
             open.spawn(connected.io, on_upgrade);
             return response;
         }
