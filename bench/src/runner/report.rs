@@ -248,6 +248,20 @@ impl Results {
         (b > 0.0).then(|| row.figure().unwrap_or(0.0) / b)
     }
 
+    /// This row's proxy CPU time per message or handshake as a ratio to
+    /// `base`'s in the same variant: the proxies' own cost, which moves
+    /// with the machine far less than their throughput does.
+    pub fn cpu_ratio(&self, row: &Row, base: Peer) -> Option<f64> {
+        let place = Placement {
+            tls: row.tls,
+            workers: row.workers,
+        };
+        let b = self.row(place, base, &row.workload)?.cpu_us?;
+        let c = row.cpu_us?;
+        let total = b.user + b.sys;
+        (total > 0.0).then(|| (c.user + c.sys) / total)
+    }
+
     /// The variants present, in run order.
     pub fn placements(&self) -> Vec<Placement> {
         let mut seen: Vec<Placement> = Vec::new();
@@ -351,7 +365,8 @@ impl Results {
              Latency: microseconds, round trip with the workload's messages in flight. \
              Memory: resident KiB per open idle connection (after minus before, divided by connections). \
              Proxy CPU: the proxy's processes' CPU time over the measured window (user and kernel, \
-             from /proc in 10 ms ticks) per echoed message or handshake.\n",
+             from /proc in 10 ms ticks) per echoed message or handshake, then its user part and its \
+             ratio to nginx's.\n",
         );
         for w in super::WORKLOADS {
             let _ = writeln!(md, "\n- {}: {}", w.id, w.what);
@@ -415,7 +430,14 @@ impl Results {
                     t if t < 100.0 => 1,
                     _ => 0,
                 };
-                format!("{:.places$} ({:.places$} user)", c.user + c.sys, c.user)
+                let nginx = self
+                    .cpu_ratio(r, Peer::Nginx)
+                    .map_or(String::new(), |x| format!("; {x:.2} of nginx's"));
+                format!(
+                    "{:.places$} ({:.places$} user{nginx})",
+                    c.user + c.sys,
+                    c.user
+                )
             }),
         }
     }
@@ -595,6 +617,22 @@ mod tests {
         ]);
         let err = missing.check_smoke().expect_err("nginx has no CPU time");
         assert!(err.to_string().contains("ws 1w nginx a"), "{err}");
+    }
+
+    #[test]
+    fn a_proxys_cpu_time_is_also_given_as_a_ratio_to_nginxs() {
+        let cpu = |user, sys| Some(CpuPer { user, sys });
+        let md = results(vec![
+            echo_row(Peer::Direct, None),
+            echo_row(Peer::Wsgate, cpu(0.5, 2.0)),
+            echo_row(Peer::Nginx, cpu(0.2, 1.8)),
+        ])
+        .markdown();
+        assert!(md.contains("| 2.50 (0.50 user; 1.25 of nginx's) |"), "{md}");
+        assert!(md.contains("| 2.00 (0.20 user; 1.00 of nginx's) |"), "{md}");
+        // Without nginx in the run, no ratio.
+        let md = results(vec![echo_row(Peer::Wsgate, cpu(0.5, 2.0))]).markdown();
+        assert!(md.contains("| 2.50 (0.50 user) |"), "{md}");
     }
 
     #[test]
