@@ -142,10 +142,9 @@ impl Churn {
     /// grows after that grows with the connections churned, which is what
     /// "no growth" is about. `None` with fewer than two samples there.
     pub fn second_half(&self) -> Option<((u64, u64), (u64, u64))> {
-        let end = self.samples.last()?.0;
-        let half = self.samples.iter().find(|(s, _)| *s * 2 >= end)?;
-        let last = self.samples.last()?;
-        (half.0 < last.0).then_some((*half, *last))
+        let last = *self.samples.last()?;
+        let half = *self.samples.iter().find(|(s, _)| *s * 2 >= last.0)?;
+        (half.0 < last.0).then_some((half, last))
     }
 }
 
@@ -238,13 +237,18 @@ impl Results {
         self.rows.iter().find(|r| r.is(place, peer, workload))
     }
 
-    /// `figure / figure of `base``, same variant and workload.
-    pub fn ratio(&self, row: &Row, base: Peer) -> Option<f64> {
+    /// `base`'s row beside `row`: the same variant and workload.
+    fn beside(&self, row: &Row, base: Peer) -> Option<&Row> {
         let place = Placement {
             tls: row.tls,
             workers: row.workers,
         };
-        let b = self.row(place, base, &row.workload)?.figure()?;
+        self.row(place, base, &row.workload)
+    }
+
+    /// `figure / figure of `base``, same variant and workload.
+    pub fn ratio(&self, row: &Row, base: Peer) -> Option<f64> {
+        let b = self.beside(row, base)?.figure()?;
         (b > 0.0).then(|| row.figure().unwrap_or(0.0) / b)
     }
 
@@ -252,11 +256,7 @@ impl Results {
     /// `base`'s in the same variant: the proxies' own cost, which moves
     /// with the machine far less than their throughput does.
     pub fn cpu_ratio(&self, row: &Row, base: Peer) -> Option<f64> {
-        let place = Placement {
-            tls: row.tls,
-            workers: row.workers,
-        };
-        let b = self.row(place, base, &row.workload)?.cpu_us?;
+        let b = self.beside(row, base)?.cpu_us?;
         let c = row.cpu_us?;
         let total = b.user + b.sys;
         (total > 0.0).then(|| (c.user + c.sys) / total)
