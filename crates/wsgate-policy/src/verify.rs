@@ -102,6 +102,33 @@ impl JwtVerifier {
 
     /// Verifies a token at time `now`.
     pub fn verify(&self, token: &str, now: SystemTime) -> Result<Identity, AuthFailure> {
+        let claims = match self.verify_with_the_only_key(token) {
+            Some(claims) => claims,
+            None => self.verify_signature(token)?,
+        };
+        self.identity(&claims, now)
+    }
+
+    /// With one key and one algorithm (an HS secret, a JWKS of one key),
+    /// the key and the rules do not depend on the header, so it is parsed
+    /// once, by `decode`, instead of once more here to choose them: the
+    /// same tokens pass. `None` when there is a choice, or when the token
+    /// fails: then [`Self::verify_signature`] finds the reason to give.
+    fn verify_with_the_only_key(&self, token: &str) -> Option<Map<String, Value>> {
+        let ([(kid, key)], [(_, validation)]) = (&self.keys[..], &self.validations[..]) else {
+            return None;
+        };
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, key, validation).ok()?;
+        // A `kid` must still name the key, as `key` requires.
+        match data.header.kid {
+            Some(named) if kid.as_deref() != Some(named.as_str()) => None,
+            _ => Some(data.claims),
+        }
+    }
+
+    /// The header chooses the rules and the key; then the signature and
+    /// the claims jsonwebtoken checks.
+    fn verify_signature(&self, token: &str) -> Result<Map<String, Value>, AuthFailure> {
         let invalid = |why: String| AuthFailure::Invalid(why);
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| invalid(format!("malformed token: {e}")))?;
@@ -114,13 +141,21 @@ impl JwtVerifier {
         let key = self.key(header.kid.as_deref())?;
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, key, validation)
             .map_err(|e| invalid(format!("rejected: {e}")))?;
-        let claims = data.claims;
-        let expires =
-            numeric_date(&claims, "exp")?.ok_or_else(|| invalid("no exp claim".into()))?;
+        Ok(data.claims)
+    }
+
+    /// The identity verified claims name, if they are in force at `now`.
+    fn identity(
+        &self,
+        claims: &Map<String, Value>,
+        now: SystemTime,
+    ) -> Result<Identity, AuthFailure> {
+        let invalid = |why: String| AuthFailure::Invalid(why);
+        let expires = numeric_date(claims, "exp")?.ok_or_else(|| invalid("no exp claim".into()))?;
         if now > expires + self.leeway {
             return Err(AuthFailure::Expired);
         }
-        if let Some(nbf) = numeric_date(&claims, "nbf")?
+        if let Some(nbf) = numeric_date(claims, "nbf")?
             && now + self.leeway < nbf
         {
             return Err(invalid("not valid yet (nbf)".into()));
@@ -311,5 +346,136 @@ impl BasicVerifier {
         } else {
             Err(AuthFailure::Invalid(format!("wrong password for {user:?}")))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+    use jsonwebtoken::{EncodingKey, Header};
+    use wsgate_config::auth::JwtAlgorithm;
+
+    const SECRET: &[u8] = b"a test secret of thirty-two bytes!";
+
+    fn config(keys: JwtKeys) -> JwtConfig {
+        JwtConfig {
+            keys,
+            issuer: None,
+            audience: Some("app".into()),
+            algorithms: vec![JwtAlgorithm::HS256],
+            from: Vec::new(),
+            user_claim: "sub".into(),
+            leeway: Duration::ZERO,
+        }
+    }
+
+    fn token(alg: Algorithm, kid: Option<&str>, secret: &[u8], claims: Value) -> String {
+        let mut header = Header::new(alg);
+        header.kid = kid.map(str::to_owned);
+        jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(secret)).unwrap()
+    }
+
+    /// Tokens that pass, and tokens that fail for each reason `verify` names.
+    fn tokens(now: u64) -> Vec<(&'static str, String)> {
+        let good = serde_json::json!({"sub": "ann", "aud": "app", "exp": now + 60});
+        let hs256 = |kid, secret, claims| token(Algorithm::HS256, kid, secret, claims);
+        vec![
+            ("good", hs256(None, SECRET, good.clone())),
+            ("kid a", hs256(Some("a"), SECRET, good.clone())),
+            ("kid b", hs256(Some("b"), SECRET, good.clone())),
+            (
+                "kid b, wrong secret",
+                hs256(Some("b"), b"another secret", good.clone()),
+            ),
+            ("wrong secret", hs256(None, b"another secret", good.clone())),
+            ("HS384", token(Algorithm::HS384, None, SECRET, good.clone())),
+            (
+                "expired",
+                hs256(
+                    None,
+                    SECRET,
+                    serde_json::json!({"sub": "ann", "aud": "app", "exp": now - 60}),
+                ),
+            ),
+            (
+                "no exp",
+                hs256(
+                    None,
+                    SECRET,
+                    serde_json::json!({"sub": "ann", "aud": "app"}),
+                ),
+            ),
+            (
+                "wrong aud",
+                hs256(
+                    None,
+                    SECRET,
+                    serde_json::json!({"sub": "ann", "aud": "other", "exp": now + 60}),
+                ),
+            ),
+            (
+                "no user",
+                hs256(
+                    None,
+                    SECRET,
+                    serde_json::json!({"aud": "app", "exp": now + 60}),
+                ),
+            ),
+            ("garbage", "not.a.token".into()),
+        ]
+    }
+
+    /// Whatever a token is, the one-key path answers as choosing the key
+    /// from the header does, to the detail in the log.
+    #[test]
+    fn the_only_key_path_answers_as_the_header_path_does() {
+        let at = UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        let secret = JwtKeys::Secret {
+            env: "S".into(),
+            secret: SECRET.to_vec(),
+        };
+        let k = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(SECRET);
+        let jwks = format!(r#"{{"keys":[{{"kty":"oct","kid":"a","alg":"HS256","k":"{k}"}}]}}"#);
+        let from_secret = JwtVerifier::new(&config(secret), None).unwrap();
+        let from_jwks =
+            JwtVerifier::new(&config(JwtKeys::JwksFile("keys.json".into())), Some(&jwks)).unwrap();
+        let mut passed = Vec::new();
+        for (name, verifier) in [("secret", &from_secret), ("jwks", &from_jwks)] {
+            for (what, token) in tokens(2_000_000_000) {
+                let got = verifier.verify(&token, at);
+                let by_header = verifier
+                    .verify_signature(&token)
+                    .and_then(|claims| verifier.identity(&claims, at));
+                assert_eq!(got, by_header, "{name}: {what}");
+                if got.is_ok() {
+                    passed.push(format!("{name}: {what}"));
+                }
+            }
+        }
+        // A secret has no kid, so a token naming one is refused; the JWKS's
+        // one key is named `a`, and a token may leave the kid out.
+        assert_eq!(passed, ["secret: good", "jwks: good", "jwks: kid a"]);
+        let refused = |v: &JwtVerifier, what: &str| {
+            let token = tokens(2_000_000_000)
+                .into_iter()
+                .find(|(w, _)| *w == what)
+                .unwrap()
+                .1;
+            v.verify(&token, at).unwrap_err()
+        };
+        assert_eq!(
+            refused(&from_secret, "kid a"),
+            AuthFailure::Invalid("no key for kid Some(\"a\")".into())
+        );
+        assert_eq!(
+            refused(&from_jwks, "kid b, wrong secret"),
+            AuthFailure::Invalid("no key for kid Some(\"b\")".into())
+        );
+        assert_eq!(
+            refused(&from_secret, "HS384"),
+            AuthFailure::Invalid("algorithm HS384 is not accepted".into())
+        );
+        assert_eq!(refused(&from_secret, "expired"), AuthFailure::Expired);
     }
 }
