@@ -109,7 +109,11 @@ fn normalise_host(host: &str) -> Result<String, String> {
         Ok(url::Host::Domain(name)) if !is_ldh(&name) => {
             Err(format!("`{host}` has characters no DNS name has"))
         }
-        Ok(other) => Ok(other.to_string().to_ascii_lowercase()),
+        Ok(url::Host::Domain(mut name)) => {
+            name.make_ascii_lowercase();
+            Ok(name)
+        }
+        Ok(url::Host::Ipv4(addr)) => Ok(addr.to_string()),
         Err(e) => Err(format!("`{host}` is not a host name ({e})")),
     }
 }

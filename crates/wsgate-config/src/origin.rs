@@ -83,7 +83,9 @@ impl Origin {
         }
         let host = match host {
             url::Host::Ipv6(addr) => format!("[{addr}]"),
-            other => other.to_string().to_ascii_lowercase(),
+            url::Host::Ipv4(addr) => addr.to_string(),
+            // Lowercased here: `url` does it for special schemes only.
+            url::Host::Domain(name) => name.to_ascii_lowercase(),
         };
         Ok(Origin::Tuple(TupleOrigin {
             scheme: url.scheme().to_ascii_lowercase(),

@@ -484,5 +484,11 @@ fn header_text(headers: &http::HeaderMap, name: header::HeaderName) -> Option<St
     const MAX: usize = 256;
     let v = headers.get(name)?;
     let text = String::from_utf8_lossy(v.as_bytes());
-    Some(text.chars().take(MAX).collect())
+    // `MAX` characters, not bytes: cut where the next one starts, and copy
+    // once (collecting them one by one grows the string as it goes).
+    let end = text
+        .char_indices()
+        .nth(MAX)
+        .map_or(text.len(), |(at, _)| at);
+    Some(text[..end].to_owned())
 }

@@ -14,15 +14,15 @@ use prometheus_client::registry::Registry;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct HandshakeLabels {
     pub(crate) route: String,
-    pub(crate) decision: String,
-    pub(crate) reason: String,
+    pub(crate) decision: &'static str,
+    pub(crate) reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct CloseLabels {
     pub(crate) route: String,
-    pub(crate) reason: String,
-    pub(crate) code: String,
+    pub(crate) reason: &'static str,
+    pub(crate) code: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -33,18 +33,18 @@ pub(crate) struct RouteLabels {
 /// `direction` is `in` (from clients) or `out` (from upstreams).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct KindLabels {
-    pub(crate) kind: String,
+    pub(crate) kind: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct ResultLabels {
-    pub(crate) result: String,
+    pub(crate) result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct FlowLabels {
     pub(crate) route: String,
-    pub(crate) direction: String,
+    pub(crate) direction: &'static str,
 }
 
 /// The metrics.
@@ -197,36 +197,32 @@ impl Metrics {
         }
     }
 
-    /// Counts one handshake decision.
     /// Counts a limit that refused a handshake or closed a connection.
-    pub(crate) fn limit_hit(&self, kind: &str) {
-        let labels = KindLabels {
-            kind: kind.to_owned(),
-        };
+    pub(crate) fn limit_hit(&self, kind: &'static str) {
+        let labels = KindLabels { kind };
         self.limit_hits.get_or_create(&labels).inc();
     }
 
     /// Counts a reload: applied, or refused (the old config stays).
     pub(crate) fn reload(&self, applied: bool) {
         let result = if applied { "applied" } else { "refused" };
-        let labels = ResultLabels {
-            result: result.to_owned(),
-        };
+        let labels = ResultLabels { result };
         self.reloads.get_or_create(&labels).inc();
         self.last_reload_ok.set(i64::from(applied));
     }
 
+    /// Counts one handshake decision.
     pub(crate) fn handshake(
         &self,
         route: Option<&str>,
-        decision: &str,
-        reason: Option<&str>,
+        decision: &'static str,
+        reason: Option<&'static str>,
         seconds: f64,
     ) {
         let labels = HandshakeLabels {
             route: route.unwrap_or("none").to_owned(),
-            decision: decision.to_owned(),
-            reason: reason.unwrap_or("none").to_owned(),
+            decision,
+            reason: reason.unwrap_or("none"),
         };
         self.handshakes.get_or_create(&labels).inc();
         self.decision_seconds.observe(seconds);

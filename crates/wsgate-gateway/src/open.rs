@@ -298,8 +298,8 @@ fn session_end(identity: Option<&Identity>, policy: &Snapshot) -> Option<Instant
 fn count_close(metrics: &Metrics, route: &str, summary: &Summary) {
     let close = CloseLabels {
         route: route.to_owned(),
-        reason: summary.outcome.code().to_owned(),
-        code: summary.outcome.close_code().to_string(),
+        reason: summary.outcome.code(),
+        code: summary.outcome.close_code(),
     };
     metrics.closes.get_or_create(&close).inc();
     // Which limit closed it, as far as the reason tells: rates and sizes
@@ -327,7 +327,7 @@ fn count_close(metrics: &Metrics, route: &str, summary: &Summary) {
     ] {
         let labels = FlowLabels {
             route: route.to_owned(),
-            direction: direction.to_owned(),
+            direction,
         };
         metrics.messages.get_or_create(&labels).inc_by(messages);
         metrics.bytes.get_or_create(&labels).inc_by(bytes);

@@ -181,13 +181,12 @@ fn build_request(
         header::HOST,
         HeaderValue::from_str(&upstream::host_header(up))?,
     );
-    let chain = HeaderValue::from_str(&conn.client.forwarded_for)?;
-    headers.insert("x-forwarded-for", chain);
-    let proto = if conn.tls { "https" } else { "http" };
-    headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
-    if let Some(h) = parts.headers.get(header::HOST) {
-        headers.insert("x-forwarded-host", h.clone());
-    }
+    upstream::forwarding(
+        headers,
+        &conn.client.forwarded_for,
+        conn.tls,
+        &parts.headers,
+    )?;
     if let Some(name) = &ids.method {
         let name = http::HeaderName::from_bytes(name.as_bytes())?;
         headers.insert(name, HeaderValue::from_static("none"));

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Request, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, header};
 use http_body_util::Empty;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
@@ -185,6 +185,30 @@ const WEBSOCKET_HEADERS: &[&str] = &[
     "sec-websocket-accept",
 ];
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const CLIENT_CERT: HeaderName = HeaderName::from_static("client-cert");
+
+/// Sets the `X-Forwarded-*` headers of a request passed on for a client
+/// (any the client sent were dropped): the address chain, the scheme the
+/// client used, and the `Host` it asked for. The names are constants, not
+/// parsed again for every request.
+pub(crate) fn forwarding(
+    headers: &mut HeaderMap,
+    forwarded_for: &str,
+    tls: bool,
+    client_headers: &HeaderMap,
+) -> Result<(), http::Error> {
+    headers.insert(X_FORWARDED_FOR, HeaderValue::from_str(forwarded_for)?);
+    let proto = if tls { "https" } else { "http" };
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    if let Some(h) = client_headers.get(header::HOST) {
+        headers.insert(X_FORWARDED_HOST, h.clone());
+    }
+    Ok(())
+}
+
 /// The header names a request's `Connection` lists: hop-by-hop too (RFC
 /// 9110 section 7.6.1).
 pub(crate) fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
@@ -206,6 +230,9 @@ fn build_request(
     let uri = upstream_path(up, route_path, client.path_and_query);
     let mut req = Request::get(uri).body(Empty::new())?;
     let headers = req.headers_mut();
+    // The client's headers and the dozen the gateway sets, without growing
+    // the map (and rehashing it) on the way.
+    headers.reserve(client.headers.len() + 12);
     let named = connection_tokens(client.headers);
     for (name, value) in client.headers {
         let n = name.as_str();
@@ -233,13 +260,7 @@ fn build_request(
         let joined = HeaderValue::from_str(&protocols.join(", ")).map_err(http::Error::from)?;
         headers.insert(header::SEC_WEBSOCKET_PROTOCOL, joined);
     }
-    let chain = HeaderValue::from_str(client.forwarded_for).map_err(http::Error::from)?;
-    headers.insert("x-forwarded-for", chain);
-    let proto = if client.tls { "https" } else { "http" };
-    headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
-    if let Some(h) = client.headers.get(header::HOST) {
-        headers.insert("x-forwarded-host", h.clone());
-    }
+    forwarding(headers, client.forwarded_for, client.tls, client.headers)?;
     if let Some((name, Some(value))) = &client.assertion {
         let name = http::HeaderName::from_bytes(name.as_bytes()).map_err(http::Error::from)?;
         headers.insert(
@@ -255,7 +276,7 @@ fn build_request(
             base64::engine::general_purpose::STANDARD.encode(&cert.der)
         );
         headers.insert(
-            "client-cert",
+            CLIENT_CERT,
             HeaderValue::from_str(&value).map_err(http::Error::from)?,
         );
     }

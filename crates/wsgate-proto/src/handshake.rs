@@ -189,9 +189,11 @@ pub fn check_target(target: &Uri) -> Result<(), HandshakeError> {
         return Err(HandshakeError::AmbiguousPath("an empty segment (//)"));
     }
     // A segment that is `.` or `..` once `%2e` is decoded.
-    let dots = lower
-        .split('/')
-        .any(|segment| matches!(segment.replace("%2e", ".").as_str(), "." | ".."));
+    let dots = lower.split('/').any(|segment| {
+        let is_dots = |s: &str| matches!(s, "." | "..");
+        // Decoded (a copy) only when there is an escape to decode.
+        is_dots(segment) || (segment.contains("%2e") && is_dots(&segment.replace("%2e", ".")))
+    });
     if dots {
         return Err(HandshakeError::AmbiguousPath("a dot-segment (. or ..)"));
     }
