@@ -1,14 +1,16 @@
 //! The two halves of an upgraded connection, as the relay reads and writes
 //! them.
 //!
-//! hyper hands an upgraded connection over as `Upgraded`: the stream boxed
-//! as a trait object behind a buffer of what it read past the HTTP head.
-//! Read and written through that and tokio's generic `split` (a lock taken
-//! on every call), each relayed message would cross two dynamic calls and
-//! that lock on each leg. A plain TCP stream, the common case on both legs,
-//! is taken back out and split into owned halves, which cost neither; a TLS
-//! stream is taken out too and boxed once. The bytes hyper had read past the
-//! head come along, and the pump decodes them before anything it reads itself.
+//! hyper's server hands the client's upgraded connection over as
+//! `Upgraded`: the stream boxed as a trait object behind a buffer of what it
+//! read past the HTTP head. Read and written through that and tokio's
+//! generic `split` (a lock taken on every call), each relayed message would
+//! cross two dynamic calls and that lock. A plain TCP stream, the common
+//! case, is taken back out and split into owned halves, which cost neither;
+//! a TLS stream is taken out too and boxed once. The upstream's connection
+//! comes from `upstream` as the stream itself. On both legs the bytes read
+//! past the head come along, and the pump decodes them before anything it
+//! reads itself.
 
 use std::task::{Context, Poll};
 
@@ -50,14 +52,11 @@ impl Halves {
         }
     }
 
-    /// The upstream's connection, upgraded by hyper's client.
-    pub(crate) fn upstream(upgraded: Upgraded) -> Halves {
-        match upgraded.downcast::<TokioIo<upstream::Stream>>() {
-            Ok(parts) => match parts.io.into_inner() {
-                Either::Left(tcp) => Halves::tcp(tcp, parts.read_buf),
-                Either::Right(tls) => Halves::boxed(tls, parts.read_buf),
-            },
-            Err(upgraded) => Halves::fallback(upgraded),
+    /// The upstream's connection after its 101.
+    pub(crate) fn upstream(opened: upstream::Opened) -> Halves {
+        match opened.stream {
+            Either::Left(tcp) => Halves::tcp(tcp, opened.early),
+            Either::Right(tls) => Halves::boxed(tls, opened.early),
         }
     }
 

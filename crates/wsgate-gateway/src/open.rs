@@ -33,6 +33,7 @@ use crate::metrics::{CloseLabels, FlowLabels, Metrics, RouteLabels};
 use crate::relay::{self, Judge, Summary};
 use crate::snapshot::Snapshot;
 use crate::state::State;
+use crate::upstream;
 
 /// An admitted connection, from its 101 until it closes.
 pub(crate) struct Open {
@@ -113,7 +114,7 @@ impl Open {
 
     /// Runs the connection in a task of its own once hyper hands over the
     /// client's side of the upgrade: `upstream` is the upstream's, upgraded.
-    pub(crate) fn spawn(self, upstream: Upgraded, on_upgrade: OnUpgrade) {
+    pub(crate) fn spawn(self, upstream: upstream::Opened, on_upgrade: OnUpgrade) {
         let tasks = self.state.tasks.clone();
         tasks.spawn(self.task(upstream, on_upgrade));
     }
@@ -126,7 +127,7 @@ impl Open {
     )]
     fn task(
         self,
-        upstream: Upgraded,
+        upstream: upstream::Opened,
         on_upgrade: OnUpgrade,
     ) -> impl Future<Output = ()> + Send + 'static {
         async move {
@@ -164,7 +165,7 @@ impl Open {
     fn relaying<'a>(
         &'a self,
         client: hyper::Result<Upgraded>,
-        upstream: Upgraded,
+        upstream: upstream::Opened,
         revoked: &'a CancellationToken,
         judge: &'a Judge<'a>,
     ) -> impl Future<Output = Summary> + Send + 'a {
@@ -353,7 +354,7 @@ mod tests {
     #[test]
     fn an_open_connections_task_fits_a_2560_byte_allocation() {
         let size = size_of_return(
-            |(open, upstream, on_upgrade): (Open, Upgraded, OnUpgrade)| {
+            |(open, upstream, on_upgrade): (Open, upstream::Opened, OnUpgrade)| {
                 open.task(upstream, on_upgrade)
             },
         );

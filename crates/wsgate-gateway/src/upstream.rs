@@ -6,17 +6,18 @@
 //! `X-Forwarded-*`/`Forwarded` are dropped, a fresh key is used, and only the
 //! subprotocols the route allows are offered. The answer must be a correct
 //! 101 for that key; anything else is `upstream_unavailable`, and the
-//! upstream socket is closed without relaying a byte.
+//! upstream socket is closed without relaying a byte. The request head is
+//! written here and the answer's read with httparse (see [`exchange`]);
+//! its head may be 16 KiB at most.
 
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, header};
 use http_body_util::Empty;
-use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::either::Either;
 use wsgate_config::Upstream;
@@ -25,8 +26,15 @@ use wsgate_proto::handshake::{self, UpstreamHandshakeError};
 
 /// An upstream that answered a correct 101.
 pub(crate) struct Connected {
-    pub(crate) io: Upgraded,
+    pub(crate) io: Opened,
     pub(crate) protocol: Option<String>,
+}
+
+/// The upstream's connection after its 101, and what was read past the
+/// 101's head: the upstream may send its first frames with it.
+pub(crate) struct Opened {
+    pub(crate) stream: Stream,
+    pub(crate) early: Bytes,
 }
 
 /// Why the upstream could not be used.
@@ -38,8 +46,17 @@ pub(crate) enum UpstreamError {
     Connect(String, std::io::Error),
     #[error("TLS with {0} failed: {1}")]
     Tls(String, std::io::Error),
+    /// Of a `kind = "http"` route's exchange, through hyper's client.
     #[error("HTTP exchange with the upstream failed: {0}")]
     Http(#[from] hyper::Error),
+    #[error("HTTP exchange with the upstream failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the upstream closed the connection before answering")]
+    Closed,
+    #[error("the upstream's answer is not HTTP/1.1: {0}")]
+    Malformed(String),
+    #[error("the upstream's answer head is larger than {MAX_HEAD} bytes")]
+    TooLarge,
     #[error("{0}")]
     Handshake(#[from] UpstreamHandshakeError),
     #[error("invalid upstream request: {0}")]
@@ -79,49 +96,98 @@ pub(crate) async fn connect(
             admitted,
             client.client_cert.map(|c| c.subject.as_str()),
         );
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        // hyper's connection is driven here, in the handshake's task, until
-        // it hands the upgraded stream over (or fails): a task of its own
-        // would cost a spawn and two cross-task wakes on every handshake.
-        // Fused: it may finish in the first wait below, and must then never
-        // be polled again (hyper panics if it is).
-        let mut conn = std::pin::pin!(futures_util::FutureExt::fuse(conn.with_upgrades()));
-        let response = {
-            let mut sent = std::pin::pin!(sender.send_request(request));
-            tokio::select! {
-                response = &mut sent => response?,
-                // Done before the answer: an error, or the upstream hung up,
-                // which `sent` then reports.
-                ended = &mut conn => {
-                    ended?;
-                    sent.await?
-                }
-            }
-        };
-        let protocol = handshake::check_response(
-            response.status(),
-            response.headers(),
-            &key,
-            admitted.protocols(),
-        )?;
-        let mut upgrade = std::pin::pin!(hyper::upgrade::on(response));
-        let upgraded = tokio::select! {
-            upgraded = &mut upgrade => upgraded?,
-            // The connection ends by handing the stream to `upgrade`.
-            ended = &mut conn => {
-                ended?;
-                upgrade.await?
-            }
-        };
+        let mut stream = stream;
+        let (status, headers, early) = exchange(&mut stream, &request).await?;
+        let protocol = handshake::check_response(status, &headers, &key, admitted.protocols())?;
         Ok(Connected {
-            io: upgraded,
+            io: Opened { stream, early },
             protocol,
         })
     };
     tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| UpstreamError::Timeout(target))?
+}
+
+/// The most the upstream's answer head may be: a 101 is a few hundred bytes.
+const MAX_HEAD: usize = 16 * 1024;
+/// The most header fields it may have.
+const MAX_HEADERS: usize = 64;
+
+/// Sends the request's head and reads the answer's. The upstream's side
+/// of a handshake is one request on a fresh connection, never reused, with
+/// no body either way: hyper's client (a dispatcher, a channel for
+/// requests, another for the upgrade) cost a fifth of a handshake's
+/// instructions for it (docs/PERFORMANCE.md). The answer is parsed by
+/// httparse, hyper's own parser; the bytes read past its head are the
+/// upstream's first frames, kept for the relay.
+async fn exchange(
+    stream: &mut Stream,
+    request: &Request<Empty<Bytes>>,
+) -> Result<(http::StatusCode, HeaderMap, Bytes), UpstreamError> {
+    stream.write_all(&request_head(request)).await?;
+    let mut buf = BytesMut::with_capacity(1024);
+    loop {
+        if buf.len() == buf.capacity() {
+            buf.reserve(1024);
+        }
+        if stream.read_buf(&mut buf).await? == 0 {
+            return Err(UpstreamError::Closed);
+        }
+        match answer(&buf)? {
+            Some((status, headers, len)) => {
+                return Ok((status, headers, buf.split_off(len).freeze()));
+            }
+            None if buf.len() < MAX_HEAD => continue,
+            None => return Err(UpstreamError::TooLarge),
+        }
+    }
+}
+
+/// The answer's status, headers and head length, once `buf` holds the
+/// whole head (`None` until then).
+fn answer(buf: &[u8]) -> Result<Option<(http::StatusCode, HeaderMap, usize)>, UpstreamError> {
+    let malformed = |e: &dyn std::fmt::Display| UpstreamError::Malformed(e.to_string());
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut answer = httparse::Response::new(&mut fields);
+    let len = match answer.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(malformed(&e)),
+    };
+    if answer.version != Some(1) {
+        return Err(malformed(&"an HTTP/1.0 answer cannot switch protocols"));
+    }
+    let status = answer
+        .code
+        .and_then(|code| http::StatusCode::from_u16(code).ok())
+        .ok_or_else(|| malformed(&"no status code"))?;
+    let mut headers = HeaderMap::with_capacity(answer.headers.len());
+    for field in answer.headers.iter() {
+        let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|e| malformed(&e))?;
+        let value = HeaderValue::from_bytes(field.value).map_err(|e| malformed(&e))?;
+        headers.append(name, value);
+    }
+    Ok(Some((status, headers, len)))
+}
+
+/// A request's head as HTTP/1.1 sends it. Every part was checked when the
+/// request was built: the target is a valid URI, and header values hold no
+/// line breaks.
+fn request_head(request: &Request<Empty<Bytes>>) -> Vec<u8> {
+    let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    let mut head = Vec::with_capacity(512);
+    head.extend_from_slice(b"GET ");
+    head.extend_from_slice(target.as_bytes());
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in request.headers() {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    head
 }
 
 /// The TLS variant is boxed: a rustls connection is about a kilobyte, and
@@ -386,6 +452,52 @@ mod tests {
         assert_eq!(
             upstream_path(&up("ws://h/base/"), "/ws", "/ws/x"),
             "/base/x"
+        );
+    }
+
+    const HEAD: &str = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+
+    /// However the head arrives, it is complete only with its blank line,
+    /// and what follows it is not part of it.
+    #[test]
+    fn an_answer_is_read_once_its_head_is_whole() {
+        for end in 0..HEAD.len() {
+            assert!(answer(&HEAD.as_bytes()[..end]).unwrap().is_none(), "{end}");
+        }
+        let frame = [0x81, 0x02, b'h', b'i'];
+        let buf = [HEAD.as_bytes(), &frame].concat();
+        let (status, headers, len) = answer(&buf).unwrap().unwrap();
+        assert_eq!(status, http::StatusCode::SWITCHING_PROTOCOLS);
+        assert_eq!(len, HEAD.len());
+        assert_eq!(
+            headers["sec-websocket-accept"],
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+        assert_eq!(headers.len(), 3);
+    }
+
+    #[test]
+    fn an_answer_that_is_not_http_1_1_is_refused_with_its_fault() {
+        let refused = |head: &str| match answer(head.as_bytes()) {
+            Err(UpstreamError::Malformed(why)) => why,
+            other => panic!("{head:?}: {:?}", other.map(|a| a.map(|(s, _, _)| s))),
+        };
+        assert!(refused(&HEAD.replace("HTTP/1.1", "HTTP/1.0")).contains("HTTP/1.0"));
+        refused("SSH-2.0-OpenSSH_9.6\r\n\r\n");
+        refused("HTTP/1.1 101 Switching Protocols\r\nUp grade: websocket\r\n\r\n");
+        let many = "X-A: b\r\n".repeat(MAX_HEADERS + 1);
+        refused(&HEAD.replace("\r\n\r\n", &format!("\r\n{many}\r\n")));
+    }
+
+    #[test]
+    fn the_request_head_is_the_request() {
+        let mut request = Request::get("/chat?room=1").body(Empty::new()).unwrap();
+        let headers = request.headers_mut();
+        headers.insert(header::HOST, HeaderValue::from_static("up:8080"));
+        headers.append(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
+        assert_eq!(
+            String::from_utf8(request_head(&request)).unwrap(),
+            "GET /chat?room=1 HTTP/1.1\r\nhost: up:8080\r\nx-forwarded-for: 10.0.0.1\r\n\r\n"
         );
     }
 }

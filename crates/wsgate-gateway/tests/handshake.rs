@@ -272,6 +272,70 @@ async fn an_upstream_that_hangs_up_without_answering_is_502_at_once() {
     assert!(!detail.contains("timed out"), "{ev:?}");
 }
 
+/// The upstream may send its first frame in the same write as its 101: the
+/// gateway reads the head and no further, and the frame reaches the client
+/// after the client's own 101, through the relay's checks.
+#[tokio::test]
+async fn a_frame_sent_with_the_upstreams_101_reaches_the_client() {
+    let mut raw = Raw::start().await;
+    let gw = TestGateway::start(&common::config(raw.addr, "", "")).await;
+    let mut c = RawClient::connect(gw.addr).await;
+    let client = tokio::spawn(async move {
+        let reply = c.handshake("/chat", &[ORIGIN]).await;
+        (reply, c)
+    });
+    let mut up = raw.accept().await;
+    let mut answer = up.switching_protocols().into_bytes();
+    answer.extend(wsgate_testkit::client::encode(0x81, b"first words", false));
+    use tokio::io::AsyncWriteExt;
+    up.stream.write_all(&answer).await.unwrap();
+    let (reply, mut c) = client.await.unwrap();
+    assert_eq!(reply.status, 101);
+    let frame = c.read_data().await;
+    assert_eq!(
+        (frame.first, frame.payload.as_slice()),
+        (0x81, &b"first words"[..])
+    );
+    // And the relay runs both ways: the gateway masks what it sends on.
+    c.send_text("and back").await;
+    let mut got = [0; 2 + 4 + 8];
+    use tokio::io::AsyncReadExt;
+    up.stream.read_exact(&mut got).await.unwrap();
+    assert_eq!(got[..2], [0x81, 0x80 | 8]);
+    let (mask, payload) = got[2..].split_at(4);
+    let unmasked: Vec<u8> = payload
+        .iter()
+        .zip(mask.iter().cycle())
+        .map(|(b, m)| b ^ m)
+        .collect();
+    assert_eq!(unmasked, b"and back");
+}
+
+/// An upstream that never ends its answer's head is refused once the head
+/// passes 16 KiB, without waiting for the connect timeout.
+#[tokio::test]
+async fn an_upstream_answer_head_over_16_kib_is_502() {
+    let mut raw = Raw::start().await;
+    let mut gw =
+        TestGateway::start(&common::config(raw.addr, "", r#"connect_timeout = "60s""#)).await;
+    let mut c = RawClient::connect(gw.addr).await;
+    let reply = tokio::spawn(async move { c.handshake("/chat", &[ORIGIN]).await });
+    let mut up = raw.accept().await;
+    let endless = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nX-Padding: {}\r\n",
+        "a".repeat(17 * 1024)
+    );
+    use tokio::io::AsyncWriteExt;
+    up.stream.write_all(endless.as_bytes()).await.unwrap();
+    assert_eq!(reply.await.unwrap().status, 502);
+    let ev = gw.handshake_event().await;
+    assert_eq!(ev.reason, Some("upstream_unavailable"));
+    assert_eq!(
+        ev.detail.as_deref(),
+        Some("the upstream's answer head is larger than 16384 bytes")
+    );
+}
+
 /// WebSocket smuggling: an upstream that answers anything but a correct 101
 /// must not become a raw tunnel into its HTTP server.
 #[tokio::test]
