@@ -86,7 +86,6 @@ pub(crate) async fn connect(
     let route = admitted.route();
     let up = &route.upstream;
     let timeout = route.limits.connect_timeout;
-    let target = format!("{}:{}", up.host, up.port);
     let exchange = async {
         let stream = open(up, tls).await?;
         let key = handshake::new_key(rand::random());
@@ -106,7 +105,12 @@ pub(crate) async fn connect(
     };
     tokio::time::timeout(timeout, exchange)
         .await
-        .map_err(|_| UpstreamError::Timeout(target))?
+        .map_err(|_| UpstreamError::Timeout(target(up)))?
+}
+
+/// The upstream as errors name it (formatted only for them).
+fn target(up: &Upstream) -> String {
+    format!("{}:{}", up.host, up.port)
 }
 
 /// The most the upstream's answer head may be: a 101 is a few hundred bytes.
@@ -201,20 +205,19 @@ pub(crate) async fn open(
     up: &Upstream,
     tls: Option<&Arc<ClientConfig>>,
 ) -> Result<Stream, UpstreamError> {
-    let target = format!("{}:{}", up.host, up.port);
     let tcp = TcpStream::connect((up.host.as_str(), up.port))
         .await
-        .map_err(|e| UpstreamError::Connect(target.clone(), e))?;
+        .map_err(|e| UpstreamError::Connect(target(up), e))?;
     let _ = tcp.set_nodelay(true);
     let Some(config) = tls.filter(|_| up.tls) else {
         return Ok(Either::Left(tcp));
     };
     let name = ServerName::try_from(up.host.clone())
-        .map_err(|e| UpstreamError::Tls(target.clone(), std::io::Error::other(e)))?;
+        .map_err(|e| UpstreamError::Tls(target(up), std::io::Error::other(e)))?;
     let stream = tokio_rustls::TlsConnector::from(Arc::clone(config))
         .connect(name, tcp)
         .await
-        .map_err(|e| UpstreamError::Tls(target, e))?;
+        .map_err(|e| UpstreamError::Tls(target(up), e))?;
     Ok(Either::Right(Box::new(stream)))
 }
 
