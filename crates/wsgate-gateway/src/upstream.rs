@@ -140,7 +140,9 @@ async fn exchange(
         }
         match answer(&buf)? {
             Some((status, headers, len)) => {
-                return Ok((status, headers, buf.split_off(len).freeze()));
+                // Usually nothing; copied when there is something, so that
+                // the read buffer is freed now, not kept alive by a view.
+                return Ok((status, headers, Bytes::copy_from_slice(&buf[len..])));
             }
             None if buf.len() < MAX_HEAD => continue,
             None => return Err(UpstreamError::TooLarge),
