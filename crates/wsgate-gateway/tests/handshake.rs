@@ -5,7 +5,8 @@
 mod common;
 
 use common::ORIGIN;
-use wsgate_testkit::client::RawClient;
+use tokio::task::JoinHandle;
+use wsgate_testkit::client::{RawClient, Reply};
 use wsgate_testkit::gateway::TestGateway;
 use wsgate_testkit::upstream::{Echo, Raw};
 
@@ -232,17 +233,19 @@ async fn an_upstream_that_is_down_is_502() {
     refused(&mut gw, "/chat", &[ORIGIN], 502, "upstream_unavailable").await;
 }
 
-#[tokio::test]
-async fn an_upstream_that_accepts_but_never_answers_times_out_as_502() {
-    let mut raw = Raw::start().await;
-    let mut gw = TestGateway::start(&common::config(
-        raw.addr,
-        "",
-        r#"connect_timeout = "300ms""#,
-    ))
-    .await;
+/// A gateway in front of an upstream the test answers by hand, with
+/// `limits` for the route, and a client's handshake through it in flight.
+async fn handshake_to_raw(limits: &str) -> (Raw, TestGateway, JoinHandle<Reply>) {
+    let raw = Raw::start().await;
+    let gw = TestGateway::start(&common::config(raw.addr, "", limits)).await;
     let mut c = RawClient::connect(gw.addr).await;
     let reply = tokio::spawn(async move { c.handshake("/chat", &[ORIGIN]).await });
+    (raw, gw, reply)
+}
+
+#[tokio::test]
+async fn an_upstream_that_accepts_but_never_answers_times_out_as_502() {
+    let (mut raw, mut gw, reply) = handshake_to_raw(r#"connect_timeout = "300ms""#).await;
     // The upstream reads the request and says nothing.
     let _silent = raw.accept().await;
     assert_eq!(reply.await.unwrap().status, 502);
@@ -257,11 +260,7 @@ async fn an_upstream_that_accepts_but_never_answers_times_out_as_502() {
 
 #[tokio::test]
 async fn an_upstream_that_hangs_up_without_answering_is_502_at_once() {
-    let mut raw = Raw::start().await;
-    let mut gw =
-        TestGateway::start(&common::config(raw.addr, "", r#"connect_timeout = "60s""#)).await;
-    let mut c = RawClient::connect(gw.addr).await;
-    let reply = tokio::spawn(async move { c.handshake("/chat", &[ORIGIN]).await });
+    let (mut raw, mut gw, reply) = handshake_to_raw(r#"connect_timeout = "60s""#).await;
     // The upstream reads the request and closes its socket.
     drop(raw.accept().await);
     // Well before the connect timeout: the client's wait would panic first.
@@ -315,11 +314,7 @@ async fn a_frame_sent_with_the_upstreams_101_reaches_the_client() {
 /// passes 16 KiB, without waiting for the connect timeout.
 #[tokio::test]
 async fn an_upstream_answer_head_over_16_kib_is_502() {
-    let mut raw = Raw::start().await;
-    let mut gw =
-        TestGateway::start(&common::config(raw.addr, "", r#"connect_timeout = "60s""#)).await;
-    let mut c = RawClient::connect(gw.addr).await;
-    let reply = tokio::spawn(async move { c.handshake("/chat", &[ORIGIN]).await });
+    let (mut raw, mut gw, reply) = handshake_to_raw(r#"connect_timeout = "60s""#).await;
     let mut up = raw.accept().await;
     let endless = format!(
         "HTTP/1.1 101 Switching Protocols\r\nX-Padding: {}\r\n",
