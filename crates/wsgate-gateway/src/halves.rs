@@ -61,10 +61,10 @@ impl Halves {
     }
 
     /// A stream of a type the gateway did not make: hyper's `Upgraded` as
-    /// it is, correct but slower (see the module's doc). The listeners and
-    /// the upstream connector make only the types above, so this means a
-    /// dependency changed what it wraps; debug builds stop here, so every
-    /// test that relays over TCP or TLS proves the fast paths are taken.
+    /// it is, correct but slower (see the module's doc). The listeners make
+    /// only the types above, so this means a dependency changed what it
+    /// wraps; debug builds stop here, so every test that relays over TCP or
+    /// TLS proves the fast paths are taken.
     fn fallback(upgraded: Upgraded) -> Halves {
         debug_assert!(
             false,
