@@ -53,7 +53,7 @@ pub(crate) enum UpstreamError {
     Io(#[from] std::io::Error),
     #[error("the upstream closed the connection before answering")]
     Closed,
-    #[error("the upstream's answer is not HTTP/1.1: {0}")]
+    #[error("the upstream's answer is not valid HTTP/1.1: {0}")]
     Malformed(String),
     #[error("the upstream's answer head is larger than {MAX_HEAD} bytes")]
     TooLarge,
@@ -87,7 +87,7 @@ pub(crate) async fn connect(
     let up = &route.upstream;
     let timeout = route.limits.connect_timeout;
     let exchange = async {
-        let stream = open(up, tls).await?;
+        let mut stream = open(up, tls).await?;
         let key = handshake::new_key(rand::random());
         let mut request = build_request(up, &route.path, client, &key, admitted.protocols())?;
         identity_headers(
@@ -95,7 +95,6 @@ pub(crate) async fn connect(
             admitted,
             client.client_cert.map(|c| c.subject.as_str()),
         );
-        let mut stream = stream;
         let (status, headers, early) = exchange(&mut stream, &request).await?;
         let protocol = handshake::check_response(status, &headers, &key, admitted.protocols())?;
         Ok(Connected {
