@@ -105,16 +105,26 @@ fn split_port(text: &str) -> Result<(&str, Option<u16>), String> {
 fn normalise_host(host: &str) -> Result<String, String> {
     let trimmed = host.strip_suffix('.').unwrap_or(host);
     match url::Host::parse(trimmed) {
-        Ok(url::Host::Ipv6(addr)) => Ok(format!("[{addr}]")),
         Ok(url::Host::Domain(name)) if !is_ldh(&name) => {
             Err(format!("`{host}` has characters no DNS name has"))
         }
-        Ok(url::Host::Domain(mut name)) => {
-            name.make_ascii_lowercase();
-            Ok(name)
-        }
-        Ok(url::Host::Ipv4(addr)) => Ok(addr.to_string()),
+        Ok(parsed) => Ok(host_text(parsed)),
         Err(e) => Err(format!("`{host}` is not a host name ({e})")),
+    }
+}
+
+/// A parsed host as `Host` headers and origins compare it: a domain in
+/// lower case (`url` lowers it for special schemes only), an IPv6 address
+/// in brackets. An owned domain is lowered in place, not copied.
+pub(crate) fn host_text<S: Into<String>>(host: url::Host<S>) -> String {
+    match host {
+        url::Host::Domain(name) => {
+            let mut name: String = name.into();
+            name.make_ascii_lowercase();
+            name
+        }
+        url::Host::Ipv4(addr) => addr.to_string(),
+        url::Host::Ipv6(addr) => format!("[{addr}]"),
     }
 }
 

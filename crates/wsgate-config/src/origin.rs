@@ -81,12 +81,7 @@ impl Origin {
         {
             return Err(malformed());
         }
-        let host = match host {
-            url::Host::Ipv6(addr) => format!("[{addr}]"),
-            url::Host::Ipv4(addr) => addr.to_string(),
-            // Lowercased here: `url` does it for special schemes only.
-            url::Host::Domain(name) => name.to_ascii_lowercase(),
-        };
+        let host = crate::host::host_text(host);
         Ok(Origin::Tuple(TupleOrigin {
             scheme: url.scheme().to_ascii_lowercase(),
             host,

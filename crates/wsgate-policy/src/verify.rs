@@ -115,15 +115,13 @@ impl JwtVerifier {
     /// same tokens pass. `None` when there is a choice, or when the token
     /// fails: then [`Self::verify_signature`] finds the reason to give.
     fn verify_with_the_only_key(&self, token: &str) -> Option<Map<String, Value>> {
-        let ([(kid, key)], [(_, validation)]) = (&self.keys[..], &self.validations[..]) else {
+        let ([(_, key)], [(_, validation)]) = (&self.keys[..], &self.validations[..]) else {
             return None;
         };
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, key, validation).ok()?;
-        // A `kid` must still name the key, as `key` requires.
-        match data.header.kid {
-            Some(named) if kid.as_deref() != Some(named.as_str()) => None,
-            _ => Some(data.claims),
-        }
+        // A `kid` must still name the key, by the rule that chooses one.
+        self.knows(data.header.kid.as_deref())
+            .then_some(data.claims)
     }
 
     /// The header chooses the rules and the key; then the signature and
