@@ -30,7 +30,6 @@ pub(crate) struct RouteLabels {
     pub(crate) route: String,
 }
 
-/// `direction` is `in` (from clients) or `out` (from upstreams).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct KindLabels {
     pub(crate) kind: &'static str,
@@ -41,6 +40,7 @@ pub(crate) struct ResultLabels {
     pub(crate) result: &'static str,
 }
 
+/// `direction` is `in` (from clients) or `out` (from upstreams).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct FlowLabels {
     pub(crate) route: String,

@@ -113,7 +113,8 @@ impl Open {
     }
 
     /// Runs the connection in a task of its own once hyper hands over the
-    /// client's side of the upgrade: `upstream` is the upstream's, upgraded.
+    /// client's side of the upgrade: `upstream` is the upstream's connection
+    /// after its 101.
     pub(crate) fn spawn(self, upstream: upstream::Opened, on_upgrade: OnUpgrade) {
         let tasks = self.state.tasks.clone();
         tasks.spawn(self.task(upstream, on_upgrade));

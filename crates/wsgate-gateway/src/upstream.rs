@@ -197,8 +197,8 @@ fn request_head(request: &Request<Empty<Bytes>>) -> Vec<u8> {
 
 /// The TLS variant is boxed: a rustls connection is about a kilobyte, and
 /// an enum is as large as its largest variant, so every plain upstream
-/// connection (hyper boxes this stream for the upgrade, and keeps it for
-/// the connection's life) would otherwise carry that kilobyte unused.
+/// connection (its open task holds this stream until the relay splits it)
+/// would otherwise carry that kilobyte unused.
 pub(crate) type Stream = Either<TcpStream, Box<tokio_rustls::client::TlsStream<TcpStream>>>;
 
 /// A connection to the upstream, over TLS when its URL says so.
