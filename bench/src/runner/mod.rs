@@ -425,12 +425,12 @@ fn measure(
                 "--duration",
                 &duration,
             ]);
-            (row.load, row.cpu_us) = run_load(cmd, proxy)?;
+            (row.load, row.cpu_us, row.steal_pct) = run_load(cmd, proxy)?;
         }
         Kind::Handshakes { concurrency, .. } => {
             cmd.args(["handshakes", "--concurrency", &concurrency.to_string()]);
             cmd.args(["--warmup", &warmup, "--duration", &duration]);
-            (row.load, row.cpu_us) = run_load(cmd, proxy)?;
+            (row.load, row.cpu_us, row.steal_pct) = run_load(cmd, proxy)?;
         }
         Kind::Idle => {
             cmd.args(["idle", "--conns", &plan.idle.to_string(), "--hold", "5m"]);
@@ -442,18 +442,29 @@ fn measure(
     Ok(row)
 }
 
-/// Runs a load generator to its end; its report and, given the proxy's
-/// process, the proxy's CPU time per message or handshake over the
-/// measured window (read from /proc as the load generator says the window
-/// opens and closes).
-fn run_load(mut cmd: Command, proxy: Option<u32>) -> anyhow::Result<(Report, Option<CpuPer>)> {
+/// Runs a load generator to its end; its report, given the proxy's
+/// process the proxy's CPU time per message or handshake over the
+/// measured window, and the per cent of the machine's CPU time stolen by
+/// its hypervisor in that window (all read from /proc as the load
+/// generator says the window opens and closes).
+fn run_load(
+    mut cmd: Command,
+    proxy: Option<u32>,
+) -> anyhow::Result<(Report, Option<CpuPer>, Option<f64>)> {
     let (child, stderr) = spawn_load(cmd.stdin(Stdio::null()))?;
     let (mut opened, mut closed) = (None, None);
+    let (mut machine_opened, mut machine_closed) = (None, None);
     // Ends when the load generator does (its stderr closes).
     for line in BufReader::new(stderr).lines().map_while(Result::ok) {
         match line.as_str() {
-            load::WINDOW_OPEN => opened = proxy.map(peers::cpu_ticks),
-            load::WINDOW_CLOSED => closed = proxy.map(peers::cpu_ticks),
+            load::WINDOW_OPEN => {
+                opened = proxy.map(peers::cpu_ticks);
+                machine_opened = peers::machine_ticks();
+            }
+            load::WINDOW_CLOSED => {
+                closed = proxy.map(peers::cpu_ticks);
+                machine_closed = peers::machine_ticks();
+            }
             _ => say(&line),
         }
     }
@@ -471,7 +482,13 @@ fn run_load(mut cmd: Command, proxy: Option<u32>) -> anyhow::Result<(Report, Opt
         }
         _ => None,
     };
-    Ok((report, cpu))
+    let steal = match (machine_opened, machine_closed) {
+        (Some((t0, s0)), Some((t1, s1))) if t1 > t0 => {
+            Some(s1.saturating_sub(s0) as f64 * 100.0 / (t1 - t0) as f64)
+        }
+        _ => None,
+    };
+    Ok((report, cpu, steal))
 }
 
 /// Opens the idle connections, reads the proxy's memory before and after,

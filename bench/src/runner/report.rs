@@ -31,6 +31,11 @@ pub struct Row {
     /// the direct connection, which has no proxy).
     #[serde(default)]
     pub cpu_us: Option<CpuPer>,
+    /// Per cent of the whole machine's CPU time its hypervisor gave to
+    /// other guests over the measured window (/proc/stat's `steal`): when
+    /// it is high, every process ran on less than its core.
+    #[serde(default)]
+    pub steal_pct: Option<f64>,
     /// Which round it was measured in (0 in a median row).
     #[serde(default)]
     pub round: usize,
@@ -55,6 +60,7 @@ impl Row {
             load: Report::default(),
             kib_per_conn: None,
             cpu_us: None,
+            steal_pct: None,
             round: 0,
         }
     }
@@ -89,6 +95,10 @@ impl Row {
         let cpu = self.cpu_us.map_or(String::new(), |c| {
             format!(", proxy CPU {:.2} µs ({:.2} user)", c.user + c.sys, c.user)
         });
+        let cpu = match self.steal_pct {
+            Some(steal) => format!("{cpu}, steal {steal:.1} %"),
+            None => cpu,
+        };
         match l.mode.as_str() {
             "echo" => format!(
                 "{:.0} msg/s, {:.1} MB/s, p50 {} µs, p99 {} µs{cpu}{errors}",
@@ -366,7 +376,9 @@ impl Results {
              Memory: resident KiB per open idle connection (after minus before, divided by connections). \
              Proxy CPU: the proxy's processes' CPU time over the measured window (user and kernel, \
              from /proc in 10 ms ticks) per echoed message or handshake, then its user part and its \
-             ratio to nginx's.\n",
+             ratio to nginx's. Steal: the per cent of the machine's CPU time (both cores) its \
+             hypervisor gave to other guests over the measured window, from /proc/stat; where it \
+             is high, every process ran on less than its core and the figures beside it are low.\n",
         );
         for w in super::WORKLOADS {
             let _ = writeln!(md, "\n- {}: {}", w.id, w.what);
@@ -422,6 +434,7 @@ impl Results {
             Value::Kib => r
                 .kib_per_conn
                 .map_or("–".into(), |k| format!("{k:.1}{err}")),
+            Value::Steal => r.steal_pct.map_or(String::new(), |s| format!("{s:.1}")),
             Value::Cpu => r.cpu_us.map_or(String::new(), |c| {
                 // Three significant figures or so: ticks of 10 ms over a
                 // few seconds measure no finer.
@@ -492,6 +505,7 @@ enum Value {
     Handshakes,
     Kib,
     Cpu,
+    Steal,
 }
 
 /// The lines a workload contributes to a table.
@@ -505,11 +519,13 @@ fn figures(w: &Workload) -> Vec<(&'static str, Value)> {
             ("p99 µs", Value::P99),
             ("p99.9 µs", Value::P999),
             ("proxy CPU µs/msg", Value::Cpu),
+            ("steal %", Value::Steal),
         ],
         Kind::Handshakes { .. } => vec![
             ("handshakes/s", Value::Handshakes),
             ("p99 µs", Value::P99),
             ("proxy CPU µs/handshake", Value::Cpu),
+            ("steal %", Value::Steal),
         ],
         Kind::Idle => vec![("KiB/conn", Value::Kib)],
     }
@@ -557,6 +573,7 @@ fn medians(raw: &[Row]) -> Vec<Row> {
             (Some(user), Some(sys)) => Some(CpuPer { user, sys }),
             _ => None,
         };
+        m.steal_pct = of(|x| x.steal_pct);
         m.load.errors = cell.iter().map(|x| x.load.errors).sum();
         m.load.first_error = cell.iter().find_map(|x| x.load.first_error.clone());
         m.load.open = cell.iter().map(|x| x.load.open).min().unwrap_or(0);
@@ -582,6 +599,7 @@ mod tests {
             },
             kib_per_conn: None,
             cpu_us,
+            steal_pct: None,
             round: 0,
         }
     }
@@ -636,6 +654,19 @@ mod tests {
     }
 
     #[test]
+    fn the_hypervisors_steal_has_a_line_of_its_own() {
+        let mut direct = echo_row(Peer::Direct, None);
+        direct.steal_pct = Some(3.31);
+        let mut wsgate = echo_row(Peer::Wsgate, None);
+        wsgate.steal_pct = Some(21.0);
+        let md = results(vec![direct, wsgate]).markdown();
+        assert!(md.contains("| a | steal % | 3.3 | 21.0 |"), "{md}");
+        // Rows from before the runner read it have no line for it.
+        let md = results(vec![echo_row(Peer::Direct, None)]).markdown();
+        assert!(!md.contains("| steal % |"), "{md}");
+    }
+
+    #[test]
     fn churn_growth_is_read_over_the_second_half_of_the_run() {
         let churn = |samples: Vec<(u64, u64)>| Churn {
             conns: 2000,
@@ -683,6 +714,7 @@ mod tests {
             },
             kib_per_conn: None,
             cpu_us: None,
+            steal_pct: Some(p99 / 100.0),
             round,
         };
         let raw = vec![
@@ -695,6 +727,7 @@ mod tests {
         assert_eq!(rows[0].load.msgs_per_sec, 20.0);
         assert_eq!(rows[0].load.p99_us, Some(800.0));
         assert_eq!(rows[0].load.mean_us, Some(400.0));
+        assert_eq!(rows[0].steal_pct, Some(8.0));
         assert_eq!(rows[0].load.errors, 1, "errors are summed, not hidden");
     }
 }
