@@ -452,19 +452,16 @@ fn run_load(
     proxy: Option<u32>,
 ) -> anyhow::Result<(Report, Option<CpuPer>, Option<f64>)> {
     let (child, stderr) = spawn_load(cmd.stdin(Stdio::null()))?;
-    let (mut opened, mut closed) = (None, None);
-    let (mut machine_opened, mut machine_closed) = (None, None);
+    // The proxy's ticks and the machine's, read together at each edge of
+    // the window so that both figures cover the same one.
+    let ticks = || (proxy.map(peers::cpu_ticks), peers::machine_ticks());
+    let ((mut opened, mut machine_opened), (mut closed, mut machine_closed)) =
+        ((None, None), (None, None));
     // Ends when the load generator does (its stderr closes).
     for line in BufReader::new(stderr).lines().map_while(Result::ok) {
         match line.as_str() {
-            load::WINDOW_OPEN => {
-                opened = proxy.map(peers::cpu_ticks);
-                machine_opened = peers::machine_ticks();
-            }
-            load::WINDOW_CLOSED => {
-                closed = proxy.map(peers::cpu_ticks);
-                machine_closed = peers::machine_ticks();
-            }
+            load::WINDOW_OPEN => (opened, machine_opened) = ticks(),
+            load::WINDOW_CLOSED => (closed, machine_closed) = ticks(),
             _ => say(&line),
         }
     }
@@ -736,6 +733,44 @@ mod tests {
     fn plan(args: &[&str]) -> anyhow::Result<Plan> {
         let cli = Cli::try_parse_from(std::iter::once("run").chain(args.iter().copied()))?;
         Plan::from(&cli.options)
+    }
+
+    #[test]
+    fn one_worker_puts_the_proxy_and_the_clients_on_separate_cores() {
+        let one = Placement {
+            workers: 1,
+            tls: false,
+        };
+        assert_eq!(
+            (one.proxy_cpus(), one.client_cpus()),
+            (Some("0"), Some("1"))
+        );
+        let cmd = peers::pinned(one.proxy_cpus(), Path::new("/usr/sbin/nginx"));
+        assert_eq!(cmd.get_program(), "taskset");
+        assert_eq!(
+            cmd.get_args().collect::<Vec<_>>(),
+            ["-c", "0", "/usr/sbin/nginx"]
+        );
+        // Two workers compete for both cores: nothing is pinned.
+        let two = Placement { workers: 2, ..one };
+        assert_eq!((two.proxy_cpus(), two.client_cpus()), (None, None));
+        let cmd = peers::pinned(two.proxy_cpus(), Path::new("/usr/sbin/nginx"));
+        assert_eq!(cmd.get_program(), "/usr/sbin/nginx");
+        assert_eq!(cmd.get_args().count(), 0);
+    }
+
+    #[test]
+    fn the_open_files_limit_is_raised_as_far_as_the_hard_limit_allows() {
+        let (_, hard_before) = rlimit::Resource::NOFILE.get().unwrap();
+        let raised = raise_open_files().unwrap();
+        let (soft, _) = rlimit::Resource::NOFILE.get().unwrap();
+        assert_eq!(soft, raised, "the limit returned is the one in force");
+        assert!(
+            raised >= NOFILE.min(hard_before),
+            "{raised} is below {NOFILE} and below the hard limit {hard_before}"
+        );
+        // Workload e opens at most what the limit leaves room for.
+        assert_eq!(idle_capacity(20_000), 9_950);
     }
 
     #[test]

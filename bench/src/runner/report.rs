@@ -95,20 +95,19 @@ impl Row {
         let cpu = self.cpu_us.map_or(String::new(), |c| {
             format!(", proxy CPU {:.2} µs ({:.2} user)", c.user + c.sys, c.user)
         });
-        let cpu = match self.steal_pct {
-            Some(steal) => format!("{cpu}, steal {steal:.1} %"),
-            None => cpu,
-        };
+        let steal = self
+            .steal_pct
+            .map_or(String::new(), |s| format!(", steal {s:.1} %"));
         match l.mode.as_str() {
             "echo" => format!(
-                "{:.0} msg/s, {:.1} MB/s, p50 {} µs, p99 {} µs{cpu}{errors}",
+                "{:.0} msg/s, {:.1} MB/s, p50 {} µs, p99 {} µs{cpu}{steal}{errors}",
                 l.msgs_per_sec,
                 l.mb_per_sec,
                 fmt_us(l.p50_us),
                 fmt_us(l.p99_us)
             ),
             "handshakes" => format!(
-                "{:.0} handshakes/s, p99 {} µs{cpu}{errors}",
+                "{:.0} handshakes/s, p99 {} µs{cpu}{steal}{errors}",
                 l.handshakes_per_sec,
                 fmt_us(l.p99_us)
             ),
