@@ -73,6 +73,45 @@ impl Origin {
         if rest.contains(['/', '?', '#', '@', '\\']) {
             return Err(OriginError::HasExtra(text.to_owned()));
         }
+        match TupleOrigin::already_normal(scheme, rest) {
+            Some(tuple) => Ok(Origin::Tuple(tuple)),
+            None => TupleOrigin::parse(text).map(Origin::Tuple),
+        }
+    }
+}
+
+impl TupleOrigin {
+    /// `scheme://rest` as browsers write an origin (`http` or `https`, a
+    /// host [`already_normal`](crate::host::already_normal), a port
+    /// without leading zeros) needs no URL parser: the tuple is the text.
+    fn already_normal(scheme: &str, rest: &str) -> Option<TupleOrigin> {
+        let default = match scheme {
+            "https" => 443,
+            "http" => 80,
+            _ => return None,
+        };
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((host, port)) if !port.starts_with('0') && port.len() <= 5 => {
+                (host, port.parse::<u16>().ok()?)
+            }
+            Some(_) => return None,
+            None => (rest, default),
+        };
+        let ip = match crate::host::already_normal(host)? {
+            crate::host::Normal::Ipv4 => true,
+            crate::host::Normal::Domain => false,
+        };
+        Some(TupleOrigin {
+            scheme: scheme.to_owned(),
+            host: host.to_owned(),
+            port,
+            ip,
+        })
+    }
+
+    /// The URL standard's parse of an origin that is not in that form.
+    fn parse(text: &str) -> Result<TupleOrigin, OriginError> {
+        let malformed = || OriginError::Malformed(text.to_owned());
         let url = url::Url::parse(text).map_err(|_| malformed())?;
         let host = url.host().ok_or_else(malformed)?;
         let ip = !matches!(host, url::Host::Domain(_));
@@ -82,12 +121,12 @@ impl Origin {
             return Err(malformed());
         }
         let host = crate::host::host_text(host);
-        Ok(Origin::Tuple(TupleOrigin {
+        Ok(TupleOrigin {
             scheme: url.scheme().to_ascii_lowercase(),
             host,
             port: url.port_or_known_default().unwrap_or(0),
             ip,
-        }))
+        })
     }
 }
 
@@ -181,6 +220,39 @@ mod tests {
     fn allowed(pattern: &str, origin: &str) -> bool {
         let pattern = OriginPattern::parse(pattern).unwrap();
         Origin::parse(origin).is_ok_and(|o| pattern.matches(&o))
+    }
+
+    #[test]
+    fn the_shortcut_gives_what_the_url_parser_gives() {
+        use crate::host::tests::{TRICKY, every_string};
+        let hosts = every_string(&["a", "1", "0", "x", "-", ".", "A"], 5);
+        let ports = [
+            "", ":80", ":443", ":8443", ":0", ":080", ":65535", ":65536", ":",
+        ];
+        let mut taken = 0;
+        for host in TRICKY.iter().map(|h| h.to_string()).chain(hosts) {
+            for scheme in ["https", "http", "HTTPS", "wss", "ftp"] {
+                for port in ports {
+                    let rest = format!("{host}{port}");
+                    let Some(short) = TupleOrigin::already_normal(scheme, &rest) else {
+                        continue;
+                    };
+                    taken += 1;
+                    let text = format!("{scheme}://{rest}");
+                    assert_eq!(TupleOrigin::parse(&text), Ok(short), "{text}");
+                }
+            }
+        }
+        assert!(taken > 20_000, "{taken}");
+        for full in [
+            "HTTPS://a.b",
+            "https://a.b:0443",
+            "https://a.b:",
+            "wss://a.b",
+        ] {
+            let (scheme, rest) = full.split_once("://").unwrap();
+            assert_eq!(TupleOrigin::already_normal(scheme, rest), None, "{full}");
+        }
     }
 
     #[test]

@@ -68,11 +68,12 @@ pub(crate) struct Client {
 impl Client {
     /// The connection's peer is the client.
     pub(crate) fn direct(peer: SocketAddr) -> Client {
+        let (text, forwarded_for) = address_texts(peer);
         Client {
             ip: peer.ip(),
-            text: peer.to_string(),
+            text,
             via: None,
-            forwarded_for: peer.ip().to_string(),
+            forwarded_for,
         }
     }
 
@@ -97,6 +98,28 @@ impl Client {
             forwarded_for: found.chain,
         }
     }
+}
+
+/// `peer` as `Display` writes it, and its address alone. Every accepted
+/// connection needs both: an IPv4 address is written once, by hand,
+/// since `Display` takes 1,300 instructions for each (1 % of a plain
+/// handshake's, twice).
+fn address_texts(peer: SocketAddr) -> (String, String) {
+    let SocketAddr::V4(v4) = peer else {
+        return (peer.to_string(), peer.ip().to_string());
+    };
+    let mut ip = String::with_capacity(15);
+    for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+        if i > 0 {
+            ip.push('.');
+        }
+        ip.push_str(itoa::Buffer::new().format(octet));
+    }
+    let mut text = String::with_capacity(21);
+    text.push_str(&ip);
+    text.push(':');
+    text.push_str(itoa::Buffer::new().format(v4.port()));
+    (text, ip)
 }
 
 impl Conn {
@@ -491,4 +514,32 @@ fn header_text(headers: &http::HeaderMap, name: header::HeaderName) -> Option<St
         .nth(MAX)
         .map_or(text.len(), |(at, _)| at);
     Some(text[..end].to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv6Addr, SocketAddrV6};
+
+    use super::*;
+
+    #[test]
+    fn a_peers_address_is_written_as_display_writes_it() {
+        let mut peers: Vec<SocketAddr> = [
+            "127.0.0.1:9",
+            "0.0.0.0:0",
+            "255.255.255.255:65535",
+            "10.20.3.104:50123",
+            "[::1]:443",
+            "[::ffff:1.2.3.4]:80",
+        ]
+        .iter()
+        .map(|p| p.parse().unwrap())
+        .collect();
+        peers.push(SocketAddrV6::new(Ipv6Addr::LOCALHOST, 80, 0, 2).into());
+        for peer in peers {
+            let (text, ip) = address_texts(peer);
+            assert_eq!(text, peer.to_string());
+            assert_eq!(ip, peer.ip().to_string());
+        }
+    }
 }
