@@ -116,14 +116,14 @@ impl Open {
     /// client's side of the upgrade: `upstream` is the upstream's connection
     /// after its 101.
     ///
-    /// The task is boxed. Inline, its 2.2 KiB were copied whole three times
-    /// on the way into tokio's task and written again when it ended: 1.6 %
-    /// of a plain handshake's instructions. Boxed, it costs an idle
-    /// connection 128 bytes more, tokio's own allocation around the box
-    /// (docs/PERFORMANCE.md, "Handshakes: instructions").
+    /// Not boxed, unlike the accepted connection's task (`listen.rs`): boxed,
+    /// it would be copied less (1.6 % of a plain handshake's instructions,
+    /// not measurable natively), but every idle connection would hold 128
+    /// bytes more, tokio's own allocation around the box (docs/PERFORMANCE.md,
+    /// "Handshakes: instructions, 2026-12-02").
     pub(crate) fn spawn(self, upstream: upstream::Opened, on_upgrade: OnUpgrade) {
         let tasks = self.state.tasks.clone();
-        tasks.spawn(Box::pin(self.task(upstream, on_upgrade)));
+        tasks.spawn(self.task(upstream, on_upgrade));
     }
 
     /// The connection's task: what every open connection holds in memory
@@ -351,14 +351,13 @@ mod tests {
         std::mem::size_of::<R>()
     }
 
-    /// Every open connection holds its task's future, idle or not, boxed
-    /// (see [`Open::spawn`]): at 2,560 bytes or less, mimalloc's size class
-    /// below 3,072. Around the box, tokio's task is 112 bytes of its own (a
-    /// header, a trailer, the scheduler's and the task tracker's fields:
-    /// `-Zprint-type-sizes`) and the pointer, in 128. The future was 2,840
-    /// bytes (a 3,072-byte allocation) before it kept only what it needs,
-    /// and is 2,232 since (docs/PERFORMANCE.md, "Idle memory and the
-    /// allocator").
+    /// Every open connection holds its task, idle or not. tokio allocates
+    /// the future with 112 bytes of its own (a header, a trailer, the
+    /// scheduler's and the task tracker's fields: `-Zprint-type-sizes`),
+    /// rounded up to 128 bytes; at 2,448 bytes or less that is at most
+    /// 2,560, mimalloc's size class below 3,072. The task was 2,840 bytes
+    /// (a 3,072-byte allocation) before it kept only what it needs, and is
+    /// 2,232 since (docs/PERFORMANCE.md, "Idle memory and the allocator").
     #[test]
     fn an_open_connections_task_fits_a_2560_byte_allocation() {
         let size = size_of_return(
@@ -366,6 +365,6 @@ mod tests {
                 open.task(upstream, on_upgrade)
             },
         );
-        assert!(size <= 2_560, "the open connection's task is {size} bytes");
+        assert!(size <= 2_448, "the open connection's task is {size} bytes");
     }
 }
