@@ -124,6 +124,14 @@ async fn bad_tokens_are_refused_with_their_reason() {
     no_exp.as_object_mut().unwrap().remove("exp");
     let mut string_exp = claims("alice", 300);
     string_exp["exp"] = "9999999999".into();
+    // The route names an audience and an issuer: a token must carry both.
+    let without = |claim: &str| {
+        let mut c = claims("alice", 300);
+        c.as_object_mut().unwrap().remove(claim);
+        c
+    };
+    let mut number_aud = claims("alice", 300);
+    number_aud["aud"] = 5.into();
     let cases = [
         (
             jwt::hs256(
@@ -137,6 +145,9 @@ async fn bad_tokens_are_refused_with_their_reason() {
         (jwt::hs256(SECRET, &wrong_aud), "auth_invalid"),
         (jwt::hs256(SECRET, &no_exp), "auth_invalid"),
         (jwt::hs256(SECRET, &string_exp), "auth_invalid"),
+        (jwt::hs256(SECRET, &without("aud")), "auth_invalid"),
+        (jwt::hs256(SECRET, &without("iss")), "auth_invalid"),
+        (jwt::hs256(SECRET, &number_aud), "auth_invalid"),
         (
             Signer::es256("k1").sign(&claims("alice", 300)),
             "auth_invalid",

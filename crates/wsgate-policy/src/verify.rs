@@ -2,7 +2,7 @@
 //!
 //! JWTs: signature and algorithm by jsonwebtoken, against the configured
 //! algorithms only (never `none`; HS and RS/ES keys never mixed), with `iss`
-//! and `aud` when configured. `exp` is required and, like `nbf`, checked
+//! and `aud` required when configured. `exp` is required and, like `nbf`, checked
 //! here against the caller's clock with the configured leeway; both must be
 //! numbers (a mistyped claim once skipped validation, CVE-2026-25537).
 //!
@@ -205,13 +205,19 @@ fn validation(alg: Algorithm, config: &JwtConfig) -> Validation {
     // exp and nbf are checked by `verify` against the caller's clock.
     validation.validate_exp = false;
     validation.validate_nbf = false;
+    // jsonwebtoken compares `aud` and `iss` only when the token has them,
+    // as strings: a token without them, or with a number in their place,
+    // passes unless they are also required. A configured audience or
+    // issuer must be in every token, or it restricts nothing.
     validation.required_spec_claims = HashSet::new();
     validation.validate_aud = config.audience.is_some();
     if let Some(aud) = &config.audience {
         validation.set_audience(&[aud]);
+        validation.required_spec_claims.insert("aud".to_owned());
     }
     if let Some(iss) = &config.issuer {
         validation.set_issuer(&[iss]);
+        validation.required_spec_claims.insert("iss".to_owned());
     }
     validation
 }
@@ -422,6 +428,67 @@ mod tests {
             ),
             ("garbage", "not.a.token".into()),
         ]
+    }
+
+    /// A configured audience and issuer are required: a token that lacks
+    /// them, or carries them as anything but strings, is refused, as one
+    /// naming another audience or issuer is (jsonwebtoken alone lets the
+    /// first two kinds through).
+    #[test]
+    fn a_configured_audience_and_issuer_must_be_in_the_token() {
+        let at = UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        let verifier = JwtVerifier::new(
+            &JwtConfig {
+                issuer: Some("https://id.example.com".into()),
+                ..config(JwtKeys::Secret {
+                    env: "S".into(),
+                    secret: SECRET.to_vec(),
+                })
+            },
+            None,
+        )
+        .unwrap();
+        // The token's claims with `claim` set to `value`, or removed (`None`).
+        let answer = |claim: &str, value: Option<Value>| {
+            let mut claims = serde_json::json!({
+                "sub": "ann",
+                "exp": 2_000_000_060u64,
+                "aud": "app",
+                "iss": "https://id.example.com",
+            });
+            let claims_map = claims.as_object_mut().unwrap();
+            match value {
+                Some(value) => drop(claims_map.insert(claim.into(), value)),
+                None => drop(claims_map.remove(claim)),
+            }
+            let token = token(Algorithm::HS256, None, SECRET, claims);
+            verifier.verify(&token, at).map(|id| id.user)
+        };
+        let invalid = |why: &str| Err(AuthFailure::Invalid(format!("rejected: {why}")));
+        let missing = |claim: &str| invalid(&format!("Missing required claim: {claim}"));
+        let json = |text: &str| Some(serde_json::from_str::<Value>(text).unwrap());
+
+        for (claim, value, want) in [
+            ("aud", json(r#""app""#), Ok("ann".to_owned())),
+            ("aud", json(r#"["x", "app"]"#), Ok("ann".to_owned())),
+            ("aud", None, missing("aud")),
+            ("aud", json("5"), missing("aud")),
+            ("aud", json("null"), missing("aud")),
+            ("aud", json("[1]"), missing("aud")),
+            ("aud", json("[]"), invalid("InvalidAudience")),
+            ("aud", json(r#""other""#), invalid("InvalidAudience")),
+            ("iss", None, missing("iss")),
+            ("iss", json("7"), missing("iss")),
+            ("iss", json("null"), missing("iss")),
+            (
+                "iss",
+                json(r#""https://evil.example""#),
+                invalid("InvalidIssuer"),
+            ),
+        ] {
+            let what = format!("{claim} = {value:?}");
+            assert_eq!(answer(claim, value), want, "{what}");
+        }
     }
 
     /// Whatever a token is, the one-key path answers as choosing the key
