@@ -166,6 +166,39 @@ async fn bad_tokens_are_refused_with_their_reason() {
     }
 }
 
+/// Only the first `Authorization` of a scheme counts: a good token after a
+/// bad one does not admit, so no handshake buys a verification per header.
+#[tokio::test]
+async fn a_second_authorization_header_is_not_tried() {
+    let echo = Echo::start().await;
+    let (mut gw, _dir) = gateway(&echo, "").await;
+    let good = format!("Bearer {}", jwt::hs256(SECRET, &claims("alice", 300)));
+    let base = [
+        ("Host", "127.0.0.1"),
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ("Sec-WebSocket-Version", "13"),
+        ORIGIN,
+    ];
+    for (first, second, want) in [
+        ("Bearer not.a.token", good.as_str(), 401),
+        (good.as_str(), "Bearer not.a.token", 101),
+    ] {
+        let mut headers = base.to_vec();
+        headers.extend([("Authorization", first), ("Authorization", second)]);
+        let mut c = RawClient::connect(gw.addr).await;
+        let reply = c.handshake_exact("/chat", &headers).await;
+        let event = gw.handshake_event().await;
+        assert_eq!(reply.status, want, "{first} then {second}");
+        if want == 401 {
+            assert_eq!(event.reason, Some("auth_invalid"));
+        } else {
+            assert_eq!(event.user.as_deref(), Some("alice"));
+        }
+    }
+}
+
 #[tokio::test]
 async fn ambient_credentials_need_a_listed_origin() {
     let echo = Echo::start().await;

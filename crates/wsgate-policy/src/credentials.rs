@@ -151,6 +151,13 @@ impl Credential {
 
 /// The credentials a route's methods look for, non-ambient ones first so a
 /// valid header token is not shadowed by a stale cookie.
+///
+/// At most one of each kind: the first `Authorization: Bearer`, the first
+/// `bearer.` subprotocol entry, the first `Authorization: Basic`, as for
+/// the cookie and the query. Each credential costs a verification, a
+/// password one a bcrypt or argon2 run, so a handshake repeating them
+/// would otherwise buy that work as many times as its headers have room
+/// for. (`Authorization` is not a list; a second one has no meaning.)
 pub fn presented(
     route: &Route,
     auth: &AuthConfig,
@@ -169,7 +176,7 @@ pub fn presented(
         for source in &jwt.from {
             match source {
                 TokenSource::Header => out.extend(bearer_header(headers)),
-                TokenSource::Subprotocol => out.extend(protocols.iter().filter_map(|p| {
+                TokenSource::Subprotocol => out.extend(protocols.iter().find_map(|p| {
                     let token = p.strip_prefix(BEARER_PROTOCOL_PREFIX)?;
                     Some(Credential::Bearer {
                         token: token.to_owned(),
@@ -239,28 +246,26 @@ fn authorization<'h>(headers: &'h HeaderMap, scheme: &str) -> impl Iterator<Item
         })
 }
 
-fn bearer_header(headers: &HeaderMap) -> Vec<Credential> {
+fn bearer_header(headers: &HeaderMap) -> Option<Credential> {
     authorization(headers, "bearer")
         .map(|t| Credential::Bearer {
             token: t.to_owned(),
             source: Source::Header,
         })
-        .collect()
+        .next()
 }
 
-fn basic(headers: &HeaderMap) -> Vec<Credential> {
+fn basic(headers: &HeaderMap) -> Option<Credential> {
     use base64::Engine as _;
-    authorization(headers, "basic")
-        .filter_map(|b64| {
-            let raw = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
-            let text = String::from_utf8(raw).ok()?;
-            let (user, password) = text.split_once(':')?;
-            Some(Credential::Basic {
-                user: user.to_owned(),
-                password: password.to_owned(),
-            })
+    authorization(headers, "basic").next().and_then(|b64| {
+        let raw = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+        let text = String::from_utf8(raw).ok()?;
+        let (user, password) = text.split_once(':')?;
+        Some(Credential::Basic {
+            user: user.to_owned(),
+            password: password.to_owned(),
         })
-        .collect()
+    })
 }
 
 /// The value of cookie `name`, from every `Cookie` header.

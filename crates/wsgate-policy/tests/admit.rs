@@ -277,3 +277,84 @@ auth = "jwt"
         assert_eq!(refused.reason, Reason::AuthInvalid);
     }
 }
+
+/// One credential of each kind is verified, however many the handshake
+/// repeats: each costs a verification, a password a bcrypt run.
+#[test]
+fn one_credential_of_each_kind_is_taken() {
+    use base64::Engine as _;
+    use wsgate_policy::credentials::{Credential, Source};
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    // A cost-4 bcrypt hash of "p": the file is only read here, never verified against.
+    std::fs::write(
+        dir.join("one-of-each.htpasswd"),
+        "u1:$2y$04$zQ3mBoSBa5CvjiL9uIc3K.gVXvN0i4uY5uFeBsR8rPo2v1cm2gQOW\n",
+    )
+    .unwrap();
+    let src = r#"
+[[listener]]
+bind = "127.0.0.1:0"
+
+[auth.jwt]
+hs256_secret_env = "S"
+algorithms = ["HS256"]
+from = ["header", "subprotocol", "cookie:session"]
+
+[auth.basic]
+htpasswd = "one-of-each.htpasswd"
+
+[[route]]
+path = "/"
+upstream = "ws://127.0.0.1:9/"
+allow_missing_origin = true
+auth = ["jwt", "basic"]
+"#;
+    let config = wsgate_config::parse_with_env(src, dir, &|_| {
+        Some("0123456789abcdef0123456789abcdef".into())
+    })
+    .unwrap();
+    let router = Router::new(config.routes.clone());
+    let basic = |pair: &str| {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(pair);
+        format!("Basic {b64}")
+    };
+    let mut headers = http::HeaderMap::new();
+    for value in [
+        "Bearer a".to_owned(),
+        basic("u1:p1"),
+        "Bearer b".to_owned(),
+        basic("u2:p2"),
+        basic("u3:p3"),
+    ] {
+        headers.append(http::header::AUTHORIZATION, value.parse().unwrap());
+    }
+    headers.append(http::header::COOKIE, "session=c".parse().unwrap());
+    headers.append(http::header::COOKIE, "session=c2".parse().unwrap());
+    let protocols = ["bearer.d".to_owned(), "bearer.e".to_owned()];
+    let req = Request {
+        path: "/",
+        query: None,
+        host: "127.0.0.1",
+        origin: None,
+        protocols: &protocols,
+        headers: &headers,
+        client_cert: None,
+    };
+    let checked = admit(&config.listeners[0].hosts, &router, &config.auth, &req).unwrap();
+    let bearer = |token: &str, source| Credential::Bearer {
+        token: token.into(),
+        source,
+    };
+    assert_eq!(
+        checked.credentials(),
+        [
+            bearer("a", Source::Header),
+            bearer("d", Source::Subprotocol),
+            bearer("c", Source::Cookie("session".into())),
+            Credential::Basic {
+                user: "u1".into(),
+                password: "p1".into(),
+            },
+        ]
+    );
+}
