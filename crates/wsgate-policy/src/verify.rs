@@ -2,9 +2,11 @@
 //!
 //! JWTs: signature and algorithm by jsonwebtoken, against the configured
 //! algorithms only (never `none`; HS and RS/ES keys never mixed), with `iss`
-//! and `aud` required when configured. `exp` is required and, like `nbf`, checked
-//! here against the caller's clock with the configured leeway; both must be
-//! numbers (a mistyped claim once skipped validation, CVE-2026-25537).
+//! and `aud` required when configured. A JWKS key verifies only the
+//! algorithm its JWK names, if it names one; keys for encryption are left
+//! out. `exp` is required and, like `nbf`, checked here against the
+//! caller's clock with the configured leeway; both must be numbers (a
+//! mistyped claim once skipped validation, CVE-2026-25537).
 //!
 //! Basic: bcrypt or argon2 verification, which is slow by design: callers run
 //! it off the async threads. An unknown user costs the same as a wrong
@@ -13,6 +15,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use jsonwebtoken::jwk::PublicKeyUse;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 use wsgate_config::AuthMethod;
@@ -46,9 +49,17 @@ pub enum AuthFailure {
     StoreUnavailable(String),
 }
 
+/// One verification key: its `kid`, the one algorithm its JWK names (if it
+/// names one), the key.
+struct Key {
+    kid: Option<String>,
+    alg: Option<Algorithm>,
+    key: DecodingKey,
+}
+
 /// Verifies JWTs for `[auth.jwt]`.
 pub struct JwtVerifier {
-    keys: Vec<(Option<String>, DecodingKey)>,
+    keys: Vec<Key>,
     /// The accepted algorithms, each with the rules a token signed with it
     /// is checked by (built once: they allocate).
     validations: Vec<(Algorithm, Validation)>,
@@ -60,7 +71,11 @@ impl JwtVerifier {
     /// Builds a verifier; `jwks` is the text of the JWKS file when the keys come from one.
     pub fn new(config: &JwtConfig, jwks: Option<&str>) -> Result<JwtVerifier, String> {
         let keys = match (&config.keys, jwks) {
-            (JwtKeys::Secret { secret, .. }, _) => vec![(None, DecodingKey::from_secret(secret))],
+            (JwtKeys::Secret { secret, .. }, _) => vec![Key {
+                kid: None,
+                alg: None,
+                key: DecodingKey::from_secret(secret),
+            }],
             (JwtKeys::JwksFile(_) | JwtKeys::JwksUrl { .. }, Some(text)) => {
                 let source = match &config.keys {
                     JwtKeys::JwksUrl { url, .. } => url.to_string(),
@@ -71,12 +86,33 @@ impl JwtVerifier {
                     .map_err(|e| format!("{source}: not a JWKS document: {e}"))?;
                 let mut keys = Vec::new();
                 for (i, jwk) in set.keys.iter().enumerate() {
+                    // A key for encryption (`use: enc`, or an `alg` that is
+                    // not a signature algorithm) verifies nothing here: a
+                    // set may hold both kinds (RFC 7517 4.2, 4.4).
+                    let alg = match &jwk.common.key_algorithm {
+                        None => None,
+                        Some(named) => match Algorithm::try_from(*named) {
+                            Ok(alg) => Some(alg),
+                            Err(_) => continue,
+                        },
+                    };
+                    if matches!(jwk.common.public_key_use, Some(ref u) if *u != PublicKeyUse::Signature)
+                    {
+                        continue;
+                    }
                     let key = DecodingKey::from_jwk(jwk)
                         .map_err(|e| format!("{source}: key {i} is not usable: {e}"))?;
-                    keys.push((jwk.common.key_id.clone(), key));
+                    keys.push(Key {
+                        kid: jwk.common.key_id.clone(),
+                        alg,
+                        key,
+                    });
                 }
                 if keys.is_empty() {
-                    return Err(format!("{source} holds no keys"));
+                    return Err(format!(
+                        "{source} holds no keys for signatures ({} for encryption or other uses)",
+                        set.keys.len()
+                    ));
                 }
                 keys
             }
@@ -115,10 +151,13 @@ impl JwtVerifier {
     /// same tokens pass. `None` when there is a choice, or when the token
     /// fails: then [`Self::verify_signature`] finds the reason to give.
     fn verify_with_the_only_key(&self, token: &str) -> Option<Map<String, Value>> {
-        let ([(_, key)], [(_, validation)]) = (&self.keys[..], &self.validations[..]) else {
+        let ([key], [(alg, validation)]) = (&self.keys[..], &self.validations[..]) else {
             return None;
         };
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, key, validation).ok()?;
+        if key.alg.is_some_and(|named| named != *alg) {
+            return None;
+        }
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, validation).ok()?;
         // A `kid` must still name the key, by the rule that chooses one.
         self.knows(data.header.kid.as_deref())
             .then_some(data.claims)
@@ -137,7 +176,16 @@ impl JwtVerifier {
             )));
         };
         let key = self.key(header.kid.as_deref())?;
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, key, validation)
+        // A JWK that names an algorithm is used with that one only (RFC 8725 3.1).
+        if let Some(named) = key.alg
+            && named != header.alg
+        {
+            return Err(invalid(format!(
+                "the key for kid {:?} is for {named:?}, not {:?}",
+                header.kid, header.alg
+            )));
+        }
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, validation)
             .map_err(|e| invalid(format!("rejected: {e}")))?;
         Ok(data.claims)
     }
@@ -186,15 +234,13 @@ impl JwtVerifier {
         jsonwebtoken::decode_header(token).ok()?.kid
     }
 
-    fn key(&self, kid: Option<&str>) -> Result<&DecodingKey, AuthFailure> {
+    fn key(&self, kid: Option<&str>) -> Result<&Key, AuthFailure> {
         let found = match kid {
-            Some(kid) => self.keys.iter().find(|(k, _)| k.as_deref() == Some(kid)),
+            Some(kid) => self.keys.iter().find(|k| k.kid.as_deref() == Some(kid)),
             None if self.keys.len() == 1 => self.keys.first(),
             None => None,
         };
-        found
-            .map(|(_, key)| key)
-            .ok_or_else(|| AuthFailure::Invalid(format!("no key for kid {kid:?}")))
+        found.ok_or_else(|| AuthFailure::Invalid(format!("no key for kid {kid:?}")))
     }
 }
 
@@ -489,6 +535,81 @@ mod tests {
             let what = format!("{claim} = {value:?}");
             assert_eq!(answer(claim, value), want, "{what}");
         }
+    }
+
+    /// In a JWKS, keys for encryption are left out, and a key that names an
+    /// algorithm verifies tokens of that algorithm only.
+    #[test]
+    fn jwks_keys_for_encryption_are_left_out_and_a_named_algorithm_binds() {
+        let at = UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        let b64 = |k: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(k);
+        let (k, other) = (b64(SECRET), b64(b"another secret of thirty-two bytes"));
+        let verifier = |algorithms: Vec<JwtAlgorithm>, keys: &str| {
+            JwtVerifier::new(
+                &JwtConfig {
+                    algorithms,
+                    ..config(JwtKeys::JwksFile("keys.json".into()))
+                },
+                Some(&format!(r#"{{"keys":[{keys}]}}"#)),
+            )
+        };
+        let set = verifier(
+            vec![JwtAlgorithm::HS256, JwtAlgorithm::HS384],
+            &format!(
+                r#"{{"kty":"oct","kid":"enc","use":"enc","k":"{other}"}},
+                   {{"kty":"oct","kid":"oaep","alg":"RSA-OAEP","k":"{other}"}},
+                   {{"kty":"oct","kid":"a","alg":"HS256","use":"sig","k":"{k}"}},
+                   {{"kty":"oct","kid":"b","k":"{k}"}}"#
+            ),
+        )
+        .unwrap();
+        let good = serde_json::json!({"sub": "ann", "aud": "app", "exp": 2_000_000_060u64});
+        let answer = |v: &JwtVerifier, alg, kid, secret: &[u8]| {
+            v.verify(&token(alg, Some(kid), secret, good.clone()), at)
+                .map(|id| id.user)
+        };
+        let invalid = |why: &str| Err(AuthFailure::Invalid(why.to_owned()));
+        let other_secret = b"another secret of thirty-two bytes";
+        assert_eq!(
+            answer(&set, Algorithm::HS256, "a", SECRET),
+            Ok("ann".into())
+        );
+        assert_eq!(
+            answer(&set, Algorithm::HS384, "b", SECRET),
+            Ok("ann".into())
+        );
+        assert_eq!(
+            answer(&set, Algorithm::HS256, "b", SECRET),
+            Ok("ann".into())
+        );
+        assert_eq!(
+            answer(&set, Algorithm::HS384, "a", SECRET),
+            invalid(r#"the key for kid Some("a") is for HS256, not HS384"#)
+        );
+        for kid in ["enc", "oaep"] {
+            assert_eq!(
+                answer(&set, Algorithm::HS256, kid, other_secret),
+                invalid(&format!("no key for kid Some({kid:?})")),
+            );
+        }
+        // One key and one algorithm take the short path; the binding holds there too.
+        let one = verifier(
+            vec![JwtAlgorithm::HS256],
+            &format!(r#"{{"kty":"oct","kid":"a","alg":"HS384","k":"{k}"}}"#),
+        )
+        .unwrap();
+        assert_eq!(
+            answer(&one, Algorithm::HS256, "a", SECRET),
+            invalid(r#"the key for kid Some("a") is for HS384, not HS256"#)
+        );
+        let only_encryption = verifier(
+            vec![JwtAlgorithm::HS256],
+            &format!(r#"{{"kty":"oct","kid":"enc","use":"enc","k":"{k}"}}"#),
+        );
+        assert_eq!(
+            only_encryption.err().as_deref(),
+            Some("keys.json holds no keys for signatures (1 for encryption or other uses)")
+        );
     }
 
     /// Whatever a token is, the one-key path answers as choosing the key
