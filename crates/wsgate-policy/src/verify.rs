@@ -159,7 +159,7 @@ impl JwtVerifier {
         }
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, validation).ok()?;
         // A `kid` must still name the key, by the rule that chooses one.
-        self.knows(data.header.kid.as_deref())
+        (self.knows(data.header.kid.as_deref()) && data.header.crit.is_none())
             .then_some(data.claims)
     }
 
@@ -169,6 +169,13 @@ impl JwtVerifier {
         let invalid = |why: String| AuthFailure::Invalid(why);
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| invalid(format!("malformed token: {e}")))?;
+        // `crit` lists extensions the token is invalid without; this
+        // verifier understands none (RFC 7515 4.1.11).
+        if let Some(crit) = &header.crit {
+            return Err(invalid(format!(
+                "the header's crit names extensions not supported here: {crit:?}"
+            )));
+        }
         let Some((_, validation)) = self.validations.iter().find(|(a, _)| *a == header.alg) else {
             return Err(invalid(format!(
                 "algorithm {:?} is not accepted",
@@ -609,6 +616,39 @@ mod tests {
         assert_eq!(
             only_encryption.err().as_deref(),
             Some("keys.json holds no keys for signatures (1 for encryption or other uses)")
+        );
+    }
+
+    /// A token whose header lists critical extensions is refused: none is
+    /// understood here, so the token is invalid (RFC 7515 4.1.11).
+    #[test]
+    fn a_header_with_crit_is_refused() {
+        let at = UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        let verifier = JwtVerifier::new(
+            &config(JwtKeys::Secret {
+                env: "S".into(),
+                secret: SECRET.to_vec(),
+            }),
+            None,
+        )
+        .unwrap();
+        let mut header = Header::new(Algorithm::HS256);
+        header.crit = Some(vec!["b64".into()]);
+        let good = serde_json::json!({"sub": "ann", "aud": "app", "exp": 2_000_000_060u64});
+        let token =
+            jsonwebtoken::encode(&header, &good, &EncodingKey::from_secret(SECRET)).unwrap();
+        assert_eq!(
+            verifier.verify(&token, at),
+            Err(AuthFailure::Invalid(
+                r#"the header's crit names extensions not supported here: ["b64"]"#.into()
+            ))
+        );
+        header.crit = None;
+        let token =
+            jsonwebtoken::encode(&header, &good, &EncodingKey::from_secret(SECRET)).unwrap();
+        assert_eq!(
+            verifier.verify(&token, at).map(|id| id.user),
+            Ok("ann".into())
         );
     }
 
