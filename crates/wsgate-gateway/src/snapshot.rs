@@ -186,6 +186,22 @@ impl Snapshot {
                 ));
             }
         }
+        if let Some(basic) = &config.auth.basic {
+            let mut kinds: Vec<String> = Vec::new();
+            for user in &basic.users {
+                let kind = wsgate_policy::verify::hash_kind(&user.hash);
+                if !kinds.contains(&kind) {
+                    kinds.push(kind);
+                }
+            }
+            if kinds.len() > 1 {
+                notes.push(format!(
+                    "auth.basic.htpasswd holds hashes of {} kinds ({}): an unknown user is checked against a decoy of the first's kind, so the time a refusal takes can tell that a user of another kind exists; hash every password alike",
+                    kinds.len(),
+                    kinds.join(", ")
+                ));
+            }
+        }
         let mut rules = Vec::new();
         for (i, r) in config.routes.iter().enumerate() {
             if r.messages == wsgate_config::Messages::default() {

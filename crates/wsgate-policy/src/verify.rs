@@ -347,24 +347,30 @@ pub fn ticket(
 /// Verifies HTTP Basic credentials against `[auth.basic]`.
 pub struct BasicVerifier {
     users: Vec<(String, String)>,
-    /// Burned on unknown users, at the cost of the file's bcrypt hashes.
+    /// Verified against on unknown users: a hash of the kind and cost of
+    /// the file's first, so an unknown user takes as long as a known one.
     decoy: String,
 }
 
+/// The password the decoy hash is of; no user can have it, since unknown
+/// users never reach a real hash.
+const DECOY_PASSWORD: &str = "wsgate decoy password";
+
 impl BasicVerifier {
-    /// Builds a verifier (hashes one decoy password, at the file's bcrypt cost).
+    /// Builds a verifier: hashes the decoy password once, with the
+    /// algorithm and parameters of the file's first hash.
     pub fn new(config: &BasicConfig) -> Result<BasicVerifier, String> {
-        let cost = config
-            .users
-            .iter()
-            .find_map(|u| {
-                u.hash
-                    .get(4..6)
-                    .filter(|_| u.hash.starts_with("$2"))
-                    .and_then(|c| c.parse().ok())
-            })
-            .unwrap_or(bcrypt::DEFAULT_COST);
-        let decoy = bcrypt::hash("wsgate decoy password", cost).map_err(|e| e.to_string())?;
+        let first = config.users.first().map(|u| u.hash.as_str()).unwrap_or("");
+        let decoy = if first.starts_with("$argon2") {
+            argon2_like(first)?
+        } else {
+            let cost = first
+                .get(4..6)
+                .filter(|_| first.starts_with("$2"))
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(bcrypt::DEFAULT_COST);
+            bcrypt::hash(DECOY_PASSWORD, cost).map_err(|e| e.to_string())?
+        };
         let users = config
             .users
             .iter()
@@ -381,20 +387,10 @@ impl BasicVerifier {
     /// Verifies a user and password. Slow by design: run it off the async threads.
     pub fn verify(&self, user: &str, password: &str) -> Result<Identity, AuthFailure> {
         let Some((_, hash)) = self.users.iter().find(|(u, _)| u == user) else {
-            let _ = bcrypt::verify(password, &self.decoy);
+            let _ = matches(password, &self.decoy);
             return Err(AuthFailure::Invalid(format!("unknown user {user:?}")));
         };
-        let ok = if hash.starts_with("$argon2") {
-            use argon2::PasswordVerifier as _;
-            argon2::PasswordHash::new(hash).is_ok_and(|parsed| {
-                argon2::Argon2::default()
-                    .verify_password(password.as_bytes(), &parsed)
-                    .is_ok()
-            })
-        } else {
-            bcrypt::verify(password, hash).unwrap_or(false)
-        };
-        if ok {
+        if matches(password, hash) {
             Ok(Identity {
                 user: user.to_owned(),
                 method: AuthMethod::Basic,
@@ -404,6 +400,53 @@ impl BasicVerifier {
             Err(AuthFailure::Invalid(format!("wrong password for {user:?}")))
         }
     }
+}
+
+/// The algorithm and cost a bcrypt or argon2 hash was made with, as text
+/// (`bcrypt cost 12`, `$argon2id$v=19$m=19456,t=2,p=1`): hashes of one
+/// kind take one time to verify.
+pub fn hash_kind(hash: &str) -> String {
+    if hash.starts_with("$2") {
+        let cost = hash.get(4..6).unwrap_or("?");
+        return format!("bcrypt cost {cost}");
+    }
+    // `$argon2id$v=19$m=..,t=..,p=..$salt$hash`: all but the last two fields.
+    hash.rsplitn(3, '$').nth(2).unwrap_or(hash).to_owned()
+}
+
+/// Whether `password` is the one `hash` (bcrypt or argon2) is of.
+fn matches(password: &str, hash: &str) -> bool {
+    if hash.starts_with("$argon2") {
+        use argon2::PasswordVerifier as _;
+        argon2::PasswordHash::new(hash).is_ok_and(|parsed| {
+            argon2::Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
+    } else {
+        bcrypt::verify(password, hash).unwrap_or(false)
+    }
+}
+
+/// The decoy password hashed with the argon2 variant, version and
+/// parameters of `template`.
+fn argon2_like(template: &str) -> Result<String, String> {
+    use argon2::CustomizedPasswordHasher as _;
+    let unusable = |e: argon2::password_hash::Error| {
+        format!("the first user's argon2 hash is not usable as a template for the decoy: {e}")
+    };
+    let parsed = argon2::PasswordHash::new(template).map_err(|e| unusable(e.into()))?;
+    let params = argon2::Params::try_from(&parsed).map_err(unusable)?;
+    argon2::Argon2::default()
+        .hash_password_customized(
+            DECOY_PASSWORD.as_bytes(),
+            b"wsgate decoy salt",
+            Some(parsed.algorithm.as_str()),
+            parsed.version,
+            params,
+        )
+        .map(|h| h.to_string())
+        .map_err(unusable)
 }
 
 #[cfg(test)]
@@ -703,5 +746,53 @@ mod tests {
             AuthFailure::Invalid("algorithm HS384 is not accepted".into())
         );
         assert_eq!(refused(&from_secret, "expired"), AuthFailure::Expired);
+    }
+
+    /// An unknown user is verified against a decoy of the file's kind and
+    /// cost, so answering takes as long as for a known user.
+    #[test]
+    fn the_decoy_hash_is_of_the_kind_and_cost_of_the_files_first() {
+        use argon2::PasswordHasher as _;
+        use wsgate_config::auth::HtpasswdEntry;
+        let params = argon2::Params::new(64, 2, 1, None).unwrap();
+        let argon =
+            argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+                .hash_password_with_salt(b"pw", b"a salt of sixteen")
+                .unwrap()
+                .to_string();
+        let bcrypt4 = bcrypt::hash("pw", 4).unwrap();
+        let verifier = |hashes: &[&str]| {
+            BasicVerifier::new(&BasicConfig {
+                users: hashes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, h)| HtpasswdEntry {
+                        user: format!("u{i}"),
+                        hash: (*h).to_owned(),
+                    })
+                    .collect(),
+                realm: "r".into(),
+            })
+            .unwrap()
+        };
+        let head = |h: &str| hash_kind(h);
+        let argon_first = verifier(&[&argon, &bcrypt4]);
+        assert_eq!(head(&argon_first.decoy), "$argon2id$v=19$m=64,t=2,p=1");
+        assert_eq!(head(&argon_first.decoy), head(&argon));
+        let bcrypt_first = verifier(&[&bcrypt4, &argon]);
+        assert_eq!(head(&bcrypt_first.decoy), "bcrypt cost 04");
+        // Both kinds still verify, and an unknown user is refused as such.
+        for v in [&argon_first, &bcrypt_first] {
+            assert_eq!(v.verify("u0", "pw").map(|id| id.user), Ok("u0".into()));
+            assert_eq!(v.verify("u1", "pw").map(|id| id.user), Ok("u1".into()));
+            assert_eq!(
+                v.verify("u1", "wrong"),
+                Err(AuthFailure::Invalid(r#"wrong password for "u1""#.into()))
+            );
+            assert_eq!(
+                v.verify("nobody", "pw"),
+                Err(AuthFailure::Invalid(r#"unknown user "nobody""#.into()))
+            );
+        }
     }
 }

@@ -104,6 +104,63 @@ fn check_accepts_the_shipped_example_config() {
     assert!(stdout.contains("SHA-256"), "{stdout}");
 }
 
+/// Users hashed with different algorithms or costs take different times
+/// to refuse, which a decoy of one kind cannot hide: `check` says so.
+#[test]
+fn check_notes_an_htpasswd_file_that_mixes_kinds_of_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    // "pw" with argon2id, m=64 KiB, t=1 (cheap, for the test).
+    let argon = "$argon2id$v=19$m=64,t=1,p=1$YSBzYWx0IG9mIHNpeHRlZW4$TuYo2wsCJQ9PhoAsYvG3yWJmAUL26ijUvf+Zatxkd88";
+    let bcrypt = wsgate_testkit::jwt::htpasswd_line("ann", "pw");
+    let config = |htpasswd: &str| {
+        write(&dir, "users.htpasswd", htpasswd);
+        write(
+            &dir,
+            "gateway.toml",
+            r#"
+[[listener]]
+bind = "127.0.0.1:0"
+
+[auth.basic]
+htpasswd = "users.htpasswd"
+
+[[route]]
+path = "/"
+upstream = "ws://127.0.0.1:9/"
+origins = ["https://app.example.com"]
+auth = "basic"
+"#,
+        )
+    };
+    let notes = |path: &std::path::Path| {
+        let out = wsgate()
+            .args(["check", "--config"])
+            .arg(path)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let mixed = notes(&config(&format!("{bcrypt}\nbob:{argon}\n")));
+    assert!(
+        mixed.contains(
+            "note: auth.basic.htpasswd holds hashes of 2 kinds (bcrypt cost 04, $argon2id$v=19$m=64,t=1,p=1)"
+        ),
+        "{mixed}"
+    );
+    let alike = notes(&config(&format!(
+        "{bcrypt}\n{}\n",
+        wsgate_testkit::jwt::htpasswd_line("bob", "pw")
+    )));
+    assert!(!alike.contains("htpasswd"), "{alike}");
+}
+
 /// The binary allocates through mimalloc (docs/PERFORMANCE.md has why):
 /// asked to, mimalloc prints its statistics at exit, ending with the
 /// process's peak RSS; the system's allocator prints nothing.
