@@ -42,10 +42,24 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("`{text}` is too large"))
 }
 
-/// Parses a duration such as `"30s"`, `"250ms"` or `"24h"`.
+/// The longest duration a config may give, 100 of humantime's years (of
+/// 365.25 days): far beyond any timeout, TTL or grace period, and far
+/// enough from the end of `SystemTime` and `Instant` that adding one to
+/// the clock cannot overflow, which would panic.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 31_557_600);
+
+/// Parses a duration such as `"30s"`, `"250ms"` or `"24h"`, of at most
+/// [`MAX_DURATION`].
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim())
-        .map_err(|e| format!("`{text}` is not a duration ({e}); write e.g. \"30s\" or \"250ms\""))
+    let d = humantime::parse_duration(text.trim()).map_err(|e| {
+        format!("`{text}` is not a duration ({e}); write e.g. \"30s\" or \"250ms\"")
+    })?;
+    if d > MAX_DURATION {
+        return Err(format!(
+            "`{text}` is longer than 100 years; write \"off\" where the key allows it"
+        ));
+    }
+    Ok(d)
 }
 
 #[cfg(test)]
@@ -77,5 +91,17 @@ mod tests {
         assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert!(parse_duration("soon").is_err());
+        assert_eq!(
+            parse_duration("100y"),
+            Ok(Duration::from_secs(3_155_760_000))
+        );
+        assert!(parse_duration("101y").is_err());
+        assert_eq!(
+            parse_duration("300000000000y"),
+            Err(
+                "`300000000000y` is longer than 100 years; write \"off\" where the key allows it"
+                    .into()
+            )
+        );
     }
 }

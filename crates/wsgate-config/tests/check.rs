@@ -41,6 +41,23 @@ fn a_good_config_loads_with_its_values() {
     assert_eq!(r.upstream.port, 9001);
 }
 
+/// A duration the clock cannot hold would panic where it is added to the
+/// time: it is refused when the config loads, with its key path.
+#[test]
+fn a_duration_past_100_years_is_refused() {
+    let src = GOOD.replace(
+        "bind = \"127.0.0.1:0\"",
+        "bind = \"127.0.0.1:0\"\nhandshake_timeout = \"300000000000y\"",
+    );
+    let errs = parse(&src, Path::new(".")).unwrap_err().0;
+    assert!(
+        errs.iter()
+            .any(|e| e.path == "listener[0].handshake_timeout"
+                && e.to_string().contains("is longer than 100 years")),
+        "{errs:#?}"
+    );
+}
+
 #[test]
 fn every_error_is_reported_at_once_with_path_and_line() {
     let src = r#"

@@ -186,18 +186,33 @@ async fn revoke(req: Request<Incoming>, state: &State, peer: SocketAddr) -> Answ
     let Some(user) = asked["user"].as_str().filter(|u| !u.is_empty()) else {
         return refuse(StatusCode::BAD_REQUEST, "`user` is required");
     };
+    // `SystemTime` ends long before `u64` seconds do: past its end, adding
+    // would panic, so the sum is checked.
+    let too_far = |key: &str| {
+        refuse(
+            StatusCode::BAD_REQUEST,
+            &format!("`{key}` is past the end of the system's clock"),
+        )
+    };
     let until = match (&asked["for"], &asked["until"]) {
         (serde_json::Value::Null, serde_json::Value::Null) => {
             SystemTime::now() + DEFAULT_REVOKE_FOR
         }
         (serde_json::Value::String(d), serde_json::Value::Null) => {
             match humantime::parse_duration(d) {
-                Ok(d) => SystemTime::now() + d,
+                Ok(d) => match SystemTime::now().checked_add(d) {
+                    Some(until) => until,
+                    None => return too_far("for"),
+                },
                 Err(e) => return refuse(StatusCode::BAD_REQUEST, &format!("`for`: {e}")),
             }
         }
         (serde_json::Value::Null, u) if u.is_u64() => {
-            UNIX_EPOCH + Duration::from_secs(u.as_u64().unwrap_or(0))
+            let secs = Duration::from_secs(u.as_u64().unwrap_or(0));
+            match UNIX_EPOCH.checked_add(secs) {
+                Some(until) => until,
+                None => return too_far("until"),
+            }
         }
         _ => {
             return refuse(

@@ -301,9 +301,21 @@ async fn the_revoke_endpoint_refuses_what_a_browser_could_send() {
         r#"{"user": "alice", "for": "soon"}"#,
         r#"{"user": "alice", "for": "1m", "until": 1}"#,
         "not json",
+        // Past the end of the system's clock: refused, not a panic.
+        r#"{"user": "alice", "until": 18446744073709551615}"#,
+        r#"{"user": "alice", "for": "300000000000y"}"#,
     ] {
         assert_eq!(post_revoke(&gw, &[json], bad).await.0, 400, "{bad}");
     }
+    let (status, body) =
+        post_revoke(&gw, &[json], r#"{"user": "alice", "for": "300000000000y"}"#).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (
+            400,
+            "{\"error\":\"`for` is past the end of the system's clock\"}\n"
+        )
+    );
     let mut c = RawClient::connect(gw.metrics_addr().unwrap()).await;
     assert_eq!(c.request("GET", "/revoke", &[]).await.status, 405);
 }
