@@ -1,7 +1,9 @@
 //! Origin and allow-list parsing and matching. Properties: no panic; an
 //! exact entry matches exactly the origins that parse to the same tuple; a
 //! subdomain pattern never matches an origin whose host does not end in
-//! `.suffix`.
+//! `.suffix`; an `Origin` or `Host` parses to the same value with and
+//! without the shortcut that skips the URL parser for text already in
+//! normal form.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -25,6 +27,12 @@ fuzz_target!(|data: &[u8]| {
             _ => {}
         }
     }
+    assert_eq!(origin, Origin::parse_without_shortcut(b), "{b:?}");
     let _ = wsgate_config::host::HostPattern::parse(a);
-    let _ = wsgate_config::host::HostHeader::parse(b);
+    let host = wsgate_config::host::HostHeader::parse(b);
+    assert_eq!(
+        host,
+        wsgate_config::host::HostHeader::parse_without_shortcut(b),
+        "{b:?}"
+    );
 });
