@@ -108,6 +108,9 @@ impl JwtVerifier {
                         key,
                     });
                 }
+                if set.keys.is_empty() {
+                    return Err(format!("{source} holds no keys"));
+                }
                 if keys.is_empty() {
                     return Err(format!(
                         "{source} holds no keys for signatures ({} for encryption or other uses)",
@@ -387,10 +390,10 @@ impl BasicVerifier {
     /// Verifies a user and password. Slow by design: run it off the async threads.
     pub fn verify(&self, user: &str, password: &str) -> Result<Identity, AuthFailure> {
         let Some((_, hash)) = self.users.iter().find(|(u, _)| u == user) else {
-            let _ = matches(password, &self.decoy);
+            let _ = password_matches(password, &self.decoy);
             return Err(AuthFailure::Invalid(format!("unknown user {user:?}")));
         };
-        if matches(password, hash) {
+        if password_matches(password, hash) {
             Ok(Identity {
                 user: user.to_owned(),
                 method: AuthMethod::Basic,
@@ -415,7 +418,7 @@ pub fn hash_kind(hash: &str) -> String {
 }
 
 /// Whether `password` is the one `hash` (bcrypt or argon2) is of.
-fn matches(password: &str, hash: &str) -> bool {
+fn password_matches(password: &str, hash: &str) -> bool {
     if hash.starts_with("$argon2") {
         use argon2::PasswordVerifier as _;
         argon2::PasswordHash::new(hash).is_ok_and(|parsed| {

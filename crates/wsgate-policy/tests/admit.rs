@@ -285,7 +285,7 @@ fn one_credential_of_each_kind_is_taken() {
     use base64::Engine as _;
     use wsgate_policy::credentials::{Credential, Source};
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    // A cost-4 bcrypt hash of "p": the file is only read here, never verified against.
+    // A line of bcrypt's shape: the file is only read here, no password is checked.
     std::fs::write(
         dir.join("one-of-each.htpasswd"),
         "u1:$2y$04$zQ3mBoSBa5CvjiL9uIc3K.gVXvN0i4uY5uFeBsR8rPo2v1cm2gQOW\n",
