@@ -132,6 +132,9 @@ async fn bad_tokens_are_refused_with_their_reason() {
     };
     let mut number_aud = claims("alice", 300);
     number_aud["aud"] = 5.into();
+    // No header could name this user to the upstream.
+    let mut control_sub = claims("alice", 300);
+    control_sub["sub"] = "alice\r\nX-Wsgate-User: root".into();
     let cases = [
         (
             jwt::hs256(
@@ -148,6 +151,7 @@ async fn bad_tokens_are_refused_with_their_reason() {
         (jwt::hs256(SECRET, &without("aud")), "auth_invalid"),
         (jwt::hs256(SECRET, &without("iss")), "auth_invalid"),
         (jwt::hs256(SECRET, &number_aud), "auth_invalid"),
+        (jwt::hs256(SECRET, &control_sub), "auth_invalid"),
         (
             Signer::es256("k1").sign(&claims("alice", 300)),
             "auth_invalid",

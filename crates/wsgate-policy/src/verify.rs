@@ -226,6 +226,15 @@ impl JwtVerifier {
                     self.user_claim
                 ))
             })?;
+        // The user goes to the upstream in a header, which cannot carry a
+        // control character: admitted, such a user would reach the upstream
+        // unnamed.
+        if user.chars().any(char::is_control) {
+            return Err(invalid(format!(
+                "the claim {:?} names a user with a control character",
+                self.user_claim
+            )));
+        }
         Ok(Identity {
             user: user.to_owned(),
             method: AuthMethod::Jwt,
@@ -532,7 +541,8 @@ mod tests {
     /// A configured audience and issuer are required: a token that lacks
     /// them, or carries them as anything but strings, is refused, as one
     /// naming another audience or issuer is (jsonwebtoken alone lets the
-    /// first two kinds through).
+    /// first two kinds through). A user with a control character is
+    /// refused: no header could name it to the upstream.
     #[test]
     fn a_configured_audience_and_issuer_must_be_in_the_token() {
         let at = UNIX_EPOCH + Duration::from_secs(2_000_000_000);
@@ -584,6 +594,14 @@ mod tests {
                 json(r#""https://evil.example""#),
                 invalid("InvalidIssuer"),
             ),
+            (
+                "sub",
+                json(r#""ann\r\nX-Admin: 1""#),
+                Err(AuthFailure::Invalid(
+                    r#"the claim "sub" names a user with a control character"#.into(),
+                )),
+            ),
+            ("sub", json(r#""José""#), Ok("José".to_owned())),
         ] {
             let what = format!("{claim} = {value:?}");
             assert_eq!(answer(claim, value), want, "{what}");
