@@ -313,6 +313,12 @@ pub fn client_cert(
     let user = user.filter(|u| !u.is_empty()).ok_or_else(|| {
         AuthFailure::Invalid("the certificate lacks the field `user_from` names".into())
     })?;
+    // As for a JWT's user: no header could name it to the upstream.
+    if user.chars().any(char::is_control) {
+        return Err(AuthFailure::Invalid(
+            "the certificate's `user_from` field has a control character".into(),
+        ));
+    }
     Ok(Identity {
         user: user.to_owned(),
         method: AuthMethod::Mtls,
@@ -815,5 +821,20 @@ mod tests {
                 Err(AuthFailure::Invalid(r#"unknown user "nobody""#.into()))
             );
         }
+    }
+
+    /// A certificate's user field is held to the JWT user's rule.
+    #[test]
+    fn a_certificate_user_with_a_control_character_is_refused() {
+        assert_eq!(
+            client_cert(Some("ann@example.com"), None).map(|id| id.user),
+            Ok("ann@example.com".to_owned())
+        );
+        assert_eq!(
+            client_cert(Some("ann\n"), None),
+            Err(AuthFailure::Invalid(
+                "the certificate's `user_from` field has a control character".into()
+            ))
+        );
     }
 }
