@@ -186,6 +186,13 @@ impl Snapshot {
                 ));
             }
         }
+        if let Some(jwt) = &config.auth.jwt
+            && jwt.audience.is_none()
+        {
+            notes.push(
+                "auth.jwt names no `audience`: a token its issuer signed for any other service is accepted here too; set the audience these tokens are issued for (RFC 8725 3.9)".to_owned(),
+            );
+        }
         if let Some(basic) = &config.auth.basic {
             let mut kinds: Vec<String> = Vec::new();
             for user in &basic.users {

@@ -104,6 +104,56 @@ fn check_accepts_the_shipped_example_config() {
     assert!(stdout.contains("SHA-256"), "{stdout}");
 }
 
+/// A JWT config without an audience takes tokens the issuer signed for
+/// any service: `check` says so, and says nothing once one is set.
+#[test]
+fn check_notes_a_jwt_config_without_an_audience() {
+    let dir = tempfile::tempdir().unwrap();
+    let notes = |audience: &str| {
+        let path = write(
+            &dir,
+            "gateway.toml",
+            &format!(
+                r#"
+[[listener]]
+bind = "127.0.0.1:0"
+
+[auth.jwt]
+hs256_secret_env = "WSGATE_TEST_JWT_SECRET"
+algorithms = ["HS256"]
+{audience}
+
+[[route]]
+path = "/"
+upstream = "ws://127.0.0.1:9/"
+origins = ["https://app.example.com"]
+auth = "jwt"
+"#
+            ),
+        );
+        let out = wsgate()
+            .env(
+                "WSGATE_TEST_JWT_SECRET",
+                "a-test-secret-of-at-least-32-bytes!!",
+            )
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+        stdout
+    };
+    let without = notes("");
+    assert!(
+        without.contains("note: auth.jwt names no `audience`: a token its issuer signed for any other service is accepted here too"),
+        "{without}"
+    );
+    let with = notes(r#"audience = "chat""#);
+    assert!(!with.contains("audience"), "{with}");
+}
+
 /// Users hashed with different algorithms or costs take different times
 /// to refuse, which a decoy of one kind cannot hide: `check` says so.
 #[test]
