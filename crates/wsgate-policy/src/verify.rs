@@ -88,7 +88,9 @@ impl JwtVerifier {
                 for (i, jwk) in set.keys.iter().enumerate() {
                     // A key for encryption (`use: enc`, or an `alg` that is
                     // not a signature algorithm) verifies nothing here: a
-                    // set may hold both kinds (RFC 7517 4.2, 4.4).
+                    // set may hold both kinds (RFC 7517 4.2, 4.4). A key
+                    // for a signature algorithm jsonwebtoken lacks (ES512)
+                    // is left out alike: no token of it could verify.
                     let alg = match &jwk.common.key_algorithm {
                         None => None,
                         Some(named) => match Algorithm::try_from(*named) {
@@ -113,7 +115,7 @@ impl JwtVerifier {
                 }
                 if keys.is_empty() {
                     return Err(format!(
-                        "{source} holds no keys for signatures ({} for encryption or other uses)",
+                        "{source} holds no signing key this gateway can use ({} for encryption, for other uses, or of an algorithm not supported here)",
                         set.keys.len()
                     ));
                 }
@@ -685,7 +687,9 @@ mod tests {
         );
         assert_eq!(
             only_encryption.err().as_deref(),
-            Some("keys.json holds no keys for signatures (1 for encryption or other uses)")
+            Some(
+                "keys.json holds no signing key this gateway can use (1 for encryption, for other uses, or of an algorithm not supported here)"
+            )
         );
     }
 
