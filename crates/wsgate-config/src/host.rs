@@ -33,21 +33,20 @@ pub struct HostHeader {
 impl HostHeader {
     /// Parses a `Host` header value (`name`, `name:port`, `[v6]:port`).
     pub fn parse(text: &str) -> Result<HostHeader, String> {
-        let (host, port) = split_port(text)?;
-        Ok(HostHeader {
-            host: normalise_host(host)?,
-            port,
-        })
+        HostHeader::parse_with(text, true)
     }
 
     /// [`HostHeader::parse`], the host always through the URL parser: what
     /// the shortcut must give (the `origin` fuzz target compares the two).
     #[doc(hidden)]
     pub fn parse_without_shortcut(text: &str) -> Result<HostHeader, String> {
+        HostHeader::parse_with(text, false)
+    }
+
+    fn parse_with(text: &str, shortcut: bool) -> Result<HostHeader, String> {
         let (host, port) = split_port(text)?;
-        let trimmed = host.strip_suffix('.').unwrap_or(host);
         Ok(HostHeader {
-            host: parse_host(host, trimmed)?,
+            host: normalise_host(host, shortcut)?,
             port,
         })
     }
@@ -58,7 +57,7 @@ impl HostPattern {
     pub fn parse(text: &str) -> Result<HostPattern, String> {
         let (host, port) = split_port(text)?;
         let host = if let Some(suffix) = host.strip_prefix("*.") {
-            let suffix = normalise_host(suffix)?;
+            let suffix = normalise_host(suffix, true)?;
             if !suffix.contains('.') {
                 return Err(format!(
                     "`{text}`: a wildcard host needs a domain of at least two labels after `*.`"
@@ -68,7 +67,7 @@ impl HostPattern {
         } else if host.contains('*') {
             return Err(format!("`{text}`: `*` is only allowed as the first label"));
         } else {
-            HostMatch::Exact(normalise_host(host)?)
+            HostMatch::Exact(normalise_host(host, true)?)
         };
         Ok(HostPattern { host, port })
     }
@@ -114,9 +113,11 @@ fn split_port(text: &str) -> Result<(&str, Option<u16>), String> {
     Ok((host, port))
 }
 
-fn normalise_host(host: &str) -> Result<String, String> {
+/// `host` in the form it is compared in; `shortcut: false` takes even a
+/// host [`already_normal`] through the URL parser (for the fuzz target).
+fn normalise_host(host: &str, shortcut: bool) -> Result<String, String> {
     let trimmed = host.strip_suffix('.').unwrap_or(host);
-    if already_normal(trimmed).is_some() {
+    if shortcut && already_normal(trimmed).is_some() {
         return Ok(trimmed.to_owned());
     }
     parse_host(host, trimmed)
