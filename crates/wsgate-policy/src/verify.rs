@@ -384,11 +384,7 @@ impl BasicVerifier {
         let decoy = if first.starts_with("$argon2") {
             argon2_like(first)?
         } else {
-            let cost = first
-                .get(4..6)
-                .filter(|_| first.starts_with("$2"))
-                .and_then(|c| c.parse().ok())
-                .unwrap_or(bcrypt::DEFAULT_COST);
+            let cost = bcrypt_cost(first).unwrap_or(bcrypt::DEFAULT_COST);
             bcrypt::hash(DECOY_PASSWORD, cost).map_err(|e| e.to_string())?
         };
         let users = config
@@ -426,12 +422,18 @@ impl BasicVerifier {
 /// (`bcrypt cost 12`, `$argon2id$v=19$m=19456,t=2,p=1`): hashes of one
 /// kind take one time to verify.
 pub fn hash_kind(hash: &str) -> String {
-    if hash.starts_with("$2") {
-        let cost = hash.get(4..6).unwrap_or("?");
-        return format!("bcrypt cost {cost}");
+    if let Some(cost) = bcrypt_cost(hash) {
+        return format!("bcrypt cost {cost:02}");
     }
     // `$argon2id$v=19$m=..,t=..,p=..$salt$hash`: all but the last two fields.
     hash.rsplitn(3, '$').nth(2).unwrap_or(hash).to_owned()
+}
+
+/// The cost of a bcrypt hash (`$2b$12$...`: 12); `None` for any other.
+fn bcrypt_cost(hash: &str) -> Option<u32> {
+    hash.starts_with("$2")
+        .then(|| hash.get(4..6)?.parse().ok())
+        .flatten()
 }
 
 /// Whether `password` is the one `hash` (bcrypt or argon2) is of.
