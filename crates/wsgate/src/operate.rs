@@ -102,8 +102,9 @@ pub(crate) fn revoke(
     };
     let mut body = serde_json::json!({ "user": user });
     if let Some(d) = duration {
-        if let Err(e) = humantime::parse_duration(&d) {
-            eprintln!("wsgate revoke: --for {d:?}: {e}");
+        // The config's own parser: the same units, and the same bound.
+        if let Err(e) = wsgate_config::units::parse_duration(&d) {
+            eprintln!("wsgate revoke: --for: {e}");
             return ExitCode::from(2);
         }
         body["for"] = d.into();
