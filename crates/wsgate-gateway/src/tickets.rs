@@ -19,6 +19,7 @@ use http_body_util::Full;
 use tokio::time::Instant;
 use wsgate_config::AuthMethod;
 use wsgate_config::origin::Origin;
+use wsgate_policy::limits::ClientKey;
 use wsgate_policy::verify::TicketGrant;
 use wsgate_policy::{Reason, admit};
 
@@ -112,6 +113,21 @@ pub(crate) async fn handle(
             Reason::BadHandshake,
             format!("{} on the ticket path; POST or OPTIONS", parts.method),
         );
+    }
+    // Buying a ticket verifies the same credentials a handshake does, so it
+    // counts against the route's handshake rate as a handshake would:
+    // otherwise guessing passwords or tokens here would go as fast as the
+    // gateway answers.
+    let client = ClientKey::new(conn.client.ip, route.limits.ipv6_prefix);
+    if let Err(denied) = state.store.handshake(route, client).await {
+        if let Some(kind) = denied.limit {
+            state.metrics.limit_hit(kind);
+        }
+        let mut response = refuse(ev, denied.reason, denied.detail);
+        if let Some(after) = denied.retry_after {
+            crate::respond::retry_after(&mut response, after);
+        }
+        return response;
     }
     let host = parts
         .headers

@@ -236,3 +236,85 @@ async fn the_preflight_answers_listed_origins_only() {
     assert_eq!(reply.status, 403);
     assert_eq!(reply.header("access-control-allow-origin"), None);
 }
+
+/// Buying a ticket verifies a credential, so it counts against the route's
+/// handshake rate: guessing tokens or passwords on the ticket path goes no
+/// faster than through handshakes, and the two share one budget.
+#[tokio::test]
+async fn buying_a_ticket_counts_against_the_routes_handshake_rate() {
+    let echo = Echo::start().await;
+    let config = format!(
+        r#"
+[[listener]]
+bind = "127.0.0.1:0"
+
+[auth.jwt]
+hs256_secret_env = "JWT_SECRET"
+algorithms = ["HS256"]
+
+[auth.ticket]
+
+[[route]]
+path = "/chat"
+upstream = "ws://{echo}/chat"
+origins = ["https://app.example.com"]
+auth = ["ticket", "jwt"]
+
+[route.limits]
+handshakes_per_ip_per_min = 2
+"#,
+        echo = echo.addr
+    );
+    let mut gw = TestGateway::start_with_env(&config, None, &[("JWT_SECRET", SECRET)]).await;
+    let addr = gw.addr;
+    let buy = move |token: String| async move {
+        let bearer = format!("Bearer {token}");
+        let headers = [("Origin", APP), ("Authorization", bearer.as_str())];
+        let mut c = RawClient::connect(addr).await;
+        c.request("POST", "/.wsgate/ticket?path=/chat", &headers)
+            .await
+    };
+    // A preflight carries no credential and is not counted.
+    let mut c = RawClient::connect(gw.addr).await;
+    let reply = c
+        .request("OPTIONS", "/.wsgate/ticket?path=/chat", &[("Origin", APP)])
+        .await;
+    assert_eq!(reply.status, 204);
+    for _ in 0..2 {
+        let guess = jwt::hs256("a-guessed-secret-of-at-least-32-bytes", &claims("a", 300));
+        assert_eq!(buy(guess).await.status, 401);
+    }
+    // The third attempt in the minute is refused before any verification,
+    // a good token as well as a guess.
+    let good = jwt::hs256(SECRET, &claims("alice", 300));
+    let reply = buy(good).await;
+    assert_eq!(reply.status, 429, "{reply:?}");
+    assert!(reply.header("retry-after").is_some(), "{reply:?}");
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let ev = gw.event(|e| e.event == "ticket").await;
+        seen.push((ev.decision, ev.reason));
+    }
+    assert_eq!(
+        seen,
+        [
+            (Some("preflight"), None),
+            (Some("refused"), Some("auth_invalid")),
+            (Some("refused"), Some("auth_invalid")),
+            (Some("refused"), Some("rate_limited")),
+        ]
+    );
+    // And the handshakes share the budget the purchases spent.
+    let token = jwt::hs256(SECRET, &claims("alice", 300));
+    let mut ws = RawClient::connect(gw.addr).await;
+    let reply = ws
+        .handshake(
+            "/chat",
+            &[
+                ("Origin", APP),
+                ("Authorization", &format!("Bearer {token}")),
+            ],
+        )
+        .await;
+    assert_eq!(reply.status, 429);
+}
