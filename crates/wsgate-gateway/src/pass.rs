@@ -3,8 +3,8 @@
 //! The application's pages, API and login go through the same listener,
 //! TLS and `Host` allow-lists as its WebSockets. A request is rebuilt for
 //! the upstream as a WebSocket handshake is (hop-by-hop headers, client
-//! copies of `X-Forwarded-*`, `Client-Cert` and the route's identity
-//! headers dropped; the gateway's own set) and both bodies stream through
+//! copies of `X-Forwarded-*`, `Client-Cert`, the route's identity headers
+//! and the identity assertion's header dropped; the gateway's own set) and both bodies stream through
 //! without being held. A WebSocket handshake sent to an HTTP route is
 //! refused: it would reach the upstream without any of the WebSocket
 //! checks.
@@ -97,7 +97,8 @@ pub(crate) async fn forward(
         );
     }
     let (parts, body) = req.into_parts();
-    let request = match build_request(&parts, body, conn, route) {
+    let assertion = policy.assertion.as_ref().map(|s| s.header());
+    let request = match build_request(&parts, body, conn, route, assertion) {
         Ok(r) => r,
         Err(e) => return refuse(Reason::BadHandshake, format!("cannot forward: {e}")),
     };
@@ -130,6 +131,11 @@ pub(crate) async fn forward(
         );
     }
     let (mut head, body) = answered.into_parts();
+    // What the upstream's `Connection` names is hop-by-hop too, so it is
+    // read before `Connection` itself goes.
+    for name in upstream::connection_tokens(&head.headers) {
+        head.headers.remove(name.as_str());
+    }
     for name in RESPONSE_HOP {
         head.headers.remove(*name);
     }
@@ -144,11 +150,15 @@ pub(crate) async fn forward(
 
 /// The upstream request: the client's method, path, query and end-to-end
 /// headers, the gateway's forwarding headers, the client's body as it comes.
+/// `assertion` is the identity assertion's header, when one is configured:
+/// no assertion is signed for an HTTP route, and a client's copy is dropped
+/// here as on WebSocket routes, since the same application may trust it.
 fn build_request(
     parts: &http::request::Parts,
     body: Incoming,
     conn: &Conn,
     route: &Route,
+    assertion: Option<&str>,
 ) -> Result<Request<Incoming>, http::Error> {
     let up = &route.upstream;
     let path_and_query = parts
@@ -167,6 +177,7 @@ fn build_request(
         .into_iter()
         .flatten()
         .map(|n| n.to_ascii_lowercase())
+        .chain(assertion.map(str::to_owned))
         .collect();
     for (name, value) in &parts.headers {
         let n = name.as_str();

@@ -279,8 +279,8 @@ pub(crate) fn forwarding(
     Ok(())
 }
 
-/// The header names a request's `Connection` lists: hop-by-hop too (RFC
-/// 9110 section 7.6.1).
+/// The header names a message's `Connection` lists: hop-by-hop too (RFC
+/// 9110 section 7.6.1), in requests and responses alike.
 pub(crate) fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
     headers
         .get_all(header::CONNECTION)

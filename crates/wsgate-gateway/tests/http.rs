@@ -24,6 +24,9 @@ upstream = "{}"
 auth = "none"
 identity_headers = {{ user = "X-Wsgate-User", method = "X-Wsgate-Auth" }}
 {csp}
+
+# Signed for WebSocket routes only; a client's copy must not reach the app.
+[assertion]
 "#,
             app.url("/base")
         );
@@ -49,6 +52,7 @@ async fn requests_go_through_with_the_gateways_own_forwarding_headers() {
             &[
                 ("X-Forwarded-For", "6.6.6.6"),
                 ("X-Wsgate-User", "admin"),
+                ("X-Wsgate-Assertion", "eyJhbGciOiJFUzI1NiJ9.forged.sig"),
                 ("Cookie", "session=s"),
             ],
         )
@@ -63,6 +67,12 @@ async fn requests_go_through_with_the_gateways_own_forwarding_headers() {
     assert_eq!(h["cookie"], "session=s");
     assert_eq!(h["x-wsgate-auth"], "none");
     assert!(h.get("x-wsgate-user").is_none(), "{h}");
+    assert!(h.get("x-wsgate-assertion").is_none(), "{h}");
+    // A field the upstream's `Connection` names is for its hop only.
+    let reply = c.request("GET", "/app/hop", &[]).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.header("x-hop-detail"), None, "{reply:?}");
+    assert_eq!(reply.header("content-type"), Some("application/json"));
     // Keep-alive: a second request on the same connection, with a body.
     c.send_raw(b"POST /app/form HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n\r\nhello")
         .await;

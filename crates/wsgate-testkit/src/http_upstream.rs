@@ -1,8 +1,9 @@
 //! An HTTP application on 127.0.0.1:0, as a `kind = "http"` route's
 //! upstream: it answers every request with what it received, as JSON
 //! (`method`, `uri`, `headers`, `body`), so tests can see exactly what the
-//! gateway forwarded. a path with `/csp` also sends a policy of its own; `/login`
-//! sets a session cookie.
+//! gateway forwarded. A path with `/csp` also sends a policy of its own, one
+//! with `/hop` a field its `Connection` header names; `/login` sets a
+//! session cookie.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -103,6 +104,15 @@ async fn mirror(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
     h.insert("content-type", "application/json".parse().expect("value"));
     if parts.uri.path().contains("/csp") {
         h.insert("content-security-policy", OWN_CSP.parse().expect("value"));
+    }
+    if parts.uri.path().contains("/hop") {
+        // A field this hop only, named by `Connection` (RFC 9110 section
+        // 7.6.1): a proxy must not pass it on.
+        h.insert("connection", "x-hop-detail".parse().expect("value"));
+        h.insert(
+            "x-hop-detail",
+            "for the next hop only".parse().expect("value"),
+        );
     }
     if parts.uri.path() == "/login" {
         h.insert(
