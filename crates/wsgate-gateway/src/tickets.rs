@@ -79,11 +79,16 @@ pub(crate) async fn handle(
 ) -> Response<Full<Bytes>> {
     ev.event = "ticket";
     let state = &conn.state;
+    // Decoded: `URLSearchParams` and `encodeURIComponent` send `/chat` as
+    // `%2Fchat`.
     let target = parts
         .uri
         .query()
-        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("path=")))
-        .unwrap_or("");
+        .and_then(|q| {
+            url::form_urlencoded::parse(q.as_bytes()).find_map(|(k, v)| (k == "path").then_some(v))
+        })
+        .unwrap_or_default();
+    let target = target.as_ref();
     let Some((_, route)) = policy.router.find(target) else {
         return refuse(
             ev,

@@ -271,13 +271,18 @@ handshakes_per_ip_per_min = 2
         let bearer = format!("Bearer {token}");
         let headers = [("Origin", APP), ("Authorization", bearer.as_str())];
         let mut c = RawClient::connect(addr).await;
-        c.request("POST", "/.wsgate/ticket?path=/chat", &headers)
+        c.request("POST", "/.wsgate/ticket?path=%2Fchat", &headers)
             .await
     };
-    // A preflight carries no credential and is not counted.
+    // A preflight carries no credential and is not counted. (Its `path` as
+    // `URLSearchParams` writes it.)
     let mut c = RawClient::connect(gw.addr).await;
     let reply = c
-        .request("OPTIONS", "/.wsgate/ticket?path=/chat", &[("Origin", APP)])
+        .request(
+            "OPTIONS",
+            "/.wsgate/ticket?path=%2Fchat",
+            &[("Origin", APP)],
+        )
         .await;
     assert_eq!(reply.status, 204);
     for _ in 0..2 {
