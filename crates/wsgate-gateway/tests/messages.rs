@@ -53,10 +53,15 @@ async fn a_valid_message_in_fragments_arrives_whole() {
 #[tokio::test]
 async fn broken_rules_close_with_their_codes() {
     let (_echo, mut gw, _dir) = gateway("close").await;
-    let cases: [(Vec<u8>, u16, &str); 4] = [
+    let cases: [(Vec<u8>, u16, &str); 5] = [
         (encode(0x81, b"not json", true), 1008, "invalid_json"),
         (
             encode(0x81, br#"{"text": 5}"#, true),
+            1008,
+            "schema_violation",
+        ),
+        (
+            encode(0x81, br#"{"text": "my-secret-is-too-long"}"#, true),
             1008,
             "schema_violation",
         ),
@@ -85,8 +90,16 @@ async fn broken_rules_close_with_their_codes() {
             (close.close_code(), close.close_reason().as_str()),
             (Some(code), reason)
         );
+        // Answered and hung up, as a client does: the gateway, which reads
+        // and discards what a client that broke a rule still sends, logs
+        // the close at the hang-up rather than after a second of quiet.
+        c.send_frame(0x88, &code.to_be_bytes(), true).await;
+        drop(c);
         let ev = gw.close_event().await;
         assert_eq!(ev.reason, Some(reason));
+        // The log says which rule failed, not what the client wrote.
+        let detail = ev.detail.as_deref().unwrap_or_default();
+        assert!(!detail.contains("secret"), "{detail}");
     }
 }
 

@@ -58,11 +58,93 @@ impl MessageRules {
         if let Some(schema) = &self.schema
             && let Err(e) = schema.validate(&value)
         {
-            return Err((
-                Reason::SchemaViolation,
-                format!("schema: {e} at {}", e.instance_path()),
-            ));
+            // Masked: the audit log says which rule failed where, not what
+            // the client wrote (a message may carry anything, and may be
+            // as large as `max_message`).
+            let detail = format!(
+                "schema: {} at {}",
+                e.masked_with("the value"),
+                e.instance_path()
+            );
+            return Err((Reason::SchemaViolation, capped(detail)));
         }
         Ok(())
+    }
+}
+
+/// Longest violation detail kept: what is left of a client's content in
+/// it (the names of unexpected properties, the path to the value) is the
+/// client's to choose.
+const MAX_DETAIL: usize = 256;
+
+fn capped(mut detail: String) -> String {
+    if detail.len() > MAX_DETAIL {
+        let mut end = MAX_DETAIL;
+        while !detail.is_char_boundary(end) {
+            end -= 1;
+        }
+        detail.truncate(end);
+        detail.push('…');
+    }
+    detail
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(schema: serde_json::Value) -> MessageRules {
+        let messages = Messages {
+            schema: Some(("chat.json".into(), schema)),
+            ..Messages::default()
+        };
+        MessageRules::new(&messages).unwrap_or_else(|e| unreachable!("{e}"))
+    }
+
+    /// What the client wrote stays out of the detail: a value too long, a
+    /// value not in an enum, an unexpected property with a long name.
+    #[test]
+    fn a_violation_says_which_rule_failed_where_and_not_what_was_sent() {
+        let rules = rules(serde_json::json!({
+            "type": "object",
+            "properties": {
+                "text": { "type": "string", "maxLength": 3 },
+                "kind": { "enum": ["a", "b"] },
+            },
+            "additionalProperties": false,
+        }));
+        let secret = "s3cret-".repeat(10_000);
+        let cases = [
+            (serde_json::json!({ "text": secret }), "/text"),
+            (serde_json::json!({ "kind": { "k": secret } }), "/kind"),
+        ];
+        for (message, at) in cases {
+            let payload = serde_json::to_vec(&message).unwrap_or_default();
+            let Err((reason, detail)) = rules.check_text(&payload) else {
+                unreachable!("{message} passed");
+            };
+            assert_eq!(reason, Reason::SchemaViolation);
+            assert!(!detail.contains("s3cret"), "{detail}");
+            assert!(detail.ends_with(&format!("at {at}")), "{detail}");
+        }
+        let payload = br#"{"text": "four"}"#;
+        assert_eq!(
+            rules.check_text(payload).map_err(|(_, d)| d),
+            Err("schema: the value is longer than 3 characters at /text".to_owned())
+        );
+        let long_name = serde_json::json!({ secret.as_str(): 1 });
+        let payload = serde_json::to_vec(&long_name).unwrap_or_default();
+        let Err((_, detail)) = rules.check_text(&payload) else {
+            unreachable!("an unexpected property passed");
+        };
+        assert!(
+            detail.starts_with("schema: Additional properties"),
+            "{detail}"
+        );
+        assert!(
+            detail.len() <= MAX_DETAIL + '…'.len_utf8(),
+            "{}",
+            detail.len()
+        );
     }
 }
