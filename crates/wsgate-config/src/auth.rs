@@ -25,6 +25,10 @@ pub const DEFAULT_JWKS_MAX_AGE: Duration = Duration::from_secs(600);
 /// least as long as the hash output (256 bits).
 pub const MIN_HS256_SECRET: usize = 32;
 
+/// Largest htpasswd file read (see [`crate::read_bounded`]): a million
+/// users' argon2 lines.
+const MAX_HTPASSWD_FILE: u64 = 128 << 20;
+
 /// `[auth]`.
 #[derive(Debug, Clone, Default)]
 pub struct AuthConfig {
@@ -578,7 +582,7 @@ fn basic(mut t: Table<'_, '_>, base: &Path, errs: &mut Collector<'_>) -> Option<
     };
     let path = base.join(file.value);
     t.finish(errs);
-    let text = match std::fs::read_to_string(&path) {
+    let text = match crate::read_bounded(&path, MAX_HTPASSWD_FILE) {
         Ok(text) => text,
         Err(e) => {
             errs.push(

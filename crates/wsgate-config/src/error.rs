@@ -81,6 +81,18 @@ impl<'s> Collector<'s> {
         self.errors.is_empty()
     }
 
+    /// Whether an error was recorded at `path` or at a key inside it. A
+    /// check that depends on a value which was written but refused asks
+    /// this first, so that the operator reads the refusal once, not a
+    /// second error that assumes the key was never written.
+    pub(crate) fn any_under(&self, path: &str) -> bool {
+        self.errors.iter().any(|(_, e)| {
+            e.path
+                .strip_prefix(path)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+        })
+    }
+
     pub(crate) fn finish(mut self) -> ConfigErrors {
         // Stable sort: file order, errors without a place last in the order found.
         self.errors.sort_by_key(|(at, _)| *at);

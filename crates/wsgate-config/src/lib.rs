@@ -24,7 +24,7 @@ pub use model::*;
 /// Reads and validates the config file at `path`; relative paths inside it
 /// are resolved against its directory.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    let src = std::fs::read_to_string(path).map_err(|e| {
+    let src = read_bounded(path, MAX_CONFIG_FILE).map_err(|e| {
         ConfigErrors(vec![ConfigError {
             path: String::new(),
             line: None,
@@ -33,6 +33,28 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     })?;
     let base = path.parent().unwrap_or(Path::new("."));
     parse(&src, base)
+}
+
+/// Largest config file read.
+const MAX_CONFIG_FILE: u64 = 16 << 20;
+
+/// Reads a text file the config names, refusing one larger than `max`
+/// bytes instead of reading it whole: a path to `/dev/zero` or to a
+/// runaway file is an operator's mistake that must get an error, not
+/// exhaust memory. Pipes (`--config <(...)`) still work.
+pub(crate) fn read_bounded(path: &Path, max: u64) -> std::io::Result<String> {
+    use std::io::Read as _;
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(max + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > max {
+        return Err(std::io::Error::other(format!(
+            "larger than {} MiB",
+            max >> 20
+        )));
+    }
+    Ok(text)
 }
 
 /// Validates a config given as text; `base` resolves relative file paths.

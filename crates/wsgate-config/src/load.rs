@@ -11,6 +11,9 @@ use crate::model::*;
 use crate::origin::OriginPattern;
 use crate::reader::{At, Table};
 
+/// Largest JSON Schema file read (see [`crate::read_bounded`]).
+const MAX_SCHEMA_FILE: u64 = 16 << 20;
+
 /// Keys that mean something only where WebSocket connections are admitted.
 const WEBSOCKET_ONLY: &[&str] = &[
     "origins",
@@ -34,19 +37,30 @@ pub(crate) fn parse(
         errs.push("", at, e.message().to_owned());
     }
     let mut root = Table::root(&doc);
-    let listeners: Vec<Listener> = root
+    // Each with its index and place in the file: a listener or route that
+    // is refused is left out, and the checks across them below must still
+    // name the others by their own index.
+    let listeners: Vec<Placed<Listener>> = root
         .tables("listener", &mut errs)
         .into_iter()
-        .filter_map(|t| listener(t, base, &mut errs))
+        .enumerate()
+        .filter_map(|(i, t)| {
+            let at = t.at();
+            listener(t, base, &mut errs).map(|l| (i, at, l))
+        })
         .collect();
     let auth = root
         .table("auth", &mut errs)
         .map(|t| crate::auth::auth(t, base, env, &mut errs))
         .unwrap_or_default();
-    let routes: Vec<Route> = root
+    let routes: Vec<Placed<Route>> = root
         .tables("route", &mut errs)
         .into_iter()
-        .filter_map(|t| route(t, base, &auth, &mut errs))
+        .enumerate()
+        .filter_map(|(i, t)| {
+            let at = t.at();
+            route(t, base, &auth, &mut errs).map(|r| (i, at, r))
+        })
         .collect();
     let metrics = root
         .table("metrics", &mut errs)
@@ -80,8 +94,8 @@ pub(crate) fn parse(
         return Err(errs.finish());
     }
     Ok(Config {
-        listeners,
-        routes,
+        listeners: listeners.into_iter().map(|(_, _, l)| l).collect(),
+        routes: routes.into_iter().map(|(_, _, r)| r).collect(),
         log: log.unwrap_or_default(),
         shutdown: shutdown.unwrap_or_default(),
         auth,
@@ -110,9 +124,12 @@ fn listener(mut t: Table<'_, '_>, base: &Path, errs: &mut Collector<'_>) -> Opti
             None
         }
     };
+    let tls_path = t.path_of("tls");
     let tls = t
         .table("tls", errs)
         .and_then(|tls| tls_source(tls, base, errs));
+    // Written, and refused with its own errors: not cleartext.
+    let tls_refused = tls.is_none() && errs.any_under(&tls_path);
     let allow_cleartext = t
         .bool("allow_cleartext", errs)
         .map(|b| b.value)
@@ -134,7 +151,7 @@ fn listener(mut t: Table<'_, '_>, base: &Path, errs: &mut Collector<'_>) -> Opti
         Some(s) => Some(s.value),
         None => Some(DEFAULT_MAX_HEADER_BYTES),
     };
-    let client_certs = client_certs(&mut t, tls.is_some(), base, errs);
+    let client_certs = client_certs(&mut t, tls.is_some() || tls_refused, base, errs);
     let reuse_port = t.bool("reuse_port", errs).map(|b| b.value).unwrap_or(false);
     let trusted_proxies = trusted_proxies(&mut t, errs);
     let proxy_protocol = match t.bool("proxy_protocol", errs) {
@@ -151,7 +168,7 @@ fn listener(mut t: Table<'_, '_>, base: &Path, errs: &mut Collector<'_>) -> Opti
     let at = t.at();
     t.finish(errs);
     let bind = bind?;
-    if t_has_no_tls_exposed(&tls, bind, allow_cleartext) {
+    if !tls_refused && t_has_no_tls_exposed(&tls, bind, allow_cleartext) {
         let msg = format!(
             "plain ws on non-loopback {bind} sends traffic and credentials in clear; \
              add `tls = {{ cert = ..., key = ... }}` or set `allow_cleartext = true`"
@@ -539,7 +556,7 @@ fn messages(mut t: Table<'_, '_>, base: &Path, errs: &mut Collector<'_>) -> Opti
     }
     if let Some(s) = t.string("schema", errs) {
         let path = base.join(s.value);
-        match std::fs::read_to_string(&path) {
+        match crate::read_bounded(&path, MAX_SCHEMA_FILE) {
             Err(e) => {
                 ok = false;
                 errs.push(
@@ -721,8 +738,11 @@ fn auth(
                 };
                 if !configured {
                     ok = false;
-                    let msg = format!("`{0}` needs an [auth.{0}] table", item.value);
-                    errs.push(&item.path, Some(item.at), msg);
+                    // A table written but refused has its errors already.
+                    if !errs.any_under(&format!("auth.{}", item.value)) {
+                        let msg = format!("`{0}` needs an [auth.{0}] table", item.value);
+                        errs.push(&item.path, Some(item.at), msg);
+                    }
                 }
                 methods.push(method);
             }
@@ -784,45 +804,64 @@ fn identity_headers(mut t: Table<'_, '_>, errs: &mut Collector<'_>) -> IdentityH
 
 /// Each method a route names needs its `[auth.*]` table; Basic credentials
 /// travel in clear on a cleartext listener, so that needs loopback.
-fn check_auth_methods(routes: &[Route], listeners: &[Listener], errs: &mut Collector<'_>) {
-    for (i, r) in routes.iter().enumerate() {
+/// A listener or route as parsed, with its index among those written and
+/// its place in the file, for errors found by comparing several.
+type Placed<T> = (usize, usize, T);
+
+fn check_auth_methods(
+    routes: &[Placed<Route>],
+    listeners: &[Placed<Listener>],
+    errs: &mut Collector<'_>,
+) {
+    // A listener whose `tls` or client certificate keys were refused
+    // already has its errors: it is not also said to lack them.
+    let tls_refused = |j: usize| errs.any_under(&format!("listener[{j}].tls"));
+    let asks_for_certs = listeners.iter().any(|(j, _, l)| {
+        l.client_certs.is_some()
+            || ["client_ca", "client_cert", "client_crl"]
+                .iter()
+                .any(|k| errs.any_under(&format!("listener[{j}].{k}")))
+    });
+    let mut found = Vec::new();
+    for (i, at, r) in routes {
+        let at = Some(*at);
         let Auth::Any(methods) = &r.auth else {
             if r.limits.max_conns_per_user.is_some() {
                 let msg = "needs an authenticated user to count; this route has auth = \"none\" (use max_conns_per_ip)";
-                errs.push(&format!("route[{i}].limits.max_conns_per_user"), None, msg);
+                found.push((
+                    format!("route[{i}].limits.max_conns_per_user"),
+                    at,
+                    msg.into(),
+                ));
             }
             continue;
         };
         if r.jwt_query_param.is_some() && !methods.contains(&AuthMethod::Jwt) {
-            errs.push(
-                &format!("route[{i}].jwt_query_param"),
-                None,
-                "only means something with auth = [\"jwt\", ...]",
-            );
+            let msg = "only means something with auth = [\"jwt\", ...]";
+            found.push((format!("route[{i}].jwt_query_param"), at, msg.into()));
         }
-        if methods.contains(&AuthMethod::Mtls) && listeners.iter().all(|l| l.client_certs.is_none())
-        {
-            errs.push(
-                &format!("route[{i}].auth"),
-                None,
-                "`mtls` needs a listener with `client_ca` to ask for certificates",
-            );
+        if methods.contains(&AuthMethod::Mtls) && !asks_for_certs {
+            let msg = "`mtls` needs a listener with `client_ca` to ask for certificates";
+            found.push((format!("route[{i}].auth"), at, msg.into()));
         }
         if methods == &[AuthMethod::Ticket] {
             let msg = "a ticket is bought with another credential: name one beside it, e.g. [\"ticket\", \"jwt\"]";
-            errs.push(&format!("route[{i}].auth"), None, msg);
+            found.push((format!("route[{i}].auth"), at, msg.into()));
         }
         if methods.contains(&AuthMethod::Basic) {
-            for (j, l) in listeners.iter().enumerate() {
-                if l.tls.is_none() && !l.bind.ip().is_loopback() {
+            for (j, l_at, l) in listeners {
+                if l.tls.is_none() && !l.bind.ip().is_loopback() && !tls_refused(*j) {
                     let msg = format!(
                         "route[{i}] takes Basic credentials, which listener[{j}] ({}) would carry in clear; give it TLS",
                         l.bind
                     );
-                    errs.push(&format!("listener[{j}]"), None, msg);
+                    found.push((format!("listener[{j}]"), Some(*l_at), msg));
                 }
             }
         }
+    }
+    for (path, at, msg) in found {
+        errs.push(&path, at, msg);
     }
 }
 
@@ -1182,24 +1221,24 @@ fn shutdown(mut t: Table<'_, '_>, errs: &mut Collector<'_>) -> Shutdown {
     s
 }
 
-fn check_unique_paths(routes: &[Route], errs: &mut Collector<'_>) {
-    for (i, r) in routes.iter().enumerate() {
-        if routes[..i].iter().any(|o| o.path == r.path) {
+fn check_unique_paths(routes: &[Placed<Route>], errs: &mut Collector<'_>) {
+    for (n, (i, at, r)) in routes.iter().enumerate() {
+        if routes[..n].iter().any(|(_, _, o)| o.path == r.path) {
             errs.push(
                 &format!("route[{i}].path"),
-                None,
+                Some(*at),
                 format!("`{}` is already the path of an earlier route", r.path),
             );
         }
     }
 }
 
-fn check_unique_binds(listeners: &[Listener], errs: &mut Collector<'_>) {
-    for (i, l) in listeners.iter().enumerate() {
-        if l.bind.port() != 0 && listeners[..i].iter().any(|o| o.bind == l.bind) {
+fn check_unique_binds(listeners: &[Placed<Listener>], errs: &mut Collector<'_>) {
+    for (n, (i, at, l)) in listeners.iter().enumerate() {
+        if l.bind.port() != 0 && listeners[..n].iter().any(|(_, _, o)| o.bind == l.bind) {
             errs.push(
                 &format!("listener[{i}].bind"),
-                None,
+                Some(*at),
                 format!("{} is already bound by an earlier listener", l.bind),
             );
         }

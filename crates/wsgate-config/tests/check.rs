@@ -502,3 +502,128 @@ fn proxy_protocol_needs_trusted_proxies() {
     );
     assert_eq!(errs.0.len(), 1, "{text}");
 }
+
+/// A file the config names is read up to a bound, never whole: a path to
+/// an endless device (or a runaway file) is an error with its key path,
+/// not memory exhausted at start.
+#[test]
+fn a_file_the_config_names_is_read_up_to_a_bound() {
+    let src = GOOD.replace(
+        "idle_timeout = \"off\"",
+        "idle_timeout = \"off\"\n\n[route.messages]\nschema = \"/dev/zero\"",
+    ) + "\n[auth.basic]\nhtpasswd = \"/dev/zero\"\n";
+    let errs = parse(&src, Path::new(".")).unwrap_err().0;
+    for key in ["route[0].messages.schema", "auth.basic.htpasswd"] {
+        assert!(
+            errs.iter()
+                .any(|e| e.path == key && e.to_string().contains("larger than")),
+            "{key}: {errs:#?}"
+        );
+    }
+    let errs = wsgate_config::load(Path::new("/dev/zero")).unwrap_err().0;
+    assert!(
+        errs[0].to_string().contains("larger than 16 MiB"),
+        "{errs:#?}"
+    );
+}
+
+/// A listener or route that is refused is left out of the checks across
+/// them; those checks still name every other one by its own index and
+/// line, not by its place among the survivors.
+#[test]
+fn errors_after_a_refused_listener_or_route_name_the_right_one() {
+    let src = r#"
+[[listener]]
+bind = "nowhere"
+
+[[listener]]
+bind = "0.0.0.0:9443"
+allow_cleartext = true
+
+[auth.ticket]
+[auth.basic]
+htpasswd = "users.htpasswd"
+
+[[route]]
+path = "no-slash"
+upstream = "ws://127.0.0.1:9001/"
+auth = "none"
+
+[[route]]
+path = "/tickets"
+upstream = "ws://127.0.0.1:9001/"
+allow_missing_origin = true
+auth = ["ticket"]
+
+[[route]]
+path = "/basic"
+upstream = "ws://127.0.0.1:9001/"
+allow_missing_origin = true
+auth = ["basic"]
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let bcrypt = "$2y$05$D9hq5yX3u7s0iFpGl0nF8ucG6S4W3n3pB0p1s1Rb5tK0cYg0xQd1a";
+    std::fs::write(
+        dir.path().join("users.htpasswd"),
+        format!("alice:{bcrypt}\n"),
+    )
+    .unwrap();
+    let errs = parse(src, dir.path()).unwrap_err().0;
+    let named: Vec<(&str, Option<usize>)> = errs
+        .iter()
+        .filter(|e| e.message.contains("ticket is bought") || e.message.contains("in clear"))
+        .map(|e| (e.path.as_str(), e.line))
+        .collect();
+    assert_eq!(
+        named,
+        [("listener[1]", Some(5)), ("route[1].auth", Some(18))],
+        "{errs:#?}"
+    );
+    assert!(
+        errs.iter().any(|e| e
+            .message
+            .contains("route[2] takes Basic credentials, which listener[1]")),
+        "{errs:#?}"
+    );
+}
+
+/// A `tls` or `[auth.*]` table that was written but refused has its own
+/// errors; nothing else claims it was never written ("plain ws", "needs
+/// TLS", "needs an [auth.jwt] table").
+#[test]
+fn a_refused_tls_or_auth_table_is_not_also_said_to_be_missing() {
+    let src = r#"
+[[listener]]
+bind = "0.0.0.0:8443"
+tls = { cert = "missing.pem", key = "missing.key" }
+client_ca = "missing-ca.pem"
+
+[auth.jwt]
+hs256_secret_env = "UNSET_SECRET"
+algorithms = ["HS256"]
+
+[auth.basic]
+htpasswd = "missing.htpasswd"
+
+[auth.mtls]
+
+[[route]]
+path = "/chat"
+upstream = "ws://127.0.0.1:9001/"
+allow_missing_origin = true
+auth = ["jwt", "basic", "mtls"]
+"#;
+    let errs = parse(src, Path::new("/nonexistent")).unwrap_err().0;
+    let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "listener[0].tls.cert",
+            "listener[0].tls.key",
+            "listener[0].client_ca",
+            "auth.jwt.hs256_secret_env",
+            "auth.basic.htpasswd",
+        ],
+        "{errs:#?}"
+    );
+}
