@@ -35,6 +35,15 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     parse(&src, base)
 }
 
+/// The admin endpoint (`[metrics] bind`) the config file at `path` names,
+/// and the name of the variable holding its token (`[metrics]
+/// admin_token_env`), without validating anything else in it.
+pub fn admin_endpoint(path: &Path) -> Result<(std::net::SocketAddr, Option<String>), String> {
+    let src = read_bounded(path, MAX_CONFIG_FILE)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    load::admin_endpoint(&src).map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// Largest config file read.
 const MAX_CONFIG_FILE: u64 = 16 << 20;
 

@@ -62,9 +62,10 @@ pub(crate) fn parse(
             route(t, base, &auth, &mut errs).map(|r| (i, at, r))
         })
         .collect();
-    let metrics = root
+    let (metrics, admin_token) = root
         .table("metrics", &mut errs)
-        .and_then(|t| metrics(t, &mut errs));
+        .map(|t| metrics(t, env, &mut errs))
+        .unwrap_or_default();
     let assertion = root
         .table("assertion", &mut errs)
         .and_then(|t| assertion(t, base, &mut errs));
@@ -101,6 +102,7 @@ pub(crate) fn parse(
         auth,
         assertion,
         metrics,
+        admin_token,
         limits: global_limits.unwrap_or_default(),
         store: store.unwrap_or_default(),
     })
@@ -968,7 +970,11 @@ fn log(mut t: Table<'_, '_>, base: &Path, errs: &mut Collector<'_>) -> Log {
     log
 }
 
-fn metrics(mut t: Table<'_, '_>, errs: &mut Collector<'_>) -> Option<SocketAddr> {
+fn metrics(
+    mut t: Table<'_, '_>,
+    env: crate::auth::Env<'_>,
+    errs: &mut Collector<'_>,
+) -> (Option<SocketAddr>, Option<AdminToken>) {
     let bind = match t.string("bind", errs) {
         Some(b) => match b.value.parse::<SocketAddr>() {
             Ok(addr) => Some(addr),
@@ -990,8 +996,56 @@ fn metrics(mut t: Table<'_, '_>, errs: &mut Collector<'_>) -> Option<SocketAddr>
             None
         }
     };
+    let admin_token = t.string("admin_token_env", errs).and_then(|e| match env(e.value) {
+        Some(token) if token.len() >= MIN_ADMIN_TOKEN => Some(AdminToken {
+            env: e.value.to_owned(),
+            token,
+        }),
+        Some(token) => {
+            let msg = format!(
+                "${} holds {} bytes; an admin token needs at least {MIN_ADMIN_TOKEN} (e.g. `openssl rand -hex 32`)",
+                e.value,
+                token.len()
+            );
+            errs.push(&e.path, Some(e.at), msg);
+            None
+        }
+        None => {
+            let msg = format!("environment variable ${} is not set", e.value);
+            errs.push(&e.path, Some(e.at), msg);
+            None
+        }
+    });
     t.finish(errs);
-    bind
+    (bind, admin_token)
+}
+
+/// The admin endpoint a config file names, `[metrics] bind`, and the name
+/// of the variable its token is in, read without validating the rest:
+/// `wsgate revoke` and `wsgate reload` run in an operator's shell, which
+/// may lack the service's secrets and files, and must still find the
+/// gateway (which checks its own config).
+pub(crate) fn admin_endpoint(src: &str) -> Result<(SocketAddr, Option<String>), String> {
+    let (doc, syntax) = DeTable::parse_recoverable(src);
+    if let Some(e) = syntax.first() {
+        return Err(e.message().to_owned());
+    }
+    let metrics = doc
+        .get_ref()
+        .get("metrics")
+        .and_then(|m| m.get_ref().as_table())
+        .ok_or("no [metrics] table: the admin endpoint is its `bind`")?;
+    let text = |key: &str| {
+        metrics
+            .get(key)
+            .and_then(|v| v.get_ref().as_str())
+            .map(str::to_owned)
+    };
+    let bind = text("bind").ok_or("no string `bind` in [metrics]")?;
+    let bind = bind
+        .parse()
+        .map_err(|_| format!("[metrics] bind `{bind}` is not an address"))?;
+    Ok((bind, text("admin_token_env")))
 }
 
 fn assertion(mut t: Table<'_, '_>, base: &Path, errs: &mut Collector<'_>) -> Option<Assertion> {

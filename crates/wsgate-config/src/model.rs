@@ -69,11 +69,34 @@ pub struct Config {
     pub assertion: Option<Assertion>,
     /// `[metrics]`: where `/metrics`, `/healthz` and `/readyz` are served.
     pub metrics: Option<SocketAddr>,
+    /// `[metrics] admin_token_env`: the token `POST /revoke` and `POST
+    /// /reload` require, when set.
+    pub admin_token: Option<AdminToken>,
     /// `[limits]`: bounds on the whole process.
     pub limits: GlobalLimits,
     /// `[store]`: where shared counts live.
     pub store: Store,
 }
+
+/// A bearer token for the admin endpoint's state-changing requests, taken
+/// from an environment variable at load.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken {
+    /// The variable's name.
+    pub env: String,
+    /// Its value.
+    pub token: String,
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token itself, not even in debug output.
+        write!(f, "AdminToken(from ${})", self.env)
+    }
+}
+
+/// The shortest admin token accepted: one that cannot be guessed.
+pub const MIN_ADMIN_TOKEN: usize = 32;
 
 /// `[limits]`: what one gateway process holds at most, whatever the routes say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

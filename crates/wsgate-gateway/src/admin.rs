@@ -9,7 +9,9 @@
 //! hostile page's behalf: any request with an `Origin` header (browsers send
 //! one on every POST), and any body that is not `application/json` (which a
 //! cross-origin page cannot send without a preflight this server never
-//! answers). Keep the endpoint on loopback or a private network all the same.
+//! answers). With `[metrics] admin_token_env` they also need that token as
+//! a bearer credential; the read-only endpoints stay open for scrapers and
+//! probes. Keep the endpoint on loopback or a private network all the same.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -107,10 +109,24 @@ fn refuse(status: StatusCode, why: &str) -> Answer {
 }
 
 /// What a state-changing request must be: a POST with a JSON body and no
-/// `Origin`, which no page in a browser can send here without a preflight.
-fn operator_post<B>(req: &Request<B>) -> Result<(), Answer> {
+/// `Origin`, which no page in a browser can send here without a preflight,
+/// and with the admin token when one is configured.
+fn operator_post<B>(req: &Request<B>, state: &State) -> Result<(), Answer> {
     if req.method() != Method::POST {
         return Err(refuse(StatusCode::METHOD_NOT_ALLOWED, "POST a JSON body"));
+    }
+    if let Some(want) = &state.policy().admin_token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !given.is_some_and(|given| same_secret(given, &want.token)) {
+            return Err(refuse(
+                StatusCode::UNAUTHORIZED,
+                &format!("send Authorization: Bearer with the token in ${}", want.env),
+            ));
+        }
     }
     if req.headers().contains_key(header::ORIGIN) {
         return Err(refuse(
@@ -136,11 +152,19 @@ fn operator_post<B>(req: &Request<B>) -> Result<(), Answer> {
     Ok(())
 }
 
+/// Whether two secrets are equal, in time that does not depend on where
+/// they differ: their digests are compared, and a digest's prefix says
+/// nothing about the secret's.
+fn same_secret(given: &str, want: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(given.as_bytes()) == Sha256::digest(want.as_bytes())
+}
+
 /// `POST /reload`: reads the config file again and puts it in force if all
 /// of it is valid; 200 with the new generation, or 422 with every error
 /// (the old config stays).
 async fn reload(req: &Request<Incoming>, state: &State, peer: SocketAddr) -> Answer {
-    if let Err(refused) = operator_post(req) {
+    if let Err(refused) = operator_post(req, state) {
         return refused;
     }
     match state
@@ -164,7 +188,7 @@ async fn reload(req: &Request<Incoming>, state: &State, peer: SocketAddr) -> Ans
 
 /// `POST /revoke` with `{"user": "alice", "for": "15m"}` or `{"user": "alice", "until": 1767225600}`.
 async fn revoke(req: Request<Incoming>, state: &State, peer: SocketAddr) -> Answer {
-    if let Err(refused) = operator_post(&req) {
+    if let Err(refused) = operator_post(&req, state) {
         return refused;
     }
     let body = match Limited::new(req.into_body(), MAX_REVOKE_BODY)

@@ -47,6 +47,9 @@ pub(crate) struct Snapshot {
     pub(crate) verifiers: crate::auth::Verifiers,
     /// Signs identity assertions, when `[assertion]` is configured.
     pub(crate) assertion: Option<crate::assertion::Signer>,
+    /// The token `POST /revoke` and `POST /reload` require, when set
+    /// (reloadable, so that it can be rotated).
+    pub(crate) admin_token: Option<wsgate_config::AdminToken>,
     /// `[shutdown] drain`.
     pub(crate) drain: std::time::Duration,
     /// `[shutdown] grace`.
@@ -186,6 +189,14 @@ impl Snapshot {
                 ));
             }
         }
+        if let Some(bind) = config.metrics
+            && !bind.ip().is_loopback()
+            && config.admin_token.is_none()
+        {
+            notes.push(format!(
+                "metrics.bind {bind} is not loopback and names no `admin_token_env`: whoever can reach it can revoke users and reload the config; set a token, or bind to loopback"
+            ));
+        }
         if let Some(jwt) = &config.auth.jwt
             && jwt.audience.is_none()
         {
@@ -249,6 +260,7 @@ impl Snapshot {
             auth: config.auth.clone(),
             verifiers,
             assertion,
+            admin_token: config.admin_token.clone(),
             drain: config.shutdown.drain,
             grace: config.shutdown.grace,
         };

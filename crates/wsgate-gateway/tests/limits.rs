@@ -319,3 +319,29 @@ async fn the_revoke_endpoint_refuses_what_a_browser_could_send() {
     let mut c = RawClient::connect(gw.metrics_addr().unwrap()).await;
     assert_eq!(c.request("GET", "/revoke", &[]).await.status, 405);
 }
+
+/// With `[metrics] admin_token_env`, `/revoke` needs the token as a bearer
+/// credential; no other, and not without one.
+#[tokio::test]
+async fn the_revoke_endpoint_needs_the_admin_token_when_one_is_set() {
+    const TOKEN: &str = "an-admin-token-of-at-least-32-bytes!";
+    let echo = Echo::start().await;
+    let config = common::config(echo.addr, "", "")
+        + "\n[metrics]\nbind = \"127.0.0.1:0\"\nadmin_token_env = \"ADMIN_TOKEN\"\n";
+    let mut gw = TestGateway::start_with_env(&config, None, &[("ADMIN_TOKEN", TOKEN)]).await;
+    let json = ("Content-Type", "application/json");
+    let body = r#"{"user": "alice"}"#;
+    let wrong = format!("Bearer {}", TOKEN.replace('!', "?"));
+    let right = format!("Bearer {TOKEN}");
+    for (headers, want) in [
+        (vec![json], 401),
+        (vec![json, ("Authorization", wrong.as_str())], 401),
+        (vec![json, ("Authorization", TOKEN)], 401),
+        (vec![json, ("Authorization", right.as_str())], 200),
+    ] {
+        let (status, answer) = post_revoke(&gw, &headers, body).await;
+        assert_eq!(status, want, "{headers:?}: {answer}");
+    }
+    let ev = gw.event(|e| e.event == "revoke").await;
+    assert_eq!(ev.decision, Some("revoked"));
+}

@@ -5,7 +5,7 @@
 //! closes the user's connections, with the memory store that one does.
 //! Reload: the gateway reads its own config file again (the one it was
 //! started with), so the file this command is given serves only to find
-//! the admin endpoint.
+//! the admin endpoint and its token.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -16,42 +16,70 @@ use std::time::{Duration, UNIX_EPOCH};
 /// Longest wait for the admin endpoint's answer.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The admin endpoint: `--admin`, or the config's `[metrics] bind`.
-fn admin_addr(
+/// The variable the admin token is read from when no config names one.
+const DEFAULT_TOKEN_ENV: &str = "WSGATE_ADMIN_TOKEN";
+
+/// Where to send a request, and the token to send with it.
+struct Endpoint {
+    addr: SocketAddr,
+    token: Option<String>,
+}
+
+/// The admin endpoint: `--admin`, or the config's `[metrics] bind`; and
+/// its token, from the variable the config's `[metrics] admin_token_env`
+/// names (which must then be set here too), else from
+/// `$WSGATE_ADMIN_TOKEN` if set. Only those two keys of the config are
+/// read: this shell may lack the service's other secrets and files, and
+/// the gateway checks its own config.
+fn endpoint(
     command: &str,
     config: Option<&Path>,
     admin: Option<SocketAddr>,
-) -> Result<SocketAddr, ExitCode> {
-    match (admin, config) {
-        (Some(a), _) => Ok(a),
-        (None, Some(path)) => match wsgate_config::load(path) {
-            Err(errors) => {
-                eprint!("{}: {errors}", path.display());
-                Err(ExitCode::from(2))
-            }
-            Ok(c) => c.metrics.ok_or_else(|| {
-                eprintln!(
-                    "{}: no [metrics] bind: {command} talks to the gateway's admin endpoint there",
-                    path.display()
-                );
-                ExitCode::from(2)
-            }),
-        },
+) -> Result<Endpoint, ExitCode> {
+    let named = match config.map(wsgate_config::admin_endpoint) {
+        None => None,
+        Some(Ok(found)) => Some(found),
+        Some(Err(e)) if admin.is_some() => {
+            eprintln!("wsgate {command}: {e}");
+            None
+        }
+        Some(Err(e)) => {
+            eprintln!("wsgate {command}: {e}");
+            return Err(ExitCode::from(2));
+        }
+    };
+    let addr = match (admin, &named) {
+        (Some(a), _) => a,
+        (None, Some((bind, _))) => *bind,
         (None, None) => {
             eprintln!("wsgate {command}: give --config or --admin");
-            Err(ExitCode::from(2))
+            return Err(ExitCode::from(2));
         }
-    }
+    };
+    let token = match named.and_then(|(_, env)| env) {
+        Some(env) => match std::env::var(&env) {
+            Ok(token) => Some(token),
+            Err(_) => {
+                eprintln!(
+                    "wsgate {command}: the gateway's admin endpoint takes the token in ${env} ([metrics] admin_token_env); set ${env} here too"
+                );
+                return Err(ExitCode::from(2));
+            }
+        },
+        None => std::env::var(DEFAULT_TOKEN_ENV).ok(),
+    };
+    Ok(Endpoint { addr, token })
 }
 
 /// `wsgate reload`: exit 0 when the new config is in force, 1 when the
 /// gateway refused it (its errors are printed) or could not be reached.
 pub(crate) fn reload(config: Option<&Path>, admin: Option<SocketAddr>) -> ExitCode {
-    let addr = match admin_addr("reload", config, admin) {
-        Ok(a) => a,
+    let endpoint = match endpoint("reload", config, admin) {
+        Ok(e) => e,
         Err(code) => return code,
     };
-    match post(addr, "/reload", "{}") {
+    let addr = endpoint.addr;
+    match post(&endpoint, "/reload", "{}") {
         Ok((200, answer)) => {
             let generation = serde_json::from_str::<serde_json::Value>(&answer)
                 .ok()
@@ -96,10 +124,11 @@ pub(crate) fn revoke(
     duration: Option<String>,
     until: Option<String>,
 ) -> ExitCode {
-    let addr = match admin_addr("revoke", config, admin) {
-        Ok(a) => a,
+    let endpoint = match endpoint("revoke", config, admin) {
+        Ok(e) => e,
         Err(code) => return code,
     };
+    let addr = endpoint.addr;
     let mut body = serde_json::json!({ "user": user });
     if let Some(d) = duration {
         // The config's own parser: the same units, and the same bound.
@@ -123,7 +152,7 @@ pub(crate) fn revoke(
             }
         }
     }
-    match post(addr, "/revoke", &body.to_string()) {
+    match post(&endpoint, "/revoke", &body.to_string()) {
         Ok((200, answer)) => {
             println!("{}", answer.trim());
             ExitCode::SUCCESS
@@ -140,13 +169,24 @@ pub(crate) fn revoke(
 }
 
 /// One HTTP/1.1 POST of a JSON body; returns the status and the body.
-fn post(addr: SocketAddr, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+fn post(endpoint: &Endpoint, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+    let addr = endpoint.addr;
     let mut tcp = TcpStream::connect_timeout(&addr, TIMEOUT)?;
     tcp.set_read_timeout(Some(TIMEOUT))?;
     tcp.set_write_timeout(Some(TIMEOUT))?;
+    let authorization = match &endpoint.token {
+        // A token that could break the request head is refused here, not sent.
+        Some(t) if t.bytes().any(|b| b.is_ascii_control()) => {
+            return Err(std::io::Error::other(
+                "the admin token holds a control character",
+            ));
+        }
+        Some(t) => format!("Authorization: Bearer {t}\r\n"),
+        None => String::new(),
+    };
     write!(
         tcp,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n{authorization}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )?;
     let mut answer = String::new();

@@ -155,6 +155,66 @@ auth = "jwt"
     assert!(!with.contains("audience"), "{with}");
 }
 
+/// An admin endpoint off loopback without a token lets whoever reaches it
+/// revoke users and reload the config: `check` says so, and a token (or
+/// loopback) quiets it. The token's variable must hold 32 bytes or more.
+#[test]
+fn check_notes_an_admin_endpoint_off_loopback_without_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |metrics: &str, token: &str| {
+        let path = write(
+            &dir,
+            "gateway.toml",
+            &format!(
+                r#"
+[[listener]]
+bind = "127.0.0.1:0"
+
+[metrics]
+{metrics}
+
+[[route]]
+path = "/"
+upstream = "ws://127.0.0.1:9/"
+origins = ["https://app.example.com"]
+auth = "none"
+"#
+            ),
+        );
+        let out = wsgate()
+            .env("WSGATE_TEST_ADMIN", token)
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), stdout + &stderr)
+    };
+    let token = "an-admin-token-of-at-least-32-bytes!";
+    let (code, out) = check(r#"bind = "0.0.0.0:9090""#, token);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains(
+            "note: metrics.bind 0.0.0.0:9090 is not loopback and names no `admin_token_env`"
+        ),
+        "{out}"
+    );
+    let with_token = "bind = \"0.0.0.0:9090\"\nadmin_token_env = \"WSGATE_TEST_ADMIN\"";
+    let (code, out) = check(with_token, token);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!out.contains("admin_token_env"), "{out}");
+    let (code, out) = check(r#"bind = "127.0.0.1:9090""#, token);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!out.contains("note"), "{out}");
+    let (code, out) = check(with_token, "short");
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains("metrics.admin_token_env (line 7): $WSGATE_TEST_ADMIN holds 5 bytes; an admin token needs at least 32"),
+        "{out}"
+    );
+}
+
 /// Users hashed with different algorithms or costs take different times
 /// to refuse, which a decoy of one kind cannot hide: `check` says so.
 #[test]

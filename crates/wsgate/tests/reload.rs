@@ -137,3 +137,77 @@ async fn a_file_with_errors_is_refused_by_wsgate_reload_and_by_sighup_and_change
     );
     assert_eq!(c.read_close().await.close_code(), Some(1008));
 }
+
+/// `wsgate` with these arguments and environment changes (a value, or
+/// `None` to remove the variable): exit code, stdout, stderr.
+fn run(args: &[&str], env: &[(&str, Option<&str>)]) -> (Option<i32>, String, String) {
+    let mut command = Command::new(BIN);
+    command.args(args).env_remove("WSGATE_ADMIN_TOKEN");
+    for (k, v) in env {
+        match v {
+            Some(v) => command.env(k, v),
+            None => command.env_remove(k),
+        };
+    }
+    let out = command.output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// With `[metrics] admin_token_env`, the admin endpoint's POSTs need the
+/// token, and only they: `/metrics` stays open to scrapers. `wsgate reload`
+/// sends the token from the variable the config names, and reads nothing
+/// else of the config, so a shell without the service's other secrets
+/// still reaches the gateway.
+#[tokio::test]
+async fn the_admin_token_is_required_and_the_cli_sends_it() {
+    const TOKEN: &str = "an-admin-token-of-at-least-32-bytes!";
+    let echo = Echo::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = config(echo.addr, r#""https://one.example""#).replacen(
+        "bind = \"127.0.0.1:0\"\n",
+        "bind = \"127.0.0.1:0\"\nadmin_token_env = \"WSGATE_TEST_ADMIN\"\n",
+        1,
+    );
+    let path = dir.path().join("gw.toml");
+    write(&path, &text);
+    let gw = GatewayProcess::spawn(Path::new(BIN), &path, &[("WSGATE_TEST_ADMIN", TOKEN)]).await;
+    let admin = gw.admin.unwrap().to_string();
+    let by_address = ["reload", "--admin", admin.as_str()];
+    for (token, want) in [(None, Some(1)), (Some("a-wrong-token"), Some(1))] {
+        let (code, _, stderr) = run(&by_address, &[("WSGATE_ADMIN_TOKEN", token)]);
+        assert_eq!(code, want, "{stderr}");
+        assert!(stderr.contains("answered 401"), "{stderr}");
+        assert!(stderr.contains("$WSGATE_TEST_ADMIN"), "{stderr}");
+    }
+    let (code, stdout, stderr) = run(&by_address, &[("WSGATE_ADMIN_TOKEN", Some(TOKEN))]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("generation 2"), "{stdout}");
+
+    // Through a config: its admin address and token variable, beside a
+    // secret this shell does not have.
+    let cli_config = dir.path().join("cli.toml");
+    let with_address = text.replacen(
+        "bind = \"127.0.0.1:0\"\n",
+        &format!("bind = \"{admin}\"\n"),
+        1,
+    ) + "\n[auth.jwt]\nhs256_secret_env = \"NOT_IN_THIS_SHELL\"\nalgorithms = [\"HS256\"]\n";
+    write(&cli_config, &with_address);
+    let cli_config = cli_config.to_str().unwrap();
+    let by_config = ["reload", "--config", cli_config];
+    let (code, _, stderr) = run(&by_config, &[("WSGATE_TEST_ADMIN", None)]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("set $WSGATE_TEST_ADMIN here too"),
+        "{stderr}"
+    );
+    let (code, stdout, stderr) = run(&by_config, &[("WSGATE_TEST_ADMIN", Some(TOKEN))]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("generation 3"), "{stdout}");
+
+    let mut scrape = RawClient::connect(gw.admin.unwrap()).await;
+    assert_eq!(scrape.request("GET", "/metrics", &[]).await.status, 200);
+}

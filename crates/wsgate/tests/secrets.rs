@@ -14,6 +14,7 @@ use wsgate_testkit::upstream::Echo;
 
 const SECRET: &str = "a-test-secret-of-at-least-32-bytes!!";
 const APP: (&str, &str) = ("Origin", "https://app.example.com");
+const ADMIN_TOKEN: &str = "an-admin-token-of-at-least-32-bytes!";
 
 #[tokio::test]
 async fn no_token_password_cookie_or_ticket_appears_in_any_log() {
@@ -31,6 +32,10 @@ async fn no_token_password_cookie_or_ticket_appears_in_any_log() {
             r#"
 [[listener]]
 bind = "127.0.0.1:0"
+
+[metrics]
+bind = "127.0.0.1:0"
+admin_token_env = "ADMIN_TOKEN"
 
 [auth.jwt]
 hs256_secret_env = "JWT_SECRET"
@@ -58,7 +63,7 @@ subprotocols = ["chat.v1"]
     let gw = GatewayProcess::spawn(
         Path::new(env!("CARGO_BIN_EXE_wsgate")),
         &config,
-        &[("JWT_SECRET", SECRET)],
+        &[("JWT_SECRET", SECRET), ("ADMIN_TOKEN", ADMIN_TOKEN)],
     )
     .await;
     let good = jwt::hs256(SECRET, &claims("alice", 300));
@@ -70,8 +75,11 @@ subprotocols = ["chat.v1"]
     let basic_good =
         base64::engine::general_purpose::STANDARD.encode("alice:correct-horse-battery");
     let basic_bad = base64::engine::general_purpose::STANDARD.encode("alice:wrong-guess-password");
+    let wrong_admin_token = "a-wrong-admin-token-of-32-bytes-or-more";
     let mut secrets = vec![
         SECRET.to_owned(),
+        ADMIN_TOKEN.to_owned(),
+        wrong_admin_token.to_owned(),
         good.clone(),
         forged.clone(),
         expired.clone(),
@@ -139,10 +147,31 @@ subprotocols = ["chat.v1"]
         c.handshake(&format!("/chat?ticket={ticket}"), &[APP]).await;
     }
     secrets.push(ticket);
+    // The admin token: refused when wrong, taken when right.
+    for (token, want) in [(wrong_admin_token, 401), (ADMIN_TOKEN, 200)] {
+        let mut c = RawClient::connect(gw.admin.unwrap()).await;
+        let bearer = format!("Bearer {token}");
+        let body = r#"{"user": "mallory"}"#;
+        let len = body.len().to_string();
+        let head = [
+            ("Content-Type", "application/json"),
+            ("Authorization", bearer.as_str()),
+            ("Content-Length", len.as_str()),
+        ];
+        let mut raw = "POST /revoke HTTP/1.1\r\nHost: admin\r\n".to_owned();
+        for (k, v) in head {
+            raw.push_str(&format!("{k}: {v}\r\n"));
+        }
+        raw.push_str("\r\n");
+        raw.push_str(body);
+        c.send_raw(raw.as_bytes()).await;
+        assert_eq!(c.read_reply().await.status, want);
+    }
 
-    // Every attempt was decided and logged: 9 handshakes, a ticket, 2 redemptions.
+    // Every attempt was decided and logged: 9 handshakes, a ticket, 2
+    // redemptions, a revocation.
     let mut gw = gw;
-    for _ in 0..12 {
+    for _ in 0..13 {
         gw.event(|_| true).await;
     }
     let logs = format!("{}\n{}", gw.stdout(), gw.log());
