@@ -32,7 +32,6 @@ use crate::state::State;
 use crate::upstream::{self, ClientSide, Connected};
 
 /// Who is on the other end of one accepted connection.
-#[derive(Clone)]
 pub(crate) struct Conn {
     pub(crate) state: Arc<State>,
     pub(crate) listener: usize,
@@ -49,6 +48,10 @@ pub(crate) struct Conn {
     /// The chain the client presented (its certificate first), empty without
     /// one: a reload checks it again against the listener's CAs and CRLs.
     pub(crate) client_chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// Set once a request on the connection has been handed to
+    /// [`handle`]: a header-read timeout after that is a keep-alive
+    /// connection left idle, not a handshake that never came.
+    pub(crate) served: std::sync::atomic::AtomicBool,
 }
 
 /// The client of a request, as limits count it, the audit log names it
@@ -157,8 +160,17 @@ impl Conn {
             return Ok(self);
         };
         Ok(Arc::new(Conn {
+            state: Arc::clone(&self.state),
+            listener: self.listener,
+            id: self.id,
+            peer: self.peer,
             client: Client::forwarded(&self.client, found),
-            ..Conn::clone(&self)
+            tls: self.tls,
+            client_cert: self.client_cert.clone(),
+            client_chain: self.client_chain.clone(),
+            // The connection's own flag is the one that counts; this view
+            // lives for one request.
+            served: std::sync::atomic::AtomicBool::new(true),
         }))
     }
 

@@ -9,6 +9,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
@@ -100,6 +101,7 @@ async fn serve(state: Arc<State>, index: usize, mut tcp: TcpStream, peer: Socket
             tls: acceptor.is_some(),
             client_cert,
             client_chain,
+            served: AtomicBool::new(false),
         })
     };
     if let Some(trusted) = proxies {
@@ -190,7 +192,10 @@ where
     // `Connection: Upgrade` with `close`. Every refusal carries
     // `Connection: close` instead, which ends the connection after it.
     let service_conn = Arc::clone(&conn);
-    let service = service_fn(move |req| handle(req, Arc::clone(&service_conn)));
+    let service = service_fn(move |req| {
+        service_conn.served.store(true, Ordering::Relaxed);
+        handle(req, Arc::clone(&service_conn))
+    });
     let connection = builder
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
@@ -206,7 +211,12 @@ where
         }
     };
     let Err(e) = result else { return };
-    if e.is_timeout() {
+    if e.is_timeout() && conn.served.load(Ordering::Relaxed) {
+        // hyper's header-read timer also runs while a keep-alive
+        // connection waits for its next request: closing an idle one
+        // refuses nothing.
+        tracing::debug!(client = %conn.peer, "idle keep-alive connection closed");
+    } else if e.is_timeout() {
         log_failure(
             &conn,
             Reason::HandshakeTimeout,

@@ -131,6 +131,10 @@ pub(crate) async fn forward(
         );
     }
     let (mut head, body) = answered.into_parts();
+    // The gateway answers in its own HTTP version, not the upstream's: an
+    // HTTP/1.0 upstream would otherwise end every client's keep-alive
+    // (hyper still answers an HTTP/1.0 client in 1.0).
+    head.version = http::Version::HTTP_11;
     // What the upstream's `Connection` names is hop-by-hop too, so it is
     // read before `Connection` itself goes.
     for name in upstream::connection_tokens(&head.headers) {

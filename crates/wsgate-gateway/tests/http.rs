@@ -223,3 +223,71 @@ async fn report_only_sends_the_policy_without_enforcing_it() {
     );
     assert_eq!(reply.header("content-security-policy"), None);
 }
+
+/// A keep-alive connection left idle after its requests is closed at the
+/// listener's `handshake_timeout` without a word in the audit log or the
+/// handshake metrics: it refused nothing. A connection that never sends a
+/// request is still a refused `handshake_timeout`.
+#[tokio::test]
+async fn an_idle_keep_alive_connection_closes_without_a_refusal() {
+    let (app, echo) = (HttpUpstream::start().await, Echo::start().await);
+    let config = common::config(echo.addr, "", "").replace(
+        r#"handshake_timeout = "2s""#,
+        r#"handshake_timeout = "300ms""#,
+    ) + &format!(
+        "\n[[route]]\npath = \"/app\"\nkind = \"http\"\nupstream = \"{}\"\nauth = \"none\"\n",
+        app.url("/base")
+    );
+    let mut gw = TestGateway::start(&config).await;
+    let mut c = RawClient::connect(gw.addr).await;
+    seen(&c.request("GET", "/app/page", &[]).await);
+    assert!(c.ends_cleanly().await, "the idle connection was not closed");
+    // Opened after the idle one closed, so its refusal comes after any
+    // line the idle one could have caused.
+    let silent = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let ev = gw.handshake_event().await;
+    assert_eq!(
+        (ev.client.as_str(), ev.reason),
+        (
+            silent.local_addr().unwrap().to_string().as_str(),
+            Some("handshake_timeout")
+        )
+    );
+}
+
+/// The gateway answers in its own HTTP version: an HTTP/1.0 upstream's
+/// answer reaches an HTTP/1.1 client as 1.1, and the client's connection
+/// stays open for its next request.
+#[tokio::test]
+async fn an_http_1_0_upstream_does_not_end_the_clients_keep_alive() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let old = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let old_addr = old.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = old.accept().await {
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && tcp.read(&mut byte).await.unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let _ = tcp
+                .write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .await;
+        }
+    });
+    let echo = Echo::start().await;
+    let config = common::config(echo.addr, "", "")
+        + &format!(
+            "\n[[route]]\npath = \"/old\"\nkind = \"http\"\nupstream = \"http://{old_addr}/\"\nauth = \"none\"\n"
+        );
+    let gw = TestGateway::start(&config).await;
+    let mut c = RawClient::connect(gw.addr).await;
+    for _ in 0..2 {
+        c.send_raw(b"GET /old/ HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await;
+        let head = c.read_until(b"\r\n\r\n").await;
+        let head = String::from_utf8_lossy(&head);
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert_eq!(c.read_until(b"ok").await, b"ok");
+    }
+}
