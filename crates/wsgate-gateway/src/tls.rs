@@ -223,16 +223,24 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
         .map_err(|e| format!("cannot read a private key from {}: {e}", path.display()))
 }
 
-/// The client config for an upstream: the system's roots plus the route's CA.
+/// The client config for an upstream: the route's CA alone when it names
+/// one, else the system's roots. A private CA replaces the public ones, as
+/// nginx's `proxy_ssl_trusted_certificate` and HAProxy's `ca-file` do: an
+/// upstream inside the operator's PKI should not also be impersonable by
+/// any public CA that will issue for its name.
 pub(crate) fn upstream(ca: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
     let mut roots = RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    roots.add_parsable_certificates(native.certs);
-    if let Some(ca) = ca {
-        for cert in load_certs(ca)? {
-            roots
-                .add(cert)
-                .map_err(|e| format!("{}: not a usable CA certificate: {e}", ca.display()))?;
+    match ca {
+        Some(ca) => {
+            for cert in load_certs(ca)? {
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("{}: not a usable CA certificate: {e}", ca.display()))?;
+            }
+        }
+        None => {
+            let native = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(native.certs);
         }
     }
     if roots.is_empty() {
