@@ -331,12 +331,19 @@ async fn while_redis_is_down_on_error_allow_admits_without_counting() {
         assert_eq!(s, 101, "allowed past a per-user limit of 2: nothing counts");
     }
     // A ticket cannot be checked without the store: never assumed valid.
+    let ticket = "A".repeat(43);
     let mut c = RawClient::connect(gws[0].addr).await;
-    let reply = c.handshake("/chat?ticket=abc", &[("Origin", APP)]).await;
+    let reply = c
+        .handshake(&format!("/chat?ticket={ticket}"), &[("Origin", APP)])
+        .await;
     assert_eq!(
         (reply.status, reply.body.trim()),
         (503, "store_unavailable")
     );
+    // What has not a ticket's shape is no ticket, store or not.
+    let mut c = RawClient::connect(gws[0].addr).await;
+    let reply = c.handshake("/chat?ticket=abc", &[("Origin", APP)]).await;
+    assert_eq!((reply.status, reply.body.trim()), (401, "ticket_invalid"));
 }
 
 async fn scrape(addr: std::net::SocketAddr) -> String {

@@ -129,11 +129,17 @@ impl Store {
         }
     }
 
-    /// Takes a ticket out: it works once, and only before it expires.
+    /// Takes a ticket out: it works once, and only before it expires. One
+    /// that [`new_ticket`] could not have made is unknown without asking:
+    /// junk costs no round trip to Redis, and is `ticket_invalid` even
+    /// while Redis is down.
     pub(crate) async fn redeem_ticket(
         &self,
         ticket: &str,
     ) -> Result<Option<TicketGrant>, StoreError> {
+        if !well_formed(ticket) {
+            return Ok(None);
+        }
         match self {
             Store::Memory(m) => Ok(m.tickets.redeem(ticket)),
             Store::Redis { redis, .. } => Ok(redis
@@ -223,6 +229,15 @@ pub(crate) fn new_ticket() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
 }
 
+/// Whether `ticket` has the shape of one [`new_ticket`] makes: 32 bytes in
+/// unpadded base64url, 43 characters.
+fn well_formed(ticket: &str) -> bool {
+    ticket.len() == 43
+        && ticket
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// A grant as stored in Redis.
 fn encode_grant(grant: &TicketGrant) -> String {
     let expires = grant
@@ -277,6 +292,44 @@ pub(crate) fn retry_secs(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_shape_of_a_ticket_is_looked_up() {
+        for _ in 0..64 {
+            assert!(well_formed(&new_ticket()));
+        }
+        let t = new_ticket();
+        for junk in [
+            "",
+            &t[1..],
+            &format!("{t}A"),
+            &t.replacen(|c: char| c.is_ascii_alphanumeric(), "+", 1),
+            &"é".repeat(21),
+        ] {
+            assert!(!well_formed(junk), "{junk:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_junk_ticket_is_unknown_without_asking_the_store() {
+        // A Redis store never started, never connected: asking it is an error.
+        let config = wsgate_config::RedisStore {
+            url: "redis://127.0.0.1:1/".into(),
+            on_error: OnStoreError::Deny,
+            timeout: Duration::from_millis(100),
+            lease: Duration::from_secs(30),
+            prefix: "wsgate".into(),
+        };
+        let metrics = (Default::default(), Default::default());
+        let redis = redis::Redis::new(&config, Duration::from_secs(30), metrics)
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        let store = Store::Redis {
+            redis,
+            on_error: OnStoreError::Deny,
+        };
+        assert_eq!(store.redeem_ticket("junk").await, Ok(None));
+        assert!(store.redeem_ticket(&new_ticket()).await.is_err());
+    }
 
     #[test]
     fn retry_after_rounds_up_and_is_never_zero() {
