@@ -468,29 +468,34 @@ fn is_loopback(url: &url::Url) -> bool {
 }
 
 fn secret(e: At<&str>, env: Env<'_>, errs: &mut Collector<'_>) -> Option<JwtKeys> {
-    match env(e.value) {
-        Some(s) if s.len() >= MIN_HS256_SECRET => Some(JwtKeys::Secret {
-            env: e.value.to_owned(),
-            secret: s.into_bytes(),
-        }),
-        Some(s) => {
-            let msg = format!(
-                "${} holds {} bytes; an HS256 secret needs at least {MIN_HS256_SECRET}",
-                e.value,
-                s.len()
-            );
-            errs.push(&e.path, Some(e.at), msg);
-            None
-        }
-        None => {
-            errs.push(
-                &e.path,
-                Some(e.at),
-                format!("environment variable ${} is not set", e.value),
-            );
-            None
-        }
-    }
+    let secret = secret_from_env(&e, env, MIN_HS256_SECRET, "an HS256 secret", errs)?;
+    Some(JwtKeys::Secret {
+        env: e.value.to_owned(),
+        secret: secret.into_bytes(),
+    })
+}
+
+/// The value of the environment variable `name` names, if it is set and
+/// holds at least `min` bytes; otherwise an error at `name`'s key saying
+/// which. `what` names the secret in that error.
+pub(crate) fn secret_from_env(
+    name: &At<&str>,
+    env: Env<'_>,
+    min: usize,
+    what: &str,
+    errs: &mut Collector<'_>,
+) -> Option<String> {
+    let msg = match env(name.value) {
+        Some(s) if s.len() >= min => return Some(s),
+        Some(s) => format!(
+            "${} holds {} bytes; {what} needs at least {min} (e.g. `openssl rand -hex 32`)",
+            name.value,
+            s.len()
+        ),
+        None => format!("environment variable ${} is not set", name.value),
+    };
+    errs.push(&name.path, Some(name.at), msg);
+    None
 }
 
 fn algorithms(

@@ -996,25 +996,12 @@ fn metrics(
             None
         }
     };
-    let admin_token = t.string("admin_token_env", errs).and_then(|e| match env(e.value) {
-        Some(token) if token.len() >= MIN_ADMIN_TOKEN => Some(AdminToken {
+    let admin_token = t.string("admin_token_env", errs).and_then(|e| {
+        let token = crate::auth::secret_from_env(&e, env, MIN_ADMIN_TOKEN, "an admin token", errs)?;
+        Some(AdminToken {
             env: e.value.to_owned(),
             token,
-        }),
-        Some(token) => {
-            let msg = format!(
-                "${} holds {} bytes; an admin token needs at least {MIN_ADMIN_TOKEN} (e.g. `openssl rand -hex 32`)",
-                e.value,
-                token.len()
-            );
-            errs.push(&e.path, Some(e.at), msg);
-            None
-        }
-        None => {
-            let msg = format!("environment variable ${} is not set", e.value);
-            errs.push(&e.path, Some(e.at), msg);
-            None
-        }
+        })
     });
     t.finish(errs);
     (bind, admin_token)
