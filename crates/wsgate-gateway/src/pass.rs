@@ -4,8 +4,8 @@
 //! TLS and `Host` allow-lists as its WebSockets. A request is rebuilt for
 //! the upstream as a WebSocket handshake is (hop-by-hop headers, client
 //! copies of `X-Forwarded-*`, `Client-Cert`, the route's identity headers
-//! and the identity assertion's header dropped; the gateway's own set) and both bodies stream through
-//! without being held. A WebSocket handshake sent to an HTTP route is
+//! and the identity assertion's header dropped; the gateway's own set),
+//! and both bodies stream through without being held. A WebSocket handshake sent to an HTTP route is
 //! refused: it would reach the upstream without any of the WebSocket
 //! checks.
 //!
