@@ -197,6 +197,17 @@ impl Snapshot {
                 "metrics.bind {bind} is not loopback and names no `admin_token_env`: whoever can reach it can revoke users and reload the config; set a token, or bind to loopback"
             ));
         }
+        if let Some(jwt) = &config.auth.jwt {
+            for source in &jwt.from {
+                if let wsgate_config::auth::TokenSource::Cookie(name) = source
+                    && !name.starts_with("__Host-")
+                {
+                    notes.push(format!(
+                        "auth.jwt.from takes the cookie `{name}`: a page on a sibling subdomain can set a cookie of that name that browsers send first (cookie tossing); name it `__Host-{name}` where the application can"
+                    ));
+                }
+            }
+        }
         if let Some(jwt) = &config.auth.jwt
             && jwt.audience.is_none()
         {

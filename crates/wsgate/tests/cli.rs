@@ -106,9 +106,11 @@ fn check_accepts_the_shipped_example_config() {
 }
 
 /// A JWT config without an audience takes tokens the issuer signed for
-/// any service: `check` says so, and says nothing once one is set.
+/// any service, and a token cookie without the `__Host-` prefix can be
+/// tossed from a sibling subdomain: `check` says so, and says nothing once
+/// both are mended.
 #[test]
-fn check_notes_a_jwt_config_without_an_audience() {
+fn check_notes_a_jwt_config_without_an_audience_or_with_a_tossable_cookie() {
     let dir = tempfile::tempdir().unwrap();
     let notes = |audience: &str| {
         let path = write(
@@ -153,6 +155,15 @@ auth = "jwt"
     );
     let with = notes(r#"audience = "chat""#);
     assert!(!with.contains("audience"), "{with}");
+    // A token cookie without the __Host- prefix can be tossed.
+    let tossable = notes("audience = \"chat\"\nfrom = [\"header\", \"cookie:session\"]");
+    assert!(
+        tossable.contains("note: auth.jwt.from takes the cookie `session`")
+            && tossable.contains("`__Host-session`"),
+        "{tossable}"
+    );
+    let hosted = notes("audience = \"chat\"\nfrom = [\"cookie:__Host-session\"]");
+    assert!(!hosted.contains("note"), "{hosted}");
 }
 
 /// An admin endpoint off loopback without a token lets whoever reaches it
