@@ -450,7 +450,12 @@ fn route(
     };
     let subprotocols = subprotocols(&mut t, errs);
     let limits = match t.table("limits", errs) {
-        Some(l) => limits(l, errs),
+        Some(l) => {
+            if kind == RouteKind::Http {
+                websocket_limits_refused(&l, errs);
+            }
+            limits(l, errs)
+        }
         None => Some(Limits::default()),
     };
     let (route_at, route_path_key) = (t.at(), t.path().to_owned());
@@ -894,6 +899,21 @@ pub(crate) fn is_token(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// The one `[route.limits]` key an HTTP route uses: the others bound
+/// WebSocket connections and handshakes, and pass-through counts none of
+/// them, so a key such as `handshakes_per_ip_per_min` written there would
+/// protect nothing while seeming to.
+const HTTP_LIMITS: &[&str] = &["connect_timeout"];
+
+fn websocket_limits_refused(t: &Table<'_, '_>, errs: &mut Collector<'_>) {
+    for (key, at) in t.written() {
+        if !HTTP_LIMITS.contains(&key) {
+            let msg = "applies to WebSocket routes only; this route has kind = \"http\" (only connect_timeout applies)";
+            errs.push(&t.path_of(key), Some(at), msg);
+        }
+    }
 }
 
 fn limits(mut t: Table<'_, '_>, errs: &mut Collector<'_>) -> Option<Limits> {

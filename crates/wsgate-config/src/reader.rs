@@ -260,6 +260,14 @@ impl<'a, 'i> Table<'a, 'i> {
     /// Reports keys that were never read: a misspelt or misplaced key is an
     /// error, because a security setting silently ignored is worse than a
     /// gateway that does not start.
+    /// The keys written in this table, with where each value starts.
+    pub(crate) fn written(&self) -> Vec<(&'a str, usize)> {
+        self.table
+            .iter()
+            .map(|(key, value)| (key.get_ref().as_ref(), span_start(value)))
+            .collect()
+    }
+
     pub(crate) fn finish(self, errs: &mut Collector<'_>) {
         for (key, value) in self.table.iter() {
             let key = key.get_ref().as_ref();

@@ -381,11 +381,13 @@ upstream = "https://127.0.0.1:8080/base"
 auth = "none"
 hosts = ["app.example.com"]
 identity_headers = { method = "X-Wsgate-Auth" }
-csp = { connect_src = ["'self'", "wss://chat.example.com"], report_only = true }"#,
+csp = { connect_src = ["'self'", "wss://chat.example.com"], report_only = true }
+limits = { connect_timeout = "2s" }"#,
     );
     let c = parse(&ok, Path::new(".")).unwrap();
     let r = c.routes.last().unwrap();
     assert_eq!(r.kind, wsgate_config::RouteKind::Http);
+    assert_eq!(r.limits.connect_timeout, std::time::Duration::from_secs(2));
     assert!(r.upstream.tls);
     let csp = r.csp.as_ref().unwrap();
     assert_eq!(csp.connect_src, ["'self'", "wss://chat.example.com"]);
@@ -399,7 +401,8 @@ auth = "jwt"
 origins = ["https://app.example.com"]
 subprotocols = ["chat"]
 compression = true
-csp = { connect_src = ["'self'; script-src *", "wss://a.example.com, https:"] }"#,
+csp = { connect_src = ["'self'; script-src *", "wss://a.example.com, https:"] }
+limits = { connect_timeout = "2s", handshakes_per_ip_per_min = 10, max_conns_per_ip = 5 }"#,
     );
     let errs = parse(&bad, Path::new(".")).unwrap_err().0;
     let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
@@ -410,6 +413,10 @@ csp = { connect_src = ["'self'; script-src *", "wss://a.example.com, https:"] }"
         ("origins", "WebSocket routes only"),
         ("subprotocols", "WebSocket routes only"),
         ("compression", "WebSocket routes only"),
+        // Pass-through counts no handshakes or connections: a limit
+        // written there would protect nothing while seeming to.
+        ("limits.handshakes_per_ip_per_min", "WebSocket routes only"),
+        ("limits.max_conns_per_ip", "WebSocket routes only"),
         ("csp.connect_src[0]", "not a CSP source expression"),
         ("csp.connect_src[1]", "not a CSP source expression"),
     ] {
