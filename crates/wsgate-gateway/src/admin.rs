@@ -59,7 +59,9 @@ async fn answer(
         "/reload" => reload(&req, &state, peer).await,
         "/metrics" => (
             StatusCode::OK,
-            state.metrics.encode(&state.slots, &state.budget),
+            state
+                .metrics
+                .encode(&state.slots, &state.before_head, &state.budget),
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         ),
         "/healthz" => (StatusCode::OK, "ok\n".to_owned(), "text/plain"),

@@ -22,6 +22,7 @@ use wsgate_policy::Reason;
 use wsgate_policy::credentials::ClientCert;
 
 use crate::handshake::{Client, Conn, elapsed_ms, handle};
+use crate::limits::Slot;
 use crate::state::State;
 
 /// A listening socket on `bind`; with `reuse_port`, `SO_REUSEPORT` lets
@@ -51,11 +52,21 @@ pub(crate) async fn accept_loop(state: Arc<State>, index: usize, listener: TcpLi
         };
         match accepted {
             Ok((tcp, client)) => {
+                // Taken before the task exists: a flood of connections that
+                // never send a request (or never finish TLS) would otherwise
+                // hold sockets and tasks without bound until their
+                // handshake_timeout, and starve the process of descriptors.
+                let Some(before_head) = state.before_head.take() else {
+                    refuse_unread(&state, index, tcp, client);
+                    continue;
+                };
                 let s = Arc::clone(&state);
                 // Boxed: the task's future is 2.9 KiB, and a future spawned
                 // inline is copied whole on its way into the task and again
                 // when the task ends (2 % of a plain handshake's instructions).
-                state.tasks.spawn(Box::pin(serve(s, index, tcp, client)));
+                state
+                    .tasks
+                    .spawn(Box::pin(serve(s, index, tcp, client, before_head)));
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -66,7 +77,42 @@ pub(crate) async fn accept_loop(state: Arc<State>, index: usize, listener: TcpLi
     }
 }
 
-async fn serve(state: Arc<State>, index: usize, mut tcp: TcpStream, peer: SocketAddr) {
+/// Closes a connection the gateway has no room for, unread: answering
+/// would mean a TLS handshake and a request head, the very work it has no
+/// room for.
+fn refuse_unread(state: &Arc<State>, index: usize, tcp: TcpStream, peer: SocketAddr) {
+    drop(tcp);
+    let conn = Conn {
+        state: Arc::clone(state),
+        listener: index,
+        id: state.next_conn_id(),
+        peer,
+        client: Client::direct(peer),
+        tls: state.policy().listeners[index].tls.is_some(),
+        client_cert: None,
+        client_chain: Vec::new(),
+        served: AtomicBool::new(false),
+    };
+    let detail = format!(
+        "{} connections are already waiting for their request head ([limits] max_connections); closed unread",
+        state.before_head.max()
+    );
+    state.metrics.limit_hit("max_connections");
+    log_failure(
+        &conn,
+        Reason::TooManyConnections,
+        tokio::time::Instant::now(),
+        &detail,
+    );
+}
+
+async fn serve(
+    state: Arc<State>,
+    index: usize,
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    before_head: Slot,
+) {
     let _ = tcp.set_nodelay(true);
     // The TLS certificate is the one in force at accept: a reload that
     // rotates it applies to connections accepted after it.
@@ -129,7 +175,7 @@ async fn serve(state: Arc<State>, index: usize, mut tcp: TcpStream, peer: Socket
     }
     let conn = |presented| conn(&client, presented);
     let Some(acceptor) = &acceptor else {
-        return serve_http(conn(None), tcp, started).await;
+        return serve_http(conn(None), tcp, started, before_head).await;
     };
     match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => {
@@ -157,7 +203,7 @@ async fn serve(state: Arc<State>, index: usize, mut tcp: TcpStream, peer: Socket
             // connection's task (6.0 KiB against 2.9), plain ones too, and
             // that much is moved when the task is spawned and written again
             // when it ends (1.8 % of the instructions per plain handshake).
-            Box::pin(serve_http(conn(presented), tls, started)).await;
+            Box::pin(serve_http(conn(presented), tls, started, before_head)).await;
         }
         Ok(Err(e)) => log_failure(
             &conn(None),
@@ -174,7 +220,7 @@ async fn serve(state: Arc<State>, index: usize, mut tcp: TcpStream, peer: Socket
     }
 }
 
-async fn serve_http<I>(conn: Arc<Conn>, io: I, started: tokio::time::Instant)
+async fn serve_http<I>(conn: Arc<Conn>, io: I, started: tokio::time::Instant, before_head: Slot)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -192,7 +238,13 @@ where
     // `Connection: Upgrade` with `close`. Every refusal carries
     // `Connection: close` instead, which ends the connection after it.
     let service_conn = Arc::clone(&conn);
+    // Given back once the first head is read: from there on the handshake
+    // stage counts the connection, against `slots`.
+    let before_head = std::sync::Mutex::new(Some(before_head));
     let service = service_fn(move |req| {
+        if let Ok(mut held) = before_head.lock() {
+            held.take();
+        }
         service_conn.served.store(true, Ordering::Relaxed);
         handle(req, Arc::clone(&service_conn))
     });

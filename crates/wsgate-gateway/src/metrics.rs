@@ -59,6 +59,7 @@ pub(crate) struct Metrics {
     /// Read from the limits when scraped.
     assembly_bytes: Gauge,
     slots_in_use: Gauge,
+    before_head: Gauge,
     /// 1 while the store answers (always 1 for the memory store).
     pub(crate) store_up: Gauge,
     /// Store operations that failed or timed out.
@@ -124,6 +125,12 @@ impl Metrics {
             "Handshakes in progress and connections open, against [limits] max_connections",
             slots_in_use.clone(),
         );
+        let before_head = Gauge::default();
+        registry.register(
+            "connections_before_head",
+            "Connections accepted whose request head is not read yet, against [limits] max_connections",
+            before_head.clone(),
+        );
         let store_up = Gauge::default();
         store_up.set(1);
         registry.register(
@@ -187,6 +194,7 @@ impl Metrics {
             store_up,
             assembly_bytes,
             slots_in_use,
+            before_head,
             registry,
             handshakes,
             open,
@@ -232,8 +240,11 @@ impl Metrics {
     pub(crate) fn encode(
         &self,
         slots: &crate::limits::Slots,
+        before_head: &crate::limits::Slots,
         budget: &crate::limits::Budget,
     ) -> String {
+        self.before_head
+            .set(i64::try_from(before_head.in_use()).unwrap_or(i64::MAX));
         self.assembly_bytes
             .set(i64::try_from(budget.in_use()).unwrap_or(i64::MAX));
         self.slots_in_use
