@@ -62,7 +62,7 @@ pub(crate) fn parse(
             route(t, base, &auth, &mut errs).map(|r| (i, at, r))
         })
         .collect();
-    let (metrics, admin_token) = root
+    let (metrics, admin_token, admin_hosts) = root
         .table("metrics", &mut errs)
         .map(|t| metrics(t, env, &mut errs))
         .unwrap_or_default();
@@ -103,6 +103,7 @@ pub(crate) fn parse(
         assertion,
         metrics,
         admin_token,
+        admin_hosts,
         limits: global_limits.unwrap_or_default(),
         store: store.unwrap_or_default(),
     })
@@ -994,7 +995,7 @@ fn metrics(
     mut t: Table<'_, '_>,
     env: crate::auth::Env<'_>,
     errs: &mut Collector<'_>,
-) -> (Option<SocketAddr>, Option<AdminToken>) {
+) -> (Option<SocketAddr>, Option<AdminToken>, Vec<HostPattern>) {
     let bind = match t.string("bind", errs) {
         Some(b) => match b.value.parse::<SocketAddr>() {
             Ok(addr) => Some(addr),
@@ -1023,8 +1024,18 @@ fn metrics(
             token,
         })
     });
+    let hosts = t
+        .strings("hosts", errs)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|item| {
+            HostPattern::parse(item.value)
+                .map_err(|msg| errs.push(&item.path, Some(item.at), msg))
+                .ok()
+        })
+        .collect();
     t.finish(errs);
-    (bind, admin_token)
+    (bind, admin_token, hosts)
 }
 
 /// The admin endpoint a config file names, `[metrics] bind`, and the name

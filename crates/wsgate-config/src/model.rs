@@ -72,6 +72,9 @@ pub struct Config {
     /// `[metrics] admin_token_env`: the token `POST /revoke` and `POST
     /// /reload` require, when set.
     pub admin_token: Option<AdminToken>,
+    /// `[metrics] hosts`: the names, besides addresses and `localhost`,
+    /// the admin endpoint answers to in `Host`.
+    pub admin_hosts: Vec<HostPattern>,
     /// `[limits]`: bounds on the whole process.
     pub limits: GlobalLimits,
     /// `[store]`: where shared counts live.

@@ -217,6 +217,20 @@ fn the_metrics_table() {
     assert!(err.to_string().contains("metrics.bind"), "{err}");
     let err = parse(&format!("{GOOD}\n[metrics]"), Path::new(".")).unwrap_err();
     assert!(err.to_string().contains("is required"), "{err}");
+    let c = parse(
+        &format!("{GOOD}\n[metrics]\nbind = \"127.0.0.1:0\"\nhosts = [\"metrics.internal\"]"),
+        Path::new("."),
+    )
+    .unwrap();
+    assert_eq!(c.admin_hosts.len(), 1);
+    let err = parse(
+        &format!(
+            "{GOOD}\n[metrics]\nbind = \"127.0.0.1:0\"\nhosts = [\"ok.internal\", \"http://x/\"]"
+        ),
+        Path::new("."),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("metrics.hosts[1]"), "{err}");
 }
 
 #[test]

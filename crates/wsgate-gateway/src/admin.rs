@@ -5,7 +5,9 @@
 //! `wsgate revoke` calls) and `POST /reload` (read the config file again;
 //! what `wsgate reload` calls).
 //!
-//! `/revoke` and `/reload` change state, so they refuse what a browser could send on a
+//! Every request must name an address, `localhost` or a name in `[metrics]
+//! hosts` in its `Host`: a page rebound by DNS to this address names its
+//! own. `/revoke` and `/reload` change state, so they refuse what a browser could send on a
 //! hostile page's behalf: any request with an `Origin` header (browsers send
 //! one on every POST), and any body that is not `application/json` (which a
 //! cross-origin page cannot send without a preflight this server never
@@ -17,7 +19,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
@@ -27,6 +29,8 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+
+use wsgate_config::host::HostHeader;
 
 use crate::audit::AuditEvent;
 use crate::state::State;
@@ -54,6 +58,16 @@ async fn answer(
     state: Arc<State>,
     peer: SocketAddr,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    if let Err(refused) = named_for_this_endpoint(&req, &state) {
+        tracing::warn!(
+            client = %peer,
+            path = req.uri().path(),
+            answer = refused.1.trim_end(),
+            "admin endpoint: request refused"
+        );
+        let (status, body, kind) = refused;
+        return Ok(text(status, body, kind));
+    }
     let (status, body, kind) = match req.uri().path() {
         "/revoke" => revoke(req, &state, peer).await,
         "/reload" => reload(&req, &state, peer).await,
@@ -152,6 +166,37 @@ fn operator_post<B>(req: &Request<B>, state: &State) -> Result<(), Answer> {
         ));
     }
     Ok(())
+}
+
+/// The request's `Host`: an address, `localhost`, or a name in
+/// `[metrics] hosts`. A hostile page whose name the attacker rebinds to
+/// this endpoint's address is same-origin with it in the browser's eyes,
+/// and could read `/metrics`; its name in `Host` is what gives it away. No
+/// page can be served under an address or `localhost` without already
+/// running on this machine.
+fn named_for_this_endpoint<B>(req: &Request<B>, state: &State) -> Result<(), Answer> {
+    let raw = req.headers().get(header::HOST).map(HeaderValue::to_str);
+    let why = match raw {
+        None => "no Host header".to_owned(),
+        Some(Err(_)) => "Host is not text".to_owned(),
+        Some(Ok(raw)) => match HostHeader::parse(raw) {
+            Err(e) => format!("Host is malformed: {e}"),
+            Ok(host) => {
+                let address = host.host.starts_with('[') || host.host.parse::<Ipv4Addr>().is_ok();
+                if address
+                    || host.host == "localhost"
+                    || state.policy().admin_hosts.iter().any(|p| p.matches(&host))
+                {
+                    return Ok(());
+                }
+                format!("Host {raw:?} is a name not in [metrics] hosts (DNS rebinding?)")
+            }
+        },
+    };
+    Err(refuse(
+        StatusCode::MISDIRECTED_REQUEST,
+        &format!("{why}: use the address, or list the name in [metrics] hosts"),
+    ))
 }
 
 /// Whether two secrets are equal, in time that does not depend on where

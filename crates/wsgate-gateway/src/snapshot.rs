@@ -50,6 +50,9 @@ pub(crate) struct Snapshot {
     /// The token `POST /revoke` and `POST /reload` require, when set
     /// (reloadable, so that it can be rotated).
     pub(crate) admin_token: Option<wsgate_config::AdminToken>,
+    /// `[metrics] hosts`: the names, besides addresses and `localhost`,
+    /// the admin endpoint answers to.
+    pub(crate) admin_hosts: Vec<wsgate_config::host::HostPattern>,
     /// `[shutdown] drain`.
     pub(crate) drain: std::time::Duration,
     /// `[shutdown] grace`.
@@ -272,6 +275,7 @@ impl Snapshot {
             verifiers,
             assertion,
             admin_token: config.admin_token.clone(),
+            admin_hosts: config.admin_hosts.clone(),
             drain: config.shutdown.drain,
             grace: config.shutdown.grace,
         };

@@ -267,7 +267,7 @@ async fn post_revoke(gw: &TestGateway, headers: &[(&str, &str)], body: &str) -> 
     let len = body.len().to_string();
     let mut all = headers.to_vec();
     all.push(("Content-Length", &len));
-    let mut head = "POST /revoke HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n".to_owned();
+    let mut head = "POST /revoke HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n".to_owned();
     for (k, v) in &all {
         head.push_str(&format!("{k}: {v}\r\n"));
     }

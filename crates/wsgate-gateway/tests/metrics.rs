@@ -152,3 +152,53 @@ async fn limit_hits_are_counted_by_the_limit_that_was_hit() {
     }
     assert!(!text.contains(r#"kind="max_connections""#), "{text}");
 }
+
+#[tokio::test]
+async fn the_admin_endpoint_answers_to_addresses_localhost_and_listed_names_only() {
+    let echo = Echo::start().await;
+    let config = common::config(echo.addr, "", "")
+        + "\n[metrics]\nbind = \"127.0.0.1:0\"\nhosts = [\"metrics.internal\"]\n";
+    let gw = TestGateway::start(&config).await;
+    let admin = gw.metrics_addr().unwrap();
+    let port = admin.port();
+    let with_host = |host: String| async move {
+        let mut c = RawClient::connect(admin).await;
+        c.request("GET", "/healthz", &[("Host", &host)]).await
+    };
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("[::1]:{port}"),
+        "localhost".to_owned(),
+        format!("METRICS.internal.:{port}"),
+    ] {
+        let reply = with_host(host.clone()).await;
+        assert_eq!((reply.status, reply.body.as_str()), (200, "ok\n"), "{host}");
+    }
+    // A name rebound to this address by a hostile page's DNS.
+    let reply = with_host(format!("rebound.attacker.example:{port}")).await;
+    assert_eq!(reply.status, 421);
+    assert!(
+        reply.body.contains("not in [metrics] hosts"),
+        "{}",
+        reply.body
+    );
+    // Before anything else: a rebound page's POST is refused the same way.
+    let mut c = RawClient::connect(admin).await;
+    let reply = c
+        .request(
+            "POST",
+            "/revoke",
+            &[
+                ("Host", "rebound.attacker.example"),
+                ("Content-Type", "application/json"),
+            ],
+        )
+        .await;
+    assert_eq!(reply.status, 421, "{}", reply.body);
+    // No Host at all (HTTP/1.0) is no address either.
+    let mut c = RawClient::connect(admin).await;
+    c.send_raw(b"GET /metrics HTTP/1.0\r\n\r\n").await;
+    let reply = c.read_reply().await;
+    assert_eq!(reply.status, 421);
+    assert!(reply.body.contains("no Host header"), "{}", reply.body);
+}

@@ -158,7 +158,7 @@ subprotocols = ["chat.v1"]
             ("Authorization", bearer.as_str()),
             ("Content-Length", len.as_str()),
         ];
-        let mut raw = "POST /revoke HTTP/1.1\r\nHost: admin\r\n".to_owned();
+        let mut raw = "POST /revoke HTTP/1.1\r\nHost: 127.0.0.1\r\n".to_owned();
         for (k, v) in head {
             raw.push_str(&format!("{k}: {v}\r\n"));
         }
