@@ -75,7 +75,7 @@ async fn answer(
             StatusCode::OK,
             state
                 .metrics
-                .encode(&state.slots, &state.before_head, &state.budget),
+                .encode(&state.slots, &state.at_http, &state.budget),
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         ),
         "/healthz" => (StatusCode::OK, "ok\n".to_owned(), "text/plain"),

@@ -53,10 +53,10 @@ pub(crate) async fn accept_loop(state: Arc<State>, index: usize, listener: TcpLi
         match accepted {
             Ok((tcp, client)) => {
                 // Taken before the task exists: a flood of connections that
-                // never send a request (or never finish TLS) would otherwise
-                // hold sockets and tasks without bound until their
-                // handshake_timeout, and starve the process of descriptors.
-                let Some(before_head) = state.before_head.take() else {
+                // never send a request, never finish TLS or trickle a request
+                // body would otherwise hold sockets and tasks without bound
+                // and starve the process of descriptors.
+                let Some(at_http) = state.at_http.take() else {
                     refuse_unread(&state, index, tcp, client);
                     continue;
                 };
@@ -66,7 +66,7 @@ pub(crate) async fn accept_loop(state: Arc<State>, index: usize, listener: TcpLi
                 // when the task ends (2 % of a plain handshake's instructions).
                 state
                     .tasks
-                    .spawn(Box::pin(serve(s, index, tcp, client, before_head)));
+                    .spawn(Box::pin(serve(s, index, tcp, client, at_http)));
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -94,8 +94,8 @@ fn refuse_unread(state: &Arc<State>, index: usize, tcp: TcpStream, peer: SocketA
         served: AtomicBool::new(false),
     };
     let detail = format!(
-        "{} connections are already waiting for their request head ([limits] max_connections); closed unread",
-        state.before_head.max()
+        "{} connections are already at HTTP (before or between requests, or on kind = \"http\" routes; [limits] max_connections); closed unread",
+        state.at_http.max()
     );
     state.metrics.limit_hit("max_connections");
     log_failure(
@@ -111,7 +111,7 @@ async fn serve(
     index: usize,
     mut tcp: TcpStream,
     peer: SocketAddr,
-    before_head: Slot,
+    at_http: Slot,
 ) {
     let _ = tcp.set_nodelay(true);
     // The TLS certificate is the one in force at accept: a reload that
@@ -175,7 +175,7 @@ async fn serve(
     }
     let conn = |presented| conn(&client, presented);
     let Some(acceptor) = &acceptor else {
-        return serve_http(conn(None), tcp, started, before_head).await;
+        return serve_http(conn(None), tcp, started, at_http).await;
     };
     match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => {
@@ -203,7 +203,7 @@ async fn serve(
             // connection's task (6.0 KiB against 2.9), plain ones too, and
             // that much is moved when the task is spawned and written again
             // when it ends (1.8 % of the instructions per plain handshake).
-            Box::pin(serve_http(conn(presented), tls, started, before_head)).await;
+            Box::pin(serve_http(conn(presented), tls, started, at_http)).await;
         }
         Ok(Err(e)) => log_failure(
             &conn(None),
@@ -220,7 +220,7 @@ async fn serve(
     }
 }
 
-async fn serve_http<I>(conn: Arc<Conn>, io: I, started: tokio::time::Instant, before_head: Slot)
+async fn serve_http<I>(conn: Arc<Conn>, io: I, started: tokio::time::Instant, at_http: Slot)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -238,13 +238,7 @@ where
     // `Connection: Upgrade` with `close`. Every refusal carries
     // `Connection: close` instead, which ends the connection after it.
     let service_conn = Arc::clone(&conn);
-    // Given back once the first head is read: from there on the handshake
-    // stage counts the connection, against `slots`.
-    let before_head = std::sync::Mutex::new(Some(before_head));
     let service = service_fn(move |req| {
-        if let Ok(mut held) = before_head.lock() {
-            held.take();
-        }
         service_conn.served.store(true, Ordering::Relaxed);
         handle(req, Arc::clone(&service_conn))
     });
@@ -262,6 +256,9 @@ where
             connection.await
         }
     };
+    // The connection has ended, or hyper has handed it to the WebSocket
+    // relay, which `slots` counts: either way it no longer speaks HTTP.
+    drop(at_http);
     let Err(e) = result else { return };
     if e.is_timeout() && conn.served.load(Ordering::Relaxed) {
         // hyper's header-read timer also runs while a keep-alive

@@ -59,7 +59,7 @@ pub(crate) struct Metrics {
     /// Read from the limits when scraped.
     assembly_bytes: Gauge,
     slots_in_use: Gauge,
-    before_head: Gauge,
+    at_http: Gauge,
     /// 1 while the store answers (always 1 for the memory store).
     pub(crate) store_up: Gauge,
     /// Store operations that failed or timed out.
@@ -125,11 +125,11 @@ impl Metrics {
             "Handshakes in progress and connections open, against [limits] max_connections",
             slots_in_use.clone(),
         );
-        let before_head = Gauge::default();
+        let at_http = Gauge::default();
         registry.register(
-            "connections_before_head",
-            "Connections accepted whose request head is not read yet, against [limits] max_connections",
-            before_head.clone(),
+            "connections_at_http",
+            "Connections speaking HTTP (not upgraded to WebSocket), against [limits] max_connections",
+            at_http.clone(),
         );
         let store_up = Gauge::default();
         store_up.set(1);
@@ -194,7 +194,7 @@ impl Metrics {
             store_up,
             assembly_bytes,
             slots_in_use,
-            before_head,
+            at_http,
             registry,
             handshakes,
             open,
@@ -240,11 +240,11 @@ impl Metrics {
     pub(crate) fn encode(
         &self,
         slots: &crate::limits::Slots,
-        before_head: &crate::limits::Slots,
+        at_http: &crate::limits::Slots,
         budget: &crate::limits::Budget,
     ) -> String {
-        self.before_head
-            .set(i64::try_from(before_head.in_use()).unwrap_or(i64::MAX));
+        self.at_http
+            .set(i64::try_from(at_http.in_use()).unwrap_or(i64::MAX));
         self.assembly_bytes
             .set(i64::try_from(budget.in_use()).unwrap_or(i64::MAX));
         self.slots_in_use

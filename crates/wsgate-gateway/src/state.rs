@@ -41,11 +41,11 @@ pub(crate) struct State {
     pub(crate) live: Arc<crate::live::Live>,
     /// `[limits] max_connections`: one slot per handshake in progress or connection open.
     pub(crate) slots: Arc<crate::limits::Slots>,
-    /// Connections accepted whose first request head has not been read
-    /// (PROXY header, TLS, the head itself), bounded by the same number:
-    /// they hold a socket and a task each, and `slots` counts them only
-    /// once their route is known.
-    pub(crate) before_head: Arc<crate::limits::Slots>,
+    /// Connections speaking HTTP: from accept (PROXY header, TLS, request
+    /// heads, `kind = "http"` exchanges, idle keep-alive) until they end or
+    /// are upgraded, bounded by the same number. `slots` counts WebSocket
+    /// handshakes and connections; these hold a socket and a task each too.
+    pub(crate) at_http: Arc<crate::limits::Slots>,
     /// `[limits] assembly_memory`: bytes for messages being assembled.
     pub(crate) budget: Arc<crate::limits::Budget>,
     /// Read buffers, lent to connections while they have bytes to read.
@@ -133,7 +133,7 @@ impl State {
             store,
             live: Arc::new(crate::live::Live::default()),
             slots: crate::limits::Slots::new(config.limits.max_connections),
-            before_head: crate::limits::Slots::new(config.limits.max_connections),
+            at_http: crate::limits::Slots::new(config.limits.max_connections),
             budget: crate::limits::Budget::new(config.limits.assembly_memory),
             buffers: crate::buffers::Buffers::default(),
             audit,

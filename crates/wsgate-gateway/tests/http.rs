@@ -291,3 +291,30 @@ async fn an_http_1_0_upstream_does_not_end_the_clients_keep_alive() {
         assert_eq!(c.read_until(b"ok").await, b"ok");
     }
 }
+
+#[tokio::test]
+async fn a_keep_alive_connection_on_an_http_route_holds_its_place_at_http() {
+    use tokio::io::AsyncReadExt as _;
+    let (app, echo) = (HttpUpstream::start().await, Echo::start().await);
+    let config = common::config(echo.addr, "", "")
+        + &format!(
+            "\n[[route]]\npath = \"/app\"\nkind = \"http\"\nupstream = \"{}\"\nauth = \"none\"\n\n[limits]\nmax_connections = 1\n",
+            app.url("/base")
+        );
+    let mut gw = TestGateway::start(&config).await;
+    let mut c = RawClient::connect(gw.addr).await;
+    seen(&c.request("GET", "/app/page", &[]).await);
+    // Answered and idle, it still holds the one place: a second connection
+    // is closed unread.
+    let mut other = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let ev = gw.event(|e| e.reason == Some("too_many_connections")).await;
+    assert!(
+        ev.detail
+            .as_deref()
+            .unwrap()
+            .contains("1 connections are already at HTTP")
+    );
+    assert_eq!(other.read(&mut [0u8; 16]).await.unwrap(), 0);
+    // The first goes on with its keep-alive.
+    seen(&c.request("GET", "/app/again", &[]).await);
+}

@@ -181,12 +181,12 @@ async fn the_gateway_holds_at_most_max_connections() {
 }
 
 #[tokio::test]
-async fn connections_that_send_no_request_head_are_bounded_too() {
+async fn connections_still_at_http_are_bounded_too() {
     use tokio::io::AsyncReadExt as _;
     let echo = Echo::start().await;
     let config = common::config(echo.addr, "", "") + "\n[limits]\nmax_connections = 2\n";
     let mut gw = TestGateway::start(&config).await;
-    // Two connections that say nothing hold both places before the head
+    // Two connections that say nothing hold both places at HTTP
     // (accepted in order, each place taken as it is accepted).
     let mut a = RawClient::connect(gw.addr).await;
     let _b = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
@@ -198,17 +198,23 @@ async fn connections_that_send_no_request_head_are_bounded_too() {
         (Some("refused"), Some("too_many_connections"))
     );
     let detail = ev.detail.as_deref().unwrap();
-    assert!(detail.contains("2 connections are already waiting for their request head"));
+    assert!(
+        detail.contains("2 connections are already at HTTP"),
+        "{detail}"
+    );
     assert_eq!(
         c.read(&mut [0u8; 16]).await.unwrap(),
         0,
         "closed, unanswered"
     );
-    // Once a sends its head, its place is given back: a new connection is
-    // admitted (a and d then hold both handshake slots).
+    // Once a is upgraded, its place is given back (the relay echoing is the
+    // sign: the upgrade and the release happen in one poll of a's task): a
+    // new connection is admitted (a and d then hold both WebSocket slots).
     let reply = a.handshake("/chat", &[ORIGIN]).await;
     assert_eq!(reply.status, 101, "{}", reply.body);
     gw.handshake_event().await;
+    a.send_text("up").await;
+    assert_eq!(a.read_data().await.payload, b"up");
     let _d = open(&gw, &[ORIGIN]).await;
     let ev = gw.handshake_event().await;
     assert_eq!(ev.decision, Some("admitted"));
