@@ -906,12 +906,12 @@ pub(crate) fn is_token(s: &str) -> bool {
 /// WebSocket connections and handshakes, and pass-through counts none of
 /// them, so a key such as `handshakes_per_ip_per_min` written there would
 /// protect nothing while seeming to.
-const HTTP_LIMITS: &[&str] = &["connect_timeout"];
+const HTTP_LIMITS: &[&str] = &["connect_timeout", "idle_timeout"];
 
 fn websocket_limits_refused(t: &Table<'_, '_>, errs: &mut Collector<'_>) {
     for (key, at) in t.written() {
         if !HTTP_LIMITS.contains(&key) {
-            let msg = "applies to WebSocket routes only; this route has kind = \"http\" (only connect_timeout applies)";
+            let msg = "applies to WebSocket routes only; this route has kind = \"http\" (only connect_timeout and idle_timeout apply)";
             errs.push(&t.path_of(key), Some(at), msg);
         }
     }

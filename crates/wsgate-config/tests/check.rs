@@ -396,12 +396,16 @@ auth = "none"
 hosts = ["app.example.com"]
 identity_headers = { method = "X-Wsgate-Auth" }
 csp = { connect_src = ["'self'", "wss://chat.example.com"], report_only = true }
-limits = { connect_timeout = "2s" }"#,
+limits = { connect_timeout = "2s", idle_timeout = "30s" }"#,
     );
     let c = parse(&ok, Path::new(".")).unwrap();
     let r = c.routes.last().unwrap();
     assert_eq!(r.kind, wsgate_config::RouteKind::Http);
     assert_eq!(r.limits.connect_timeout, std::time::Duration::from_secs(2));
+    assert_eq!(
+        r.limits.idle_timeout,
+        Some(std::time::Duration::from_secs(30))
+    );
     assert!(r.upstream.tls);
     let csp = r.csp.as_ref().unwrap();
     assert_eq!(csp.connect_src, ["'self'", "wss://chat.example.com"]);

@@ -5,7 +5,10 @@
 //! the upstream as a WebSocket handshake is (hop-by-hop headers, client
 //! copies of `X-Forwarded-*`, `Client-Cert`, the route's identity headers
 //! and the identity assertion's header dropped; the gateway's own set),
-//! and both bodies stream through without being held. A WebSocket handshake sent to an HTTP route is
+//! and both bodies stream through without being held, each allowed the
+//! route's `idle_timeout` between bytes (a client that trickles its body,
+//! an upstream that stops mid-answer), as is the upstream's response head
+//! once the request is sent. A WebSocket handshake sent to an HTTP route is
 //! refused: it would reach the upstream without any of the WebSocket
 //! checks.
 //!
@@ -16,15 +19,22 @@
 //! and can only be tightened. Reports posted to [`CSP_REPORT_PATH`] become
 //! `csp_violation` audit events naming the blocked URL.
 
+use std::future::Future;
 use std::num::NonZeroU32;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::Bytes;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt as _, Full, Limited};
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming};
 use hyper_util::rt::TokioIo;
+use tokio::sync::Notify;
+use tokio::time::Sleep;
 use wsgate_config::Route;
 use wsgate_policy::Reason;
 use wsgate_policy::admit::{HostField, check_host};
@@ -97,32 +107,47 @@ pub(crate) async fn forward(
         );
     }
     let (parts, body) = req.into_parts();
+    let idle = route.limits.idle_timeout;
+    let upload = Arc::new(Upload::default());
+    let body = Idle::upload(body, idle, Arc::clone(&upload));
     let assertion = policy.assertion.as_ref().map(|s| s.header());
     let request = match build_request(&parts, body, conn, route, assertion) {
         Ok(r) => r,
         Err(e) => return refuse(Reason::BadHandshake, format!("cannot forward: {e}")),
     };
     let tls = policy.upstream_tls[index].as_ref();
-    let exchange = async {
+    let connect = async {
         let stream = upstream::open(&route.upstream, tls).await?;
-        let (mut sender, connection) =
+        let (sender, connection) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(async move {
             // Ends when the response body has been read to its end.
             let _ = connection.await;
         });
-        Ok::<_, upstream::UpstreamError>(sender.send_request(request).await?)
+        Ok::<_, upstream::UpstreamError>(sender)
     };
-    let answered = match tokio::time::timeout(route.limits.connect_timeout, exchange).await {
-        Ok(Ok(r)) => r,
+    let mut sender = match tokio::time::timeout(route.limits.connect_timeout, connect).await {
+        Ok(Ok(sender)) => sender,
         Ok(Err(e)) => return refuse(Reason::UpstreamUnavailable, e.to_string()),
         Err(_) => {
             let detail = format!(
-                "no response head from the upstream within {:?}",
+                "no connection to the upstream within {:?} (connect_timeout)",
                 route.limits.connect_timeout
             );
             return refuse(Reason::UpstreamUnavailable, detail);
         }
+    };
+    let answered = match response_head(sender.send_request(request), &upload, idle).await {
+        Ok(r) => r,
+        // The body's own timer ended the exchange: the client stopped.
+        Err(_) if upload.stalled.load(Ordering::Acquire) => {
+            let detail = format!(
+                "the request body stopped for {:?} (idle_timeout)",
+                idle.unwrap_or_default()
+            );
+            return refuse(Reason::RequestTimeout, detail);
+        }
+        Err(detail) => return refuse(Reason::UpstreamUnavailable, detail),
     };
     if answered.status() == StatusCode::SWITCHING_PROTOCOLS {
         return refuse(
@@ -149,7 +174,164 @@ pub(crate) async fn forward(
             head.headers.append(name, v);
         }
     }
-    Response::from_parts(head, body.boxed())
+    Response::from_parts(head, Idle::download(body, idle, route).boxed())
+}
+
+/// Waits for the upstream's response head: without a bound while the
+/// client's body is still coming (its own timer bounds each wait for it),
+/// then at most `idle` once it has ended.
+async fn response_head<F>(
+    send: F,
+    upload: &Upload,
+    idle: Option<Duration>,
+) -> Result<Response<Incoming>, String>
+where
+    F: Future<Output = Result<Response<Incoming>, hyper::Error>>,
+{
+    let failed = |e: hyper::Error| upstream::UpstreamError::from(e).to_string();
+    tokio::pin!(send);
+    while !upload.done.load(Ordering::Acquire) {
+        tokio::select! {
+            r = &mut send => return r.map_err(failed),
+            // `notify_one` keeps a permit when nobody waits yet, so an end
+            // between the check and this wait is not missed.
+            () = upload.ended.notified() => {}
+        }
+    }
+    let Some(idle) = idle else {
+        return send.await.map_err(failed);
+    };
+    match tokio::time::timeout(idle, send).await {
+        Ok(r) => r.map_err(failed),
+        Err(_) => Err(format!(
+            "no response head from the upstream within {idle:?} of the request (idle_timeout)"
+        )),
+    }
+}
+
+/// How far a request body has come, shared by the body (polled by the
+/// upstream connection's task) and [`forward`] (waiting for the answer).
+#[derive(Default)]
+struct Upload {
+    /// The body has ended: the upstream's turn.
+    done: AtomicBool,
+    /// The body stopped for `idle_timeout`: the client's fault.
+    stalled: AtomicBool,
+    ended: Notify,
+}
+
+/// The error a body ends with when its next bytes are `idle_timeout` late.
+#[derive(Debug, thiserror::Error)]
+#[error("no bytes for {0:?} (idle_timeout)")]
+struct Stalled(Duration);
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A body whose next frame may be at most `limit` late; past it the body
+/// fails, and hyper ends the exchange it belongs to (a request body: the
+/// upstream request; a response body: the client's connection).
+struct Idle {
+    inner: Incoming,
+    limit: Option<Duration>,
+    /// Created at the first wait and reset at each later one: no
+    /// allocation per frame.
+    timer: Option<Pin<Box<Sleep>>>,
+    waiting: bool,
+    /// For a request body: where its end and its stall are told.
+    upload: Option<Arc<Upload>>,
+    /// For a response body: its route, for the log line of a stall.
+    route: Option<Arc<Route>>,
+}
+
+impl Idle {
+    fn upload(inner: Incoming, limit: Option<Duration>, upload: Arc<Upload>) -> Idle {
+        let idle = Idle {
+            inner,
+            limit,
+            timer: None,
+            waiting: false,
+            upload: Some(upload),
+            route: None,
+        };
+        // hyper does not poll a body that says it is empty (a GET's).
+        if hyper::body::Body::is_end_stream(&idle.inner) {
+            idle.ended();
+        }
+        idle
+    }
+
+    fn download(inner: Incoming, limit: Option<Duration>, route: &Arc<Route>) -> Idle {
+        Idle {
+            inner,
+            limit,
+            timer: None,
+            waiting: false,
+            upload: None,
+            route: Some(Arc::clone(route)),
+        }
+    }
+
+    fn ended(&self) {
+        if let Some(u) = &self.upload
+            && !u.done.swap(true, Ordering::AcqRel)
+        {
+            u.ended.notify_one();
+        }
+    }
+}
+
+impl hyper::body::Body for Idle {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            this.waiting = false;
+            // hyper stops polling a body of known length after its last
+            // bytes, so its end is seen here too, not only as `None`.
+            if frame.is_none() || this.inner.is_end_stream() {
+                this.ended();
+            }
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        let Some(limit) = this.limit else {
+            return Poll::Pending;
+        };
+        let deadline = tokio::time::Instant::now() + limit;
+        let timer = this
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if !this.waiting {
+            timer.as_mut().reset(deadline);
+            this.waiting = true;
+        }
+        ready!(timer.as_mut().poll(cx));
+        if let Some(u) = &this.upload {
+            u.stalled.store(true, Ordering::Release);
+        }
+        if let Some(route) = &this.route {
+            // The answer has begun, so there is no refusal to log; the
+            // client sees its connection end before the body does.
+            tracing::warn!(
+                route = %route.path,
+                idle_timeout = ?limit,
+                "the upstream stopped sending its response body; the client's connection is closed"
+            );
+        }
+        Poll::Ready(Some(Err(Stalled(limit).into())))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// The upstream request: the client's method, path, query and end-to-end
@@ -157,13 +339,13 @@ pub(crate) async fn forward(
 /// `assertion` is the identity assertion's header, when one is configured:
 /// no assertion is signed for an HTTP route, and a client's copy is dropped
 /// here as on WebSocket routes, since the same application may trust it.
-fn build_request(
+fn build_request<B>(
     parts: &http::request::Parts,
-    body: Incoming,
+    body: B,
     conn: &Conn,
     route: &Route,
     assertion: Option<&str>,
-) -> Result<Request<Incoming>, http::Error> {
+) -> Result<Request<B>, http::Error> {
     let up = &route.upstream;
     let path_and_query = parts
         .uri

@@ -12,7 +12,8 @@ use wsgate_proto::handshake::VERSION;
 
 /// Every response body the gateway sends: its own, or an HTTP upstream's
 /// streamed through.
-pub(crate) type Body = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
+pub(crate) type Body =
+    http_body_util::combinators::BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
 /// One of the gateway's own responses, as a [`Body`].
 pub(crate) fn boxed(response: Response<Full<Bytes>>) -> Response<Body> {

@@ -318,3 +318,115 @@ async fn a_keep_alive_connection_on_an_http_route_holds_its_place_at_http() {
     // The first goes on with its keep-alive.
     seen(&c.request("GET", "/app/again", &[]).await);
 }
+
+/// A gateway with only an HTTP route at /app to `upstream`, with `limits`.
+async fn http_only(upstream: &str, limits: &str) -> TestGateway {
+    let echo_unused = "127.0.0.1:9".parse().unwrap();
+    let config = common::config(echo_unused, "", "")
+        + &format!(
+            "\n[[route]]\npath = \"/app\"\nkind = \"http\"\nupstream = \"{upstream}\"\nauth = \"none\"\n\n[route.limits]\n{limits}\n"
+        );
+    TestGateway::start(&config).await
+}
+
+/// A request head for /app with a body of `len` bytes to come.
+fn post_head(len: usize) -> String {
+    format!("POST /app/upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len}\r\n\r\n")
+}
+
+#[tokio::test]
+async fn an_upload_may_take_longer_than_connect_timeout_while_it_moves() {
+    let app = HttpUpstream::start().await;
+    let gw = http_only(
+        &app.url("/base"),
+        "connect_timeout = \"200ms\"\nidle_timeout = \"5s\"",
+    )
+    .await;
+    let mut c = RawClient::connect(gw.addr).await;
+    c.send_raw(format!("{}abc", post_head(6)).as_bytes()).await;
+    // A slow client, not a synchronisation: the body's second half comes
+    // after connect_timeout has passed (it bounded the whole exchange once).
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    c.send_raw(b"def").await;
+    let up = seen(&c.read_reply().await);
+    assert_eq!(up["body"], "abcdef");
+}
+
+#[tokio::test]
+async fn a_request_body_that_stops_is_refused_with_408_after_idle_timeout() {
+    let app = HttpUpstream::start().await;
+    let mut gw = http_only(&app.url("/base"), "idle_timeout = \"300ms\"").await;
+    let mut c = RawClient::connect(gw.addr).await;
+    c.send_raw(format!("{}abc", post_head(6)).as_bytes()).await;
+    let reply = c.read_reply().await;
+    assert_eq!((reply.status, reply.body.trim()), (408, "request_timeout"));
+    let ev = gw.event(|e| e.event == "http").await;
+    assert_eq!(ev.reason, Some("request_timeout"));
+    assert!(
+        ev.detail
+            .as_deref()
+            .unwrap()
+            .contains("the request body stopped for 300ms"),
+        "{:?}",
+        ev.detail
+    );
+}
+
+/// An upstream that reads requests and answers with `answer` (maybe
+/// nothing, maybe half a response), then holds the connection open.
+async fn stalling_upstream(answer: &'static [u8]) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 4096];
+            let _ = tcp.read(&mut buf).await;
+            let _ = tcp.write_all(answer).await;
+            held.push(tcp);
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_upstream_that_never_answers_is_502_after_idle_timeout() {
+    let up = stalling_upstream(b"").await;
+    let mut gw = http_only(&format!("http://{up}"), "idle_timeout = \"300ms\"").await;
+    let mut c = RawClient::connect(gw.addr).await;
+    let reply = c.request("GET", "/app/x", &[]).await;
+    assert_eq!(
+        (reply.status, reply.body.trim()),
+        (502, "upstream_unavailable")
+    );
+    let ev = gw.event(|e| e.event == "http").await;
+    assert!(
+        ev.detail
+            .as_deref()
+            .unwrap()
+            .contains("no response head from the upstream within 300ms"),
+        "{:?}",
+        ev.detail
+    );
+}
+
+#[tokio::test]
+async fn an_upstream_that_stops_mid_body_ends_the_clients_connection_after_idle_timeout() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let up = stalling_upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc").await;
+    let gw = http_only(&format!("http://{up}"), "idle_timeout = \"300ms\"").await;
+    let mut c = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    c.write_all(b"GET /app/x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    // Without the bound the read below would wait for the other 97 bytes
+    // for ever; the outer timeout only keeps a failure from hanging.
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), c.read_to_end(&mut got))
+        .await
+        .expect("the gateway ends the connection");
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+    assert!(got.ends_with("\r\n\r\nabc"), "{got} {read:?}");
+}

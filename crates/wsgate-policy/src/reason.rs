@@ -49,6 +49,9 @@ pub enum Reason {
     UpstreamUnavailable,
     /// The client did not finish TLS and its request head in time.
     HandshakeTimeout,
+    /// On a `kind = "http"` route, the client's request body stopped for the
+    /// route's `idle_timeout`.
+    RequestTimeout,
     /// On a listener that takes the PROXY protocol: a connection from an
     /// address not in `trusted_proxies`, or without a readable header.
     ProxyHeaderRefused,
@@ -142,6 +145,7 @@ impl Reason {
             TlsFailed => ("tls_failed", Drop),
             UpstreamUnavailable => ("upstream_unavailable", Http(502)),
             HandshakeTimeout => ("handshake_timeout", Drop),
+            RequestTimeout => ("request_timeout", Http(408)),
             // Before TLS and HTTP: there is nobody to answer in either.
             ProxyHeaderRefused => ("proxy_header_refused", Drop),
             RateLimited => ("rate_limited", Http(429)),
@@ -208,7 +212,7 @@ impl From<&FrameError> for Reason {
 
 impl Reason {
     /// Every reason, in the order of DESIGN.md's tables.
-    pub const ALL: [Reason; 39] = {
+    pub const ALL: [Reason; 40] = {
         use Reason::*;
         [
             BadHandshake,
@@ -250,6 +254,7 @@ impl Reason {
             Revoked,
             PolicyChanged,
             ProxyHeaderRefused,
+            RequestTimeout,
         ]
     };
 }
@@ -302,6 +307,7 @@ mod tests {
             Revoked => 36,
             PolicyChanged => 37,
             ProxyHeaderRefused => 38,
+            RequestTimeout => 39,
         }
     }
 
