@@ -339,47 +339,76 @@ impl Redis {
             return;
         };
         let me = Arc::clone(self);
-        rt.spawn(async move {
-            let mut pipe = redis::pipe();
+        rt.spawn(async move { me.remove(std::slice::from_ref(&held)).await });
+    }
+
+    /// Takes members out of their counts. If this fails they expire with
+    /// their lease.
+    async fn remove(&self, members: &[Held]) {
+        let mut pipe = redis::pipe();
+        for held in members {
             for k in &held.keys {
                 pipe.cmd("ZREM").arg(k).arg(&held.member).ignore();
             }
-            // If this fails the member expires with its lease.
-            if let Ok(mut conn) = me.conn() {
-                let _ = me.run(pipe.query_async::<()>(&mut conn)).await;
-            }
-        });
+        }
+        if let Ok(mut conn) = self.conn() {
+            let _ = self.run(pipe.query_async::<()>(&mut conn)).await;
+        }
     }
 
     async fn renew_loop(self: Arc<Self>, stop: CancellationToken) {
         let every = self.config.lease / 3;
-        let lease_ms = u64::try_from(self.config.lease.as_millis()).unwrap_or(u64::MAX);
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = tokio::time::sleep(every) => {}
             }
-            let held: Vec<Held> = self
-                .held
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .values()
-                .cloned()
-                .collect();
-            // One script call per chunk: EVALSHA, loading the script
-            // again if a restarted Redis has forgotten it.
-            for chunk in held.chunks(256) {
-                let mut inv = self.scripts[2].prepare_invoke();
-                inv.arg(lease_ms);
-                for h in chunk {
-                    for k in &h.keys {
-                        inv.key(k).arg(&h.member);
-                    }
-                }
-                if let Ok(mut conn) = self.conn() {
-                    let _ = self.run(inv.invoke_async::<()>(&mut conn)).await;
+            let held = self.holding();
+            self.renew(&held).await;
+        }
+    }
+
+    /// What this process holds now, by lease id.
+    fn holding(&self) -> Vec<(u64, Held)> {
+        self.held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(id, h)| (*id, h.clone()))
+            .collect()
+    }
+
+    /// Extends the leases of `held`, which [`Redis::holding`] listed a
+    /// moment ago, and takes out again any released since: its `ZREM` may
+    /// have run before this `ZADD` put it back, and it would then count
+    /// against its user and address until its lease ran out.
+    async fn renew(&self, held: &[(u64, Held)]) {
+        let lease_ms = u64::try_from(self.config.lease.as_millis()).unwrap_or(u64::MAX);
+        // One script call per chunk: EVALSHA, loading the script again if a
+        // restarted Redis has forgotten it. `ZADD` without `XX`, so that
+        // members a restarted Redis lost are counted again.
+        for chunk in held.chunks(256) {
+            let mut inv = self.scripts[2].prepare_invoke();
+            inv.arg(lease_ms);
+            for (_, h) in chunk {
+                for k in &h.keys {
+                    inv.key(k).arg(&h.member);
                 }
             }
+            if let Ok(mut conn) = self.conn() {
+                let _ = self.run(inv.invoke_async::<()>(&mut conn)).await;
+            }
+        }
+        // A release after this check sends its `ZREM` after the renewal.
+        let released: Vec<Held> = {
+            let now = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+            held.iter()
+                .filter(|(id, _)| !now.contains_key(id))
+                .map(|(_, h)| h.clone())
+                .collect()
+        };
+        if !released.is_empty() {
+            self.remove(&released).await;
         }
     }
 
@@ -484,4 +513,47 @@ impl Drop for Lease {
 
 fn unix(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wsgate_config::OnStoreError;
+
+    #[tokio::test]
+    async fn a_renewal_racing_a_release_does_not_count_the_released_member_again() {
+        let server = wsgate_testkit::redis::RedisServer::start();
+        let config = RedisStore {
+            url: server.url(),
+            on_error: OnStoreError::Deny,
+            timeout: Duration::from_secs(5),
+            lease: Duration::from_secs(30),
+            prefix: "t".into(),
+        };
+        let metrics = (Gauge::default(), Counter::default());
+        let redis = Redis::new(&config, Duration::from_secs(30), metrics)
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        let conn = ConnectionManager::new(redis.client.clone())
+            .await
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        let _ = redis.conn.set(conn);
+        let key = redis.key(&["conns", "/chat", "user", "alice"]);
+        let count = || server.cli(&["ZCARD", &key]);
+        let lease = redis.lease(vec![key.clone()], "a:1".into());
+        redis.renew(&redis.holding()).await;
+        assert_eq!(count(), ["1"]);
+        // The interleaving of the race: the renewal lists the lease, the
+        // connection closes and its ZREM runs, then the renewal's ZADD.
+        let listed = redis.holding();
+        let held = redis
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&lease.id);
+        redis.remove(&held.into_iter().collect::<Vec<_>>()).await;
+        assert_eq!(count(), ["0"]);
+        redis.renew(&listed).await;
+        assert_eq!(count(), ["0"], "the released member is counted again");
+        drop(lease);
+    }
 }
