@@ -270,7 +270,8 @@ async fn revoke(req: Request<Incoming>, state: &State, peer: SocketAddr) -> Answ
             SystemTime::now() + DEFAULT_REVOKE_FOR
         }
         (serde_json::Value::String(d), serde_json::Value::Null) => {
-            match humantime::parse_duration(d) {
+            // As durations in the config: the same syntax, the same bound.
+            match wsgate_config::units::parse_duration(d) {
                 Ok(d) => match SystemTime::now().checked_add(d) {
                     Some(until) => until,
                     None => return too_far("for"),
