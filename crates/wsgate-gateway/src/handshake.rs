@@ -200,7 +200,7 @@ pub(crate) async fn handle(
     let policy = conn.state.policy();
     let conn = match Arc::clone(&conn).behind_proxy(req.headers(), &policy) {
         Ok(conn) => conn,
-        Err(detail) => return Ok(unreadable_forwarded_for(&req, &conn, &policy, detail)),
+        Err(detail) => return Ok(refuse_bad_request(&req, &conn, &policy, detail)),
     };
     let path = req.uri().path();
     if let Some(signer) = &policy.assertion
@@ -218,6 +218,13 @@ pub(crate) async fn handle(
     {
         return Ok(crate::pass::csp_report(req, &conn).await);
     }
+    if let Some(variant) = policy.router.case_variant(path) {
+        let detail = format!(
+            "{path:?} differs only in letter case from route {:?}: an upstream that ignores case would serve that route's resources past its checks",
+            variant.path
+        );
+        return Ok(refuse_bad_request(&req, &conn, &policy, detail));
+    }
     if let Some((index, route)) = policy.router.find(path)
         && route.kind == wsgate_config::RouteKind::Http
     {
@@ -227,9 +234,11 @@ pub(crate) async fn handle(
     Ok(crate::respond::boxed(websocket(req, conn, policy).await))
 }
 
-/// A trusted proxy sent an `X-Forwarded-For` that names no client: 400
-/// `bad_handshake`, logged as the request it would have been.
-fn unreadable_forwarded_for(
+/// A request refused before its kind's own checks (a trusted proxy's
+/// `X-Forwarded-For` that names no client, a path that is a route's in
+/// another letter case): 400 `bad_handshake`, logged as the request it
+/// would have been.
+fn refuse_bad_request(
     req: &Request<Incoming>,
     conn: &Conn,
     policy: &Snapshot,

@@ -437,3 +437,47 @@ async fn report_mode_admits_and_logs_what_it_would_refuse() {
         426
     );
 }
+
+/// Routes `/` (open) and `/chat/admin` (JWT) in front of an upstream that
+/// might ignore case: `/CHAT/Admin` must not reach it through `/`.
+#[tokio::test]
+async fn a_path_that_is_a_routes_in_another_letter_case_is_refused() {
+    let echo = Echo::start().await;
+    let config = common::config(echo.addr, "", "")
+        + &format!(
+            r#"
+[[route]]
+path = "/"
+upstream = "ws://{up}/"
+origins = ["https://app.example.com"]
+auth = "none"
+
+[[route]]
+path = "/chat/admin"
+upstream = "ws://{up}/admin"
+origins = ["https://app.example.com"]
+auth = ["jwt"]
+
+[auth.jwt]
+hs256_secret_env = "JWT_SECRET"
+algorithms = ["HS256"]
+"#,
+            up = echo.addr
+        );
+    let mut gw = TestGateway::start_with_env(
+        &config,
+        None,
+        &[("JWT_SECRET", "a-test-secret-of-at-least-32-bytes!!")],
+    )
+    .await;
+    for path in ["/CHAT/ADMIN", "/chat/Admin/x", "/Chat"] {
+        refused(&mut gw, path, &[ORIGIN], 400, "bad_handshake").await;
+        assert!(gw.audit_text().contains("differs only in letter case"));
+    }
+    // The exact spellings go where they always went.
+    refused(&mut gw, "/chat/admin", &[ORIGIN], 401, "auth_missing").await;
+    let mut c = RawClient::connect(gw.addr).await;
+    assert_eq!(c.handshake("/elsewhere", &[ORIGIN]).await.status, 101);
+    let mut c = RawClient::connect(gw.addr).await;
+    assert_eq!(c.handshake("/chat/room", &[ORIGIN]).await.status, 101);
+}

@@ -1,6 +1,12 @@
 //! Route selection: the longest route path that is a prefix of the request
 //! path on a `/` boundary (`/chat` serves `/chat` and `/chat/room`, never
 //! `/chatroom`).
+//!
+//! Paths compare case-sensitively, as RFC 3986 says they do; many upstreams
+//! (IIS, ASP.NET, case-insensitive file systems) do not. So a request that
+//! a more specific route would serve if case were ignored (`/ADMIN` beside
+//! the routes `/` and `/admin`) has no route: the less specific route would
+//! take it past the checks of the one the upstream will treat it as.
 
 use std::sync::Arc;
 
@@ -31,6 +37,17 @@ impl Router {
             .find(|(_, r)| serves(&r.path, path))
     }
 
+    /// A route more specific than the one that serves `path` (or any, when
+    /// none does) that would serve it if letter case were ignored.
+    pub fn case_variant(&self, path: &str) -> Option<&Arc<Route>> {
+        let served = self.find(path).map_or(0, |(_, r)| r.path.len());
+        self.order
+            .iter()
+            .map(|&i| &self.routes[i])
+            .take_while(|r| r.path.len() > served)
+            .find(|r| serves_ignoring_case(&r.path, path))
+    }
+
     /// All routes, in config order.
     pub fn routes(&self) -> &[Arc<Route>] {
         &self.routes
@@ -45,9 +62,17 @@ fn serves(route: &str, path: &str) -> bool {
             .is_some_and(|rest| rest.starts_with('/'))
 }
 
+fn serves_ignoring_case(route: &str, path: &str) -> bool {
+    path.get(..route.len())
+        .is_some_and(|head| head.eq_ignore_ascii_case(route))
+        && path
+            .get(route.len()..)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::serves;
+    use super::{serves, serves_ignoring_case};
 
     #[test]
     fn prefixes_on_segment_boundaries() {
@@ -56,5 +81,15 @@ mod tests {
         assert!(!serves("/chat", "/chatroom"));
         assert!(!serves("/chat", "/"));
         assert!(serves("/", "/anything"));
+    }
+
+    #[test]
+    fn case_variants_on_segment_boundaries() {
+        assert!(serves_ignoring_case("/admin", "/ADMIN"));
+        assert!(serves_ignoring_case("/admin", "/Admin/users"));
+        assert!(!serves_ignoring_case("/admin", "/ADMINS"));
+        assert!(!serves_ignoring_case("/admin", "/ADM"));
+        // A multi-byte character where the route's path would end.
+        assert!(!serves_ignoring_case("/ab", "/é"));
     }
 }
