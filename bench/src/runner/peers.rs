@@ -279,6 +279,9 @@ audience = "perf"
 [limits]
 # 10,000 idle connections and the handshakes around them.
 max_connections = 30000
+# Every connection comes from the load generator's one address, as from a
+# balancer; 256 are opened at once.
+max_http_conns_per_ip = 30000
 
 [log]
 audit = {audit:?}

@@ -1271,6 +1271,9 @@ fn global_limits(mut t: Table<'_, '_>, errs: &mut Collector<'_>) -> GlobalLimits
     if let Some(m) = t.count("max_connections", errs, 1, u64::from(u32::MAX)) {
         g.max_connections = m.value;
     }
+    if let Some(m) = t.count("max_http_conns_per_ip", errs, 1, u64::from(u32::MAX)) {
+        g.max_http_conns_per_ip = u32::try_from(m.value).unwrap_or(u32::MAX);
+    }
     if let Some(m) = t.size("assembly_memory", errs) {
         if m.value == 0 {
             errs.push(&m.path, Some(m.at), "must be at least 1 byte");

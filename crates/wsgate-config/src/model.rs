@@ -44,6 +44,12 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// max_connections`): far above one machine's ordinary load, well below what
 /// exhausts file descriptors and memory.
 pub const DEFAULT_MAX_CONNECTIONS: u64 = 10_000;
+
+/// The default of `[limits] max_http_conns_per_ip`: what a browser opens
+/// many times over (six per host), and what one hostile host holding idle
+/// connections, or trickling requests, may take of `max_connections`.
+pub const DEFAULT_MAX_HTTP_CONNS_PER_IP: u32 = 256;
+
 /// Memory the whole process may hold for messages being assembled for a
 /// message rule (`[limits] assembly_memory`): 1,024 connections each halfway
 /// through a 64 KiB message.
@@ -106,6 +112,9 @@ pub const MIN_ADMIN_TOKEN: usize = 32;
 pub struct GlobalLimits {
     /// Open client connections; handshakes beyond it get 429 `too_many_connections`.
     pub max_connections: u64,
+    /// Connections at HTTP (not upgraded) from one client address (IPv6: one
+    /// /64), trusted proxies excepted; beyond it new ones are closed at accept.
+    pub max_http_conns_per_ip: u32,
     /// Bytes held for messages being assembled, across all connections; a
     /// message that would take more is closed with 1013 `overloaded`.
     pub assembly_memory: u64,
@@ -115,6 +124,7 @@ impl Default for GlobalLimits {
     fn default() -> Self {
         GlobalLimits {
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_http_conns_per_ip: DEFAULT_MAX_HTTP_CONNS_PER_IP,
             assembly_memory: DEFAULT_ASSEMBLY_MEMORY,
         }
     }

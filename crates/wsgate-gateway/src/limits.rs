@@ -2,13 +2,20 @@
 //! holds, and how much memory all connections together may hold for
 //! messages being assembled for a message rule.
 //!
-//! Both are local to the process, whatever the store: they protect this
+//! Connections still at HTTP are bounded apart: in all, and per client
+//! address.
+//!
+//! All are local to the process, whatever the store: they protect this
 //! process's file descriptors and memory, which no other instance shares.
-//! Both hand out guards that give back what they hold when dropped, so no
+//! All hand out guards that give back what they hold when dropped, so no
 //! path out of a handshake or a relay can leak a slot or a byte.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use wsgate_policy::limits::ClientKey;
 
 /// Takes `n` from `left` if that many are left.
 fn take(left: &AtomicU64, n: u64) -> bool {
@@ -53,6 +60,68 @@ impl Drop for Slot {
     fn drop(&mut self) {
         self.0.left.fetch_add(1, Ordering::AcqRel);
     }
+}
+
+/// Connections at HTTP per client address (`[limits] max_http_conns_per_ip`).
+#[derive(Debug)]
+pub(crate) struct PerAddress {
+    max: u32,
+    counts: Mutex<HashMap<ClientKey, u32>>,
+}
+
+/// One address's place, given back when dropped.
+#[derive(Debug)]
+pub(crate) struct AddressPlace(Arc<PerAddress>, ClientKey);
+
+impl PerAddress {
+    pub(crate) fn new(max: u32) -> Arc<Self> {
+        Arc::new(PerAddress {
+            max,
+            counts: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A place for `key`, or `None` when it holds `max` already.
+    pub(crate) fn take(self: &Arc<Self>, key: ClientKey) -> Option<AddressPlace> {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = counts.entry(key).or_insert(0);
+        // `max` is at least 1, so a refused address has an entry of its own
+        // to keep: nothing is left at 0.
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(AddressPlace(Arc::clone(self), key))
+    }
+
+    pub(crate) fn max(&self) -> u32 {
+        self.max
+    }
+}
+
+impl Drop for AddressPlace {
+    fn drop(&mut self) {
+        let mut counts = (self.0.counts)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Entry::Occupied(mut e) = counts.entry(self.1) {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
+    }
+}
+
+/// What a connection holds while it speaks HTTP: its place among all such
+/// connections and, unless it comes from a trusted proxy, among its
+/// address's.
+///
+/// Held, never read: dropping it gives both back.
+#[derive(Debug)]
+pub(crate) struct AtHttp {
+    pub(crate) _all: Slot,
+    pub(crate) _address: Option<AddressPlace>,
 }
 
 /// Bytes for assembling messages, shared by all connections.
@@ -131,6 +200,23 @@ mod tests {
         assert!(slots.take().is_none());
         drop((b, c));
         assert_eq!(slots.left.load(Ordering::Acquire), 2);
+    }
+
+    #[test]
+    fn an_address_holds_at_most_max_places_and_forgets_them() {
+        let per = PerAddress::new(2);
+        let key = |ip: &str| ClientKey::new(ip.parse().expect("an address"), 64);
+        let (a, b, b_too) = (key("192.0.2.1"), key("2001:db8::1"), key("2001:db8::ffff"));
+        let held = [per.take(a).expect("first"), per.take(a).expect("second")];
+        assert!(per.take(a).is_none());
+        let b1 = per.take(b).expect("b's first");
+        let _b2 = per.take(b_too).expect("b's second, from its /64");
+        assert!(per.take(b).is_none(), "one /64 is one address");
+        drop(held);
+        drop(b1);
+        let counts = per.counts.lock().expect("not poisoned");
+        assert_eq!(counts.get(&a), None, "emptied and removed");
+        assert_eq!(counts.get(&b), Some(&1));
     }
 
     #[test]

@@ -22,8 +22,9 @@ use wsgate_policy::Reason;
 use wsgate_policy::credentials::ClientCert;
 
 use crate::handshake::{Client, Conn, elapsed_ms, handle};
-use crate::limits::Slot;
+use crate::limits::{AtHttp, Slot};
 use crate::state::State;
+use wsgate_policy::limits::ClientKey;
 
 /// A listening socket on `bind`; with `reuse_port`, `SO_REUSEPORT` lets
 /// another process (the next version of wsgate) bind the same address, and
@@ -82,6 +83,26 @@ pub(crate) async fn accept_loop(state: Arc<State>, index: usize, listener: TcpLi
 /// room for.
 fn refuse_unread(state: &Arc<State>, index: usize, tcp: TcpStream, peer: SocketAddr) {
     drop(tcp);
+    let detail = format!(
+        "{} connections are already at HTTP (before or between requests, or on kind = \"http\" routes; [limits] max_connections); closed unread",
+        state.at_http.max()
+    );
+    state.metrics.limit_hit("max_connections");
+    log_unread(state, index, peer, &detail);
+}
+
+/// [`refuse_unread`] for an address that holds its `[limits]
+/// max_http_conns_per_ip` (the socket closes as the caller returns).
+fn refuse_from_address(state: &Arc<State>, index: usize, peer: SocketAddr, key: ClientKey) {
+    let detail = format!(
+        "{key} already holds {} connections at HTTP ([limits] max_http_conns_per_ip); closed unread",
+        state.at_http_per_address.max()
+    );
+    state.metrics.limit_hit("max_http_conns_per_ip");
+    log_unread(state, index, peer, &detail);
+}
+
+fn log_unread(state: &Arc<State>, index: usize, peer: SocketAddr, detail: &str) {
     let conn = Conn {
         state: Arc::clone(state),
         listener: index,
@@ -93,30 +114,19 @@ fn refuse_unread(state: &Arc<State>, index: usize, tcp: TcpStream, peer: SocketA
         client_chain: Vec::new(),
         served: AtomicBool::new(false),
     };
-    let detail = format!(
-        "{} connections are already at HTTP (before or between requests, or on kind = \"http\" routes; [limits] max_connections); closed unread",
-        state.at_http.max()
-    );
-    state.metrics.limit_hit("max_connections");
     log_failure(
         &conn,
         Reason::TooManyConnections,
         tokio::time::Instant::now(),
-        &detail,
+        detail,
     );
 }
 
-async fn serve(
-    state: Arc<State>,
-    index: usize,
-    mut tcp: TcpStream,
-    peer: SocketAddr,
-    at_http: Slot,
-) {
+async fn serve(state: Arc<State>, index: usize, mut tcp: TcpStream, peer: SocketAddr, all: Slot) {
     let _ = tcp.set_nodelay(true);
     // The TLS certificate is the one in force at accept: a reload that
     // rotates it applies to connections accepted after it.
-    let (acceptor, verifier, timeout, proxies) = {
+    let (acceptor, verifier, timeout, proxies, from_proxy) = {
         let policy = state.policy();
         let l = &policy.listeners[index];
         (
@@ -126,7 +136,23 @@ async fn serve(
             l.config
                 .proxy_protocol
                 .then(|| l.config.trusted_proxies.clone()),
+            wsgate_policy::forwarded::is_trusted(&l.config.trusted_proxies, peer.ip()),
         )
+    };
+    // A trusted proxy brings many clients' connections from one address,
+    // and names them only later (its header, or the PROXY protocol's).
+    let address = if from_proxy {
+        None
+    } else {
+        let key = ClientKey::new(peer.ip(), 64);
+        match state.at_http_per_address.take(key) {
+            Some(place) => Some(place),
+            None => return refuse_from_address(&state, index, peer, key),
+        }
+    };
+    let at_http = AtHttp {
+        _all: all,
+        _address: address,
     };
     let id = state.next_conn_id();
     let started = tokio::time::Instant::now();
@@ -220,7 +246,7 @@ async fn serve(
     }
 }
 
-async fn serve_http<I>(conn: Arc<Conn>, io: I, started: tokio::time::Instant, at_http: Slot)
+async fn serve_http<I>(conn: Arc<Conn>, io: I, started: tokio::time::Instant, at_http: AtHttp)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {

@@ -46,6 +46,8 @@ pub(crate) struct State {
     /// are upgraded, bounded by the same number. `slots` counts WebSocket
     /// handshakes and connections; these hold a socket and a task each too.
     pub(crate) at_http: Arc<crate::limits::Slots>,
+    /// `[limits] max_http_conns_per_ip`: `at_http` per client address.
+    pub(crate) at_http_per_address: Arc<crate::limits::PerAddress>,
     /// `[limits] assembly_memory`: bytes for messages being assembled.
     pub(crate) budget: Arc<crate::limits::Budget>,
     /// Read buffers, lent to connections while they have bytes to read.
@@ -134,6 +136,9 @@ impl State {
             live: Arc::new(crate::live::Live::default()),
             slots: crate::limits::Slots::new(config.limits.max_connections),
             at_http: crate::limits::Slots::new(config.limits.max_connections),
+            at_http_per_address: crate::limits::PerAddress::new(
+                config.limits.max_http_conns_per_ip,
+            ),
             budget: crate::limits::Budget::new(config.limits.assembly_memory),
             buffers: crate::buffers::Buffers::default(),
             audit,

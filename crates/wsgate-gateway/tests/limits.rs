@@ -221,6 +221,48 @@ async fn connections_still_at_http_are_bounded_too() {
 }
 
 #[tokio::test]
+async fn one_address_holds_at_most_max_http_conns_per_ip_unless_it_is_a_trusted_proxy() {
+    use tokio::io::AsyncReadExt as _;
+    let echo = Echo::start().await;
+    let config = common::config(echo.addr, "", "") + "\n[limits]\nmax_http_conns_per_ip = 2\n";
+    let mut gw = TestGateway::start(&config).await;
+    let _a = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let mut b = RawClient::connect(gw.addr).await;
+    let mut c = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let ev = gw.handshake_event().await;
+    assert_eq!(ev.reason, Some("too_many_connections"));
+    let detail = ev.detail.as_deref().unwrap();
+    assert!(
+        detail.contains(
+            "127.0.0.1 already holds 2 connections at HTTP ([limits] max_http_conns_per_ip)"
+        ),
+        "{detail}"
+    );
+    assert_eq!(c.read(&mut [0u8; 16]).await.unwrap(), 0, "closed unread");
+    // Upgraded, b is no longer at HTTP: its address has room again.
+    assert_eq!(b.handshake("/chat", &[ORIGIN]).await.status, 101);
+    gw.handshake_event().await;
+    b.send_text("up").await;
+    assert_eq!(b.read_data().await.payload, b"up");
+    let _d = open(&gw, &[ORIGIN]).await;
+    assert_eq!(gw.handshake_event().await.decision, Some("admitted"));
+
+    // A balancer brings every client from its own address.
+    let behind = config.replace(
+        "handshake_timeout = \"2s\"",
+        "handshake_timeout = \"2s\"\ntrusted_proxies = [\"127.0.0.1\"]",
+    );
+    let mut gw = TestGateway::start(&behind).await;
+    let _idle: Vec<_> =
+        futures_util::future::join_all((0..3).map(|_| tokio::net::TcpStream::connect(gw.addr)))
+            .await;
+    // Refusing any of the three would have been logged before this.
+    let _e = open(&gw, &[ORIGIN, ("X-Forwarded-For", "198.51.100.7")]).await;
+    let ev = gw.handshake_event().await;
+    assert_eq!(ev.decision, Some("admitted"), "{ev:?}");
+}
+
+#[tokio::test]
 async fn assembly_memory_is_shared_and_the_message_over_it_closes_with_1013() {
     let echo = Echo::start().await;
     let config = common::config(echo.addr, "", "")
