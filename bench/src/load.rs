@@ -180,20 +180,24 @@ pub const WINDOW_OPEN: &str = "wsgate-perf: window open";
 pub const WINDOW_CLOSED: &str = "wsgate-perf: window closed";
 
 impl Window {
-    /// A window after `warmup`, announced on stderr as it opens and closes.
-    fn new(warmup: Duration, duration: Duration) -> Self {
+    /// A window after `warmup`, announced on stderr as it opens and closes
+    /// by the task returned, which the workload awaits before it reports:
+    /// its workers may finish within the timer's resolution of the end,
+    /// and a process that exits first never says the window closed (a
+    /// runner then has no CPU time for the window).
+    fn new(warmup: Duration, duration: Duration) -> (Self, tokio::task::JoinHandle<()>) {
         let start = Instant::now() + warmup;
         let window = Window {
             start,
             end: start + duration,
         };
-        tokio::spawn(async move {
+        let announcer = tokio::spawn(async move {
             tokio::time::sleep_until(window.start.into()).await;
             eprintln!("{WINDOW_OPEN}");
             tokio::time::sleep_until(window.end.into()).await;
             eprintln!("{WINDOW_CLOSED}");
         });
-        window
+        (window, announcer)
     }
 
     fn contains(&self, t: Instant) -> bool {
@@ -219,7 +223,7 @@ pub async fn echo(
 ) -> Report {
     let payload = vec![b'x'; size];
     let frame = Arc::new(wire::client_frame(0x1, &payload));
-    let window = Window::new(warmup, duration);
+    let (window, announcer) = Window::new(warmup, duration);
     let mut tasks = Vec::with_capacity(conns);
     for _ in 0..conns {
         let target = target.clone();
@@ -251,6 +255,8 @@ pub async fn echo(
     report.mb_per_sec = bytes as f64 / report.seconds / 1e6;
     percentiles(&latency, &mut report);
     (report.errors, report.first_error) = (errors.count, errors.first);
+    // Within the timer's resolution of now: the window is over.
+    let _ = announcer.await;
     report
 }
 
@@ -388,7 +394,7 @@ pub async fn handshakes(
     warmup: Duration,
     duration: Duration,
 ) -> Report {
-    let window = Window::new(warmup, duration);
+    let (window, announcer) = Window::new(warmup, duration);
     let mut tasks = Vec::with_capacity(workers);
     for _ in 0..workers {
         let target = target.clone();
@@ -428,6 +434,8 @@ pub async fn handshakes(
     report.handshakes_per_sec = report.handshakes as f64 / report.seconds;
     percentiles(&latency, &mut report);
     (report.errors, report.first_error) = (errors.count, errors.first);
+    // Within the timer's resolution of now: the window is over.
+    let _ = announcer.await;
     report
 }
 
