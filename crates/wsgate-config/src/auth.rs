@@ -78,6 +78,9 @@ pub enum JwtKeys {
         refresh_min: Duration,
         /// Keys older than this are fetched again on next use (removed keys stop working).
         max_age: Duration,
+        /// `jwks_ca`: the CA that issued the endpoint's certificate, in place
+        /// of the system's roots.
+        ca: Option<PathBuf>,
     },
     /// An HMAC secret taken from an environment variable at load.
     Secret {
@@ -199,6 +202,9 @@ pub struct ForwardConfig {
     /// How long a connection admitted this way may live before it is closed
     /// (1008 `session_expired`); `None` is off.
     pub max_age: Option<Duration>,
+    /// `ca`: the CA that issued an `https://` endpoint's certificate, in
+    /// place of the system's roots.
+    pub ca: Option<PathBuf>,
 }
 
 /// Where tickets are issued unless `issue_path` says otherwise.
@@ -275,7 +281,9 @@ pub(crate) fn auth(
     auth.basic = t.table("basic", errs).and_then(|b| basic(b, base, errs));
     auth.mtls = t.table("mtls", errs).and_then(|m| mtls(m, errs));
     auth.ticket = t.table("ticket", errs).and_then(|m| ticket(m, errs));
-    auth.forward = t.table("forward", errs).and_then(|m| forward(m, errs));
+    auth.forward = t
+        .table("forward", errs)
+        .and_then(|m| forward(m, base, errs));
     if let Some(g) = t
         .duration("session_grace", errs, false)
         .and_then(|g| g.value)
@@ -286,7 +294,25 @@ pub(crate) fn auth(
     auth
 }
 
-fn forward(mut t: Table<'_, '_>, errs: &mut Collector<'_>) -> Option<ForwardConfig> {
+/// A `ca` key (named `key`): a PEM file that replaces the system's roots for
+/// an `https://` URL, and means nothing for any other.
+fn https_ca(
+    t: &mut Table<'_, '_>,
+    key: &str,
+    url: Option<&url::Url>,
+    base: &Path,
+    errs: &mut Collector<'_>,
+) -> Option<PathBuf> {
+    let ca = t.string(key, errs)?;
+    if url.is_some_and(|u| u.scheme() != "https") {
+        let msg = "applies to an https:// URL only; this one is not";
+        errs.push(&ca.path, Some(ca.at), msg);
+        return None;
+    }
+    crate::load::existing_file(ca.value, base, &ca.path, ca.at, errs)
+}
+
+fn forward(mut t: Table<'_, '_>, base: &Path, errs: &mut Collector<'_>) -> Option<ForwardConfig> {
     let url = match t.string("url", errs) {
         None => {
             errs.push(
@@ -321,6 +347,7 @@ fn forward(mut t: Table<'_, '_>, errs: &mut Collector<'_>) -> Option<ForwardConf
         .duration("cache_ttl", errs, true)
         .map_or(Some(DEFAULT_FORWARD_CACHE), |d| d.value);
     let max_age = t.duration("max_age", errs, true).and_then(|d| d.value);
+    let ca = https_ca(&mut t, "ca", url.as_ref(), base, errs);
     t.finish(errs);
     Some(ForwardConfig {
         url: url?,
@@ -328,6 +355,7 @@ fn forward(mut t: Table<'_, '_>, errs: &mut Collector<'_>) -> Option<ForwardConf
         timeout,
         cache,
         max_age,
+        ca,
     })
 }
 
@@ -394,6 +422,18 @@ fn jwt(
     let max_age = t
         .duration("jwks_max_age", errs, false)
         .and_then(|d| d.value);
+    let parsed_url = jwks_url
+        .as_ref()
+        .and_then(|u| url::Url::parse(u.value).ok());
+    let ca = https_ca(&mut t, "jwks_ca", parsed_url.as_ref(), base, errs);
+    if let (Some(c), None) = (&ca, &jwks_url) {
+        let msg = "names the CA of a `jwks_url`, and there is none";
+        errs.push(
+            &t.path_of("jwks_ca"),
+            None,
+            format!("{msg} ({})", c.display()),
+        );
+    }
     let keys = match (file, secret_env, jwks_url) {
         (None, None, Some(u)) => match url::Url::parse(u.value) {
             Ok(url) if url.scheme() == "https" || (url.scheme() == "http" && is_loopback(&url)) => {
@@ -401,6 +441,7 @@ fn jwt(
                     url,
                     refresh_min: refresh_min.unwrap_or(DEFAULT_JWKS_REFRESH_MIN),
                     max_age: max_age.unwrap_or(DEFAULT_JWKS_MAX_AGE),
+                    ca,
                 })
             }
             _ => {

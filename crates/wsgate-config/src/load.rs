@@ -292,7 +292,7 @@ fn tls_source(mut t: Table<'_, '_>, base: &Path, errs: &mut Collector<'_>) -> Op
     }
 }
 
-fn existing_file(
+pub(crate) fn existing_file(
     value: &str,
     base: &Path,
     path: &str,

@@ -372,3 +372,54 @@ fn jwks_urls_need_https_except_on_loopback() {
         );
     }
 }
+
+#[test]
+fn a_ca_for_an_https_endpoint_is_a_file_and_only_for_https() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), "PEM").unwrap();
+    let ok = config(
+        "[auth.jwt]\njwks_url = \"https://id.internal/jwks.json\"\njwks_ca = \"ca.pem\"\nalgorithms = [\"RS256\"]",
+        "\"jwt\"",
+        dir.path(),
+    )
+    .unwrap();
+    assert!(matches!(
+        &ok.auth.jwt.as_ref().unwrap().keys,
+        JwtKeys::JwksUrl { ca: Some(ca), .. } if *ca == dir.path().join("ca.pem")
+    ));
+    let ok = config(
+        "[auth.forward]\nurl = \"https://auth.internal/check\"\nca = \"ca.pem\"",
+        "\"forward\"",
+        dir.path(),
+    )
+    .unwrap();
+    assert_eq!(ok.auth.forward.unwrap().ca, Some(dir.path().join("ca.pem")));
+    for (table, route, expect) in [
+        (
+            "[auth.jwt]\njwks_url = \"http://127.0.0.1:9/jwks\"\njwks_ca = \"ca.pem\"\nalgorithms = [\"ES256\"]",
+            "\"jwt\"",
+            "auth.jwt.jwks_ca (line 7): applies to an https:// URL only",
+        ),
+        (
+            "[auth.jwt]\njwks_url = \"https://id.internal/jwks.json\"\njwks_ca = \"nowhere.pem\"\nalgorithms = [\"RS256\"]",
+            "\"jwt\"",
+            "no such file",
+        ),
+        (
+            "[auth.jwt]\nhs256_secret_env = \"GOOD_SECRET\"\njwks_ca = \"ca.pem\"\nalgorithms = [\"HS256\"]",
+            "\"jwt\"",
+            "names the CA of a `jwks_url`, and there is none",
+        ),
+        (
+            "[auth.forward]\nurl = \"http://auth.internal/check\"\nca = \"ca.pem\"",
+            "\"forward\"",
+            "auth.forward.ca (line 7): applies to an https:// URL only",
+        ),
+    ] {
+        let err = config(table, route, dir.path()).unwrap_err();
+        assert!(
+            err.contains(expect),
+            "{table:?}: expected {expect:?} in\n{err}"
+        );
+    }
+}

@@ -37,8 +37,13 @@ impl Verifiers {
     /// Builds them, reading the JWKS file; every problem is reported.
     pub(crate) fn new(config: &Config, errors: &mut Vec<String>) -> Verifiers {
         let jwks = config.auth.jwt.as_ref().and_then(|j| {
-            let https = matches!(&j.keys, JwtKeys::JwksUrl { url, .. } if url.scheme() == "https");
-            let tls = match https.then(|| crate::tls::upstream(None)) {
+            let tls = match &j.keys {
+                JwtKeys::JwksUrl { url, ca, .. } if url.scheme() == "https" => {
+                    Some(crate::tls::upstream(ca.as_deref()))
+                }
+                _ => None,
+            };
+            let tls = match tls {
                 Some(Err(e)) => {
                     errors.push(format!("auth.jwt.jwks_url: {e}"));
                     return None;
@@ -75,7 +80,7 @@ impl Verifiers {
         });
         let forward = config.auth.forward.as_ref().and_then(|f| {
             let tls = match f.url.scheme() {
-                "https" => match crate::tls::upstream(None) {
+                "https" => match crate::tls::upstream(f.ca.as_deref()) {
                     Ok(c) => Some(c),
                     Err(e) => {
                         errors.push(format!("auth.forward.url: {e}"));

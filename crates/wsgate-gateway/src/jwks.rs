@@ -37,6 +37,7 @@ impl RemoteJwks {
             url,
             refresh_min,
             max_age,
+            ..
         } = &config.keys
         else {
             return None;

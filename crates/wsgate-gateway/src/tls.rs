@@ -223,8 +223,8 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
         .map_err(|e| format!("cannot read a private key from {}: {e}", path.display()))
 }
 
-/// The client config for an upstream: the route's CA alone when it names
-/// one, else the system's roots. A private CA replaces the public ones, as
+/// The client config for an upstream, a JWKS URL or a forward-auth
+/// service: the CA the config names alone, else the system's roots. A private CA replaces the public ones, as
 /// nginx's `proxy_ssl_trusted_certificate` and HAProxy's `ca-file` do: an
 /// upstream inside the operator's PKI should not also be impersonable by
 /// any public CA that will issue for its name.
@@ -244,7 +244,7 @@ pub(crate) fn upstream(ca: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
         }
     }
     if roots.is_empty() {
-        return Err("no trusted root certificates for a wss:// upstream: install ca-certificates or set upstream_ca".into());
+        return Err("no trusted root certificates: install ca-certificates, or name the CA in the config (a route's upstream_ca, [auth.jwt] jwks_ca, [auth.forward] ca)".into());
     }
     let config = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(VERSIONS)

@@ -143,3 +143,21 @@ async fn a_session_is_closed_after_its_max_age() {
     c.send_frame(0x88, &1008u16.to_be_bytes(), true).await;
     assert_eq!(gw.close_event().await.reason, Some("session_expired"));
 }
+
+/// A forward-auth service inside the operator's PKI: `ca` names the CA its
+/// certificate chains to (not one of the system's roots).
+#[tokio::test]
+async fn an_https_service_is_trusted_through_ca() {
+    let pki = wsgate_testkit::pki::Pki::new();
+    let leaf = pki.server("auth", &["localhost"]);
+    let auth = AuthServer::start_tls(pki.server_config(&leaf)).await;
+    assert!(auth.url().starts_with("https://localhost:"));
+    let echo = Echo::start().await;
+    let ca = format!("ca = {:?}", pki.ca_path());
+    let mut gw = gateway(&echo, &auth, &ca).await;
+    assert_eq!(
+        status(&mut gw, &[ORIGIN, ("Cookie", "session=alice-session")]).await,
+        (101, None)
+    );
+    assert_eq!(auth.asked(), 1);
+}

@@ -115,3 +115,41 @@ async fn an_issuer_that_is_down_refuses_until_it_answers() {
     issuer.set_down(true);
     assert_eq!(status(&mut gw, &token).await, (101, None));
 }
+
+/// An issuer inside the operator's PKI: `jwks_ca` names the CA its
+/// certificate chains to (not one of the system's roots).
+#[tokio::test]
+async fn an_https_jwks_url_is_trusted_through_jwks_ca() {
+    let pki = wsgate_testkit::pki::Pki::new();
+    let leaf = pki.server("issuer", &["localhost"]);
+    let k1 = Signer::es256("k1");
+    let issuer = JwksServer::start_tls(jwt::jwks(&[&k1]), pki.server_config(&leaf)).await;
+    assert!(issuer.url().starts_with("https://localhost:"));
+    let echo = Echo::start().await;
+    let ca = format!("jwks_ca = {:?}", pki.ca_path());
+    let config = format!(
+        r#"
+[[listener]]
+bind = "127.0.0.1:0"
+
+[auth.jwt]
+jwks_url = "{url}"
+{ca}
+algorithms = ["ES256"]
+
+[[route]]
+path = "/chat"
+upstream = "ws://{echo}/chat"
+origins = ["https://app.example.com"]
+auth = "jwt"
+"#,
+        url = issuer.url(),
+        echo = echo.addr
+    );
+    let mut gw = TestGateway::start(&config).await;
+    assert_eq!(
+        status(&mut gw, &k1.sign(&claims("alice", 300))).await,
+        (101, None)
+    );
+    assert_eq!(issuer.asked(), 1);
+}
