@@ -10,6 +10,16 @@ use wsgate_testkit::jwt::{self, Signer, claims};
 use wsgate_testkit::upstream::Echo;
 
 async fn gateway(echo: &Echo, issuer: &JwksServer, refresh_min: &str) -> TestGateway {
+    gateway_with(
+        echo,
+        issuer,
+        &format!("jwks_refresh_min = \"{refresh_min}\""),
+    )
+    .await
+}
+
+/// The gateway, with `extra` in `[auth.jwt]`.
+async fn gateway_with(echo: &Echo, issuer: &JwksServer, extra: &str) -> TestGateway {
     let config = format!(
         r#"
 [[listener]]
@@ -17,7 +27,7 @@ bind = "127.0.0.1:0"
 
 [auth.jwt]
 jwks_url = "{url}"
-jwks_refresh_min = "{refresh_min}"
+{extra}
 algorithms = ["ES256"]
 
 [[route]]
@@ -127,26 +137,7 @@ async fn an_https_jwks_url_is_trusted_through_jwks_ca() {
     assert!(issuer.url().starts_with("https://localhost:"));
     let echo = Echo::start().await;
     let ca = format!("jwks_ca = {:?}", pki.ca_path());
-    let config = format!(
-        r#"
-[[listener]]
-bind = "127.0.0.1:0"
-
-[auth.jwt]
-jwks_url = "{url}"
-{ca}
-algorithms = ["ES256"]
-
-[[route]]
-path = "/chat"
-upstream = "ws://{echo}/chat"
-origins = ["https://app.example.com"]
-auth = "jwt"
-"#,
-        url = issuer.url(),
-        echo = echo.addr
-    );
-    let mut gw = TestGateway::start(&config).await;
+    let mut gw = gateway_with(&echo, &issuer, &ca).await;
     assert_eq!(
         status(&mut gw, &k1.sign(&claims("alice", 300))).await,
         (101, None)
