@@ -7,9 +7,20 @@
 //! streams them). Field names are a stable contract, documented in
 //! docs/audit-log.md. Query strings, tokens and cookies never appear: the
 //! path is logged without its query.
+//!
+//! Refusals that cost the sender nothing (a socket closed at accept) are
+//! logged within a [`LineBudget`]: a flood of them would otherwise be a
+//! flood of lines; the metrics count them all.
 
 use std::io::Write;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 
 use serde::Serialize;
 use tokio::sync::broadcast;
@@ -20,6 +31,45 @@ const SUBSCRIBER_BACKLOG: usize = 4096;
 /// Bytes reserved for a line: a handshake's or a close's line is 300 to
 /// 500 bytes.
 const LINE_CAPACITY: usize = 640;
+
+/// How many lines of one kind may be written a second, and at once,
+/// before they are left out and counted instead.
+pub(crate) struct LineBudget<C: Clock = DefaultClock> {
+    limiter: RateLimiter<NotKeyed, InMemoryState, C, NoOpMiddleware<C::Instant>>,
+    left_out: AtomicU64,
+}
+
+impl LineBudget {
+    /// 50 lines a second, bursts of 200.
+    pub(crate) fn new() -> Self {
+        LineBudget::with_clock(50, 200, &DefaultClock::default())
+    }
+}
+
+impl<C: Clock + Clone> LineBudget<C> {
+    fn with_clock(per_sec: u32, burst: u32, clock: &C) -> Self {
+        let rate = NonZeroU32::new(per_sec).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+        LineBudget {
+            limiter: RateLimiter::direct_with_clock(
+                Quota::per_second(rate).allow_burst(burst),
+                clock.clone(),
+            ),
+            left_out: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(n)`: write this line, and say that `n` were left out since
+    /// the last one written; `None`: leave it out.
+    pub(crate) fn take(&self) -> Option<u64> {
+        if self.limiter.check().is_ok() {
+            Some(self.left_out.swap(0, Ordering::AcqRel))
+        } else {
+            self.left_out.fetch_add(1, Ordering::AcqRel);
+            None
+        }
+    }
+}
 
 /// One audit event.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -204,5 +254,26 @@ impl AuditLog {
         if self.subscribers.receiver_count() > 0 {
             let _ = self.subscribers.send(Arc::new(event));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use governor::clock::FakeRelativeClock;
+
+    use super::LineBudget;
+
+    #[test]
+    fn lines_over_the_budget_are_left_out_and_counted_on_the_next() {
+        let clock = FakeRelativeClock::default();
+        let budget = LineBudget::with_clock(10, 3, &clock);
+        let taken: Vec<_> = (0..5).map(|_| budget.take()).collect();
+        assert_eq!(taken, [Some(0), Some(0), Some(0), None, None]);
+        // A tenth of a second later one more line fits, and says what it missed.
+        clock.advance(Duration::from_millis(100));
+        assert_eq!(budget.take(), Some(2));
+        assert_eq!(budget.take(), None);
     }
 }

@@ -102,7 +102,18 @@ fn refuse_from_address(state: &Arc<State>, index: usize, peer: SocketAddr, key: 
     log_unread(state, index, peer, &detail);
 }
 
+/// Logs a connection closed at accept, within [`State::unread_lines`]: the
+/// sender spends nothing on a socket, so these are the cheapest lines to
+/// flood the log with (the metrics count every one).
 fn log_unread(state: &Arc<State>, index: usize, peer: SocketAddr, detail: &str) {
+    let Some(left_out) = state.unread_lines.take() else {
+        return;
+    };
+    let detail = if left_out == 0 {
+        detail.to_owned()
+    } else {
+        format!("{detail} ({left_out} more closed unread since the last such line, not logged)")
+    };
     let conn = Conn {
         state: Arc::clone(state),
         listener: index,
@@ -118,7 +129,7 @@ fn log_unread(state: &Arc<State>, index: usize, peer: SocketAddr, detail: &str) 
         &conn,
         Reason::TooManyConnections,
         tokio::time::Instant::now(),
-        detail,
+        &detail,
     );
 }
 

@@ -66,6 +66,8 @@ pub(crate) struct State {
     pub(crate) tasks: TaskTracker,
     /// How many CSP reports become audit lines.
     pub(crate) csp_reports: crate::pass::ReportBudget,
+    /// Bounds the audit lines of connections closed at accept.
+    pub(crate) unread_lines: crate::audit::LineBudget,
     next_conn: AtomicU64,
 }
 
@@ -150,6 +152,7 @@ impl State {
             acceptors: TaskTracker::new(),
             tasks: TaskTracker::new(),
             csp_reports: crate::pass::ReportBudget::new(),
+            unread_lines: crate::audit::LineBudget::new(),
             next_conn: AtomicU64::new(1),
         };
         Ok(Prepared {

@@ -263,6 +263,34 @@ async fn one_address_holds_at_most_max_http_conns_per_ip_unless_it_is_a_trusted_
 }
 
 #[tokio::test]
+async fn a_flood_of_sockets_closed_at_accept_is_counted_in_full_and_logged_within_a_budget() {
+    use tokio::io::AsyncReadExt as _;
+    const FLOOD: usize = 400;
+    let echo = Echo::start().await;
+    let config = common::config(echo.addr, "", "")
+        + "\n[limits]\nmax_connections = 1\n\n[metrics]\nbind = \"127.0.0.1:0\"\n";
+    let gw = TestGateway::start(&config).await;
+    let _holds_the_place = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    for _ in 0..FLOOD {
+        let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        // Closed unread (end of stream, or a reset): refused and decided.
+        assert!(matches!(s.read(&mut [0u8; 16]).await, Ok(0) | Err(_)));
+    }
+    let mut c = RawClient::connect(gw.metrics_addr().unwrap()).await;
+    let metrics = c.request("GET", "/metrics", &[]).await.body;
+    assert!(
+        metrics.contains(&format!(
+            "wsgate_limit_hits_total{{kind=\"max_connections\"}} {FLOOD}"
+        )),
+        "{metrics}"
+    );
+    // 200 at once and 50 a second after: however slow this machine, far
+    // fewer lines than sockets.
+    let lines = gw.audit_text().matches("closed unread").count();
+    assert!((200..FLOOD).contains(&lines), "{lines} lines");
+}
+
+#[tokio::test]
 async fn assembly_memory_is_shared_and_the_message_over_it_closes_with_1013() {
     let echo = Echo::start().await;
     let config = common::config(echo.addr, "", "")
