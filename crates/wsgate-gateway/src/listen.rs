@@ -107,6 +107,9 @@ fn refuse_from_address(state: &Arc<State>, index: usize, peer: SocketAddr, key: 
 /// flood the log with (the metrics count every one).
 fn log_unread(state: &Arc<State>, index: usize, peer: SocketAddr, detail: &str) {
     let Some(left_out) = state.unread_lines.take() else {
+        // Left out of the log, not out of the counts.
+        let code = Some(Reason::TooManyConnections.code());
+        state.metrics.handshake(None, "refused", code, 0.0);
         return;
     };
     let detail = if left_out == 0 {
