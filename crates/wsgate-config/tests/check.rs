@@ -562,7 +562,7 @@ fn errors_after_a_refused_listener_or_route_name_the_right_one() {
 bind = "nowhere"
 
 [[listener]]
-bind = "0.0.0.0:9443"
+bind = "0.0.0.0:0"
 allow_cleartext = true
 
 [auth.ticket]
@@ -619,7 +619,7 @@ auth = ["basic"]
 fn a_refused_tls_or_auth_table_is_not_also_said_to_be_missing() {
     let src = r#"
 [[listener]]
-bind = "0.0.0.0:8443"
+bind = "0.0.0.0:0"
 tls = { cert = "missing.pem", key = "missing.key" }
 client_ca = "missing-ca.pem"
 

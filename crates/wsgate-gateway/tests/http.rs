@@ -321,8 +321,8 @@ async fn a_keep_alive_connection_on_an_http_route_holds_its_place_at_http() {
 
 /// A gateway with only an HTTP route at /app to `upstream`, with `limits`.
 async fn http_only(upstream: &str, limits: &str) -> TestGateway {
-    let echo_unused = "127.0.0.1:9".parse().unwrap();
-    let config = common::config(echo_unused, "", "")
+    // The common config's WebSocket route, never used here: to nowhere.
+    let config = common::config(HttpUpstream::dead().addr, "", "")
         + &format!(
             "\n[[route]]\npath = \"/app\"\nkind = \"http\"\nupstream = \"{upstream}\"\nauth = \"none\"\n\n[route.limits]\n{limits}\n"
         );

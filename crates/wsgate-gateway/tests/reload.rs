@@ -165,7 +165,7 @@ async fn an_invalid_reload_changes_nothing_and_reports_every_error() {
         .replace(
             r#"bind = "127.0.0.1:0"
 handshake_timeout"#,
-            r#"bind = "127.0.0.1:1"
+            r#"bind = "127.0.0.2:0"
 tls = { cert = "JUNK", key = "JUNK" }
 handshake_timeout"#
                 .replace("JUNK", junk.to_str().unwrap())

@@ -52,7 +52,7 @@ fn check_reports_every_error_with_its_key_path_and_exits_2() {
         "bad.toml",
         r#"
 [[listener]]
-bind = "0.0.0.0:80"
+bind = "0.0.0.0:0"
 tls = { cert = "missing.pem", key = "missing.key" }
 
 [[route]]
@@ -203,19 +203,17 @@ auth = "none"
         (out.status.code(), stdout + &stderr)
     };
     let token = "an-admin-token-of-at-least-32-bytes!";
-    let (code, out) = check(r#"bind = "0.0.0.0:9090""#, token);
+    let (code, out) = check(r#"bind = "0.0.0.0:0""#, token);
     assert_eq!(code, Some(0), "{out}");
     assert!(
-        out.contains(
-            "note: metrics.bind 0.0.0.0:9090 is not loopback and names no `admin_token_env`"
-        ),
+        out.contains("note: metrics.bind 0.0.0.0:0 is not loopback and names no `admin_token_env`"),
         "{out}"
     );
-    let with_token = "bind = \"0.0.0.0:9090\"\nadmin_token_env = \"WSGATE_TEST_ADMIN\"";
+    let with_token = "bind = \"0.0.0.0:0\"\nadmin_token_env = \"WSGATE_TEST_ADMIN\"";
     let (code, out) = check(with_token, token);
     assert_eq!(code, Some(0), "{out}");
     assert!(!out.contains("admin_token_env"), "{out}");
-    let (code, out) = check(r#"bind = "127.0.0.1:9090""#, token);
+    let (code, out) = check(r#"bind = "127.0.0.1:0""#, token);
     assert_eq!(code, Some(0), "{out}");
     assert!(!out.contains("note"), "{out}");
     let (code, out) = check(with_token, "short");
