@@ -33,16 +33,17 @@ const SUBSCRIBER_BACKLOG: usize = 4096;
 const LINE_CAPACITY: usize = 640;
 
 /// How many lines of one kind may be written a second, and at once,
-/// before they are left out and counted instead.
+/// before they are left out and counted instead (connections closed at
+/// accept; CSP reports, which are refused with 429 instead).
 pub(crate) struct LineBudget<C: Clock = DefaultClock> {
     limiter: RateLimiter<NotKeyed, InMemoryState, C, NoOpMiddleware<C::Instant>>,
     left_out: AtomicU64,
 }
 
 impl LineBudget {
-    /// 50 lines a second, bursts of 200.
-    pub(crate) fn new() -> Self {
-        LineBudget::with_clock(50, 200, &DefaultClock::default())
+    /// `per_sec` lines a second, bursts of `burst`.
+    pub(crate) fn new(per_sec: u32, burst: u32) -> Self {
+        LineBudget::with_clock(per_sec, burst, &DefaultClock::default())
     }
 }
 

@@ -218,14 +218,15 @@ pub(crate) async fn handle(
     {
         return Ok(crate::pass::csp_report(req, &conn).await);
     }
-    if let Some(variant) = policy.router.case_variant(path) {
+    let found = policy.router.find(path);
+    if let Some(variant) = policy.router.case_variant(path, found.map(|(_, r)| &**r)) {
         let detail = format!(
             "{path:?} differs only in letter case from route {:?}: an upstream that ignores case would serve that route's resources past its checks",
             variant.path
         );
         return Ok(refuse_bad_request(&req, &conn, &policy, detail));
     }
-    if let Some((index, route)) = policy.router.find(path)
+    if let Some((index, route)) = found
         && route.kind == wsgate_config::RouteKind::Http
     {
         let route = Arc::clone(route);

@@ -20,7 +20,6 @@
 //! `csp_violation` audit events naming the blocked URL.
 
 use std::future::Future;
-use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,7 +27,6 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::{Frame, Incoming};
@@ -409,19 +407,9 @@ fn policy_header(csp: &wsgate_config::Csp) -> (header::HeaderName, String) {
     (name, value)
 }
 
-/// Bounds the audit lines reports can cause: any page on the web can post
-/// them.
-pub(crate) struct ReportBudget(DefaultDirectRateLimiter);
-
-impl ReportBudget {
-    /// 20 reports a second, bursts of 100.
-    pub(crate) fn new() -> Self {
-        let rate = NonZeroU32::new(20).unwrap_or(NonZeroU32::MIN);
-        let burst = NonZeroU32::new(100).unwrap_or(NonZeroU32::MIN);
-        ReportBudget(RateLimiter::direct(
-            Quota::per_second(rate).allow_burst(burst),
-        ))
-    }
+/// The audit lines reports may cause: any page on the web can post them.
+pub(crate) fn report_budget() -> crate::audit::LineBudget {
+    crate::audit::LineBudget::new(20, 100)
 }
 
 /// `POST /.wsgate/csp-report`: a browser's violation report (the
@@ -437,7 +425,7 @@ pub(crate) async fn csp_report(req: Request<Incoming>, conn: &Conn) -> Response<
     if req.method() != Method::POST {
         return answer(StatusCode::METHOD_NOT_ALLOWED);
     }
-    if conn.state.csp_reports.0.check().is_err() {
+    if conn.state.csp_reports.take().is_none() {
         return answer(StatusCode::TOO_MANY_REQUESTS);
     }
     // The report's own request says who posted it; the page is in the body.

@@ -65,7 +65,7 @@ pub(crate) struct State {
     /// Every connection (and the operator endpoints).
     pub(crate) tasks: TaskTracker,
     /// How many CSP reports become audit lines.
-    pub(crate) csp_reports: crate::pass::ReportBudget,
+    pub(crate) csp_reports: crate::audit::LineBudget,
     /// Bounds the audit lines of connections closed at accept.
     pub(crate) unread_lines: crate::audit::LineBudget,
     next_conn: AtomicU64,
@@ -151,8 +151,8 @@ impl State {
             never_revoked: CancellationToken::new(),
             acceptors: TaskTracker::new(),
             tasks: TaskTracker::new(),
-            csp_reports: crate::pass::ReportBudget::new(),
-            unread_lines: crate::audit::LineBudget::new(),
+            csp_reports: crate::pass::report_budget(),
+            unread_lines: crate::audit::LineBudget::new(50, 200),
             next_conn: AtomicU64::new(1),
         };
         Ok(Prepared {

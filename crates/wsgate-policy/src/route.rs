@@ -37,10 +37,11 @@ impl Router {
             .find(|(_, r)| serves(&r.path, path))
     }
 
-    /// A route more specific than the one that serves `path` (or any, when
-    /// none does) that would serve it if letter case were ignored.
-    pub fn case_variant(&self, path: &str) -> Option<&Arc<Route>> {
-        let served = self.find(path).map_or(0, |(_, r)| r.path.len());
+    /// A route more specific than `served`, the one [`Router::find`] gave
+    /// for `path` (or any, when none), that would serve it if letter case
+    /// were ignored.
+    pub fn case_variant(&self, path: &str, served: Option<&Route>) -> Option<&Arc<Route>> {
+        let served = served.map_or(0, |r| r.path.len());
         self.order
             .iter()
             .map(|&i| &self.routes[i])
