@@ -23,6 +23,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_util::either::Either;
 
 use crate::buffers::Readable;
+use crate::stall::WriteStall;
 use crate::upstream;
 
 /// A stream the relay reads and writes through a box.
@@ -42,12 +43,17 @@ pub(crate) struct Halves {
 impl Halves {
     /// The client's connection, upgraded by hyper's server.
     pub(crate) fn client(upgraded: Upgraded) -> Halves {
-        let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => return Halves::tcp(parts.io.into_inner(), parts.read_buf),
+        // `listen` bounds the HTTP part's writes with a wrapper the relay
+        // has no use for: taken off here.
+        let upgraded = match upgraded.downcast::<TokioIo<WriteStall<TcpStream>>>() {
+            Ok(parts) => return Halves::tcp(parts.io.into_inner().into_inner(), parts.read_buf),
             Err(upgraded) => upgraded,
         };
-        match upgraded.downcast::<TokioIo<tokio_rustls::server::TlsStream<TcpStream>>>() {
-            Ok(parts) => Halves::boxed(Box::new(parts.io.into_inner()), parts.read_buf),
+        type Tls = tokio_rustls::server::TlsStream<TcpStream>;
+        match upgraded.downcast::<TokioIo<WriteStall<Tls>>>() {
+            Ok(parts) => {
+                Halves::boxed(Box::new(parts.io.into_inner().into_inner()), parts.read_buf)
+            }
             Err(upgraded) => Halves::fallback(upgraded),
         }
     }

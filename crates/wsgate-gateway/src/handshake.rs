@@ -52,6 +52,9 @@ pub(crate) struct Conn {
     /// [`handle`]: a header-read timeout after that is a keep-alive
     /// connection left idle, not a handshake that never came.
     pub(crate) served: std::sync::atomic::AtomicBool,
+    /// How long an answer's write may wait for the client to read (see
+    /// `stall`); [`handle`] sets it for each request.
+    pub(crate) write_stall: crate::stall::Bound,
 }
 
 /// The client of a request, as limits count it, the audit log names it
@@ -168,9 +171,10 @@ impl Conn {
             tls: self.tls,
             client_cert: self.client_cert.clone(),
             client_chain: self.client_chain.clone(),
-            // The connection's own flag is the one that counts; this view
-            // lives for one request.
+            // The connection's own flag and bound are the ones that count;
+            // this view lives for one request.
             served: std::sync::atomic::AtomicBool::new(true),
+            write_stall: crate::stall::Bound::new(None),
         }))
     }
 
@@ -198,6 +202,11 @@ pub(crate) async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     // One policy for the whole decision, whatever a reload does meanwhile.
     let policy = conn.state.policy();
+    // The gateway's own answers are small: a client that reads none of
+    // one within the handshake's time is not reading at all.
+    let connection = Arc::clone(&conn);
+    let listener = &policy.listeners[conn.listener].config;
+    connection.write_stall.set(Some(listener.handshake_timeout));
     let conn = match Arc::clone(&conn).behind_proxy(req.headers(), &policy) {
         Ok(conn) => conn,
         Err(detail) => return Ok(refuse_bad_request(&req, &conn, &policy, detail)),
@@ -230,6 +239,9 @@ pub(crate) async fn handle(
         && route.kind == wsgate_config::RouteKind::Http
     {
         let route = Arc::clone(route);
+        // A page or a download, read at the client's pace: paused for up
+        // to the time the route allows any wait for bytes.
+        connection.write_stall.set(route.limits.idle_timeout);
         return Ok(crate::pass::forward(req, &conn, &policy, index, &route).await);
     }
     Ok(crate::respond::boxed(websocket(req, conn, policy).await))

@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! listen     TCP accept, a PROXY protocol header (proxy_header), TLS,
-//!            request head (timeouts, size limits)
+//!            request head (timeouts, size limits); answers' writes
+//!            bounded in time while the connection speaks HTTP (stall)
 //! handshake  the gateway's own paths (JWKS, tickets, CSP reports); a
 //!            `kind = "http"` route goes to pass (HTTP pass-through, CSP);
 //!            else a process slot (limits) -> RFC 6455 checks -> the route's
@@ -48,6 +49,7 @@ pub mod relay;
 mod respond;
 mod sink;
 mod snapshot;
+mod stall;
 mod state;
 mod store;
 mod tickets;

@@ -23,6 +23,7 @@ use wsgate_policy::credentials::ClientCert;
 
 use crate::handshake::{Client, Conn, elapsed_ms, handle};
 use crate::limits::{AtHttp, Slot};
+use crate::stall::{Bound, NotRead, WriteStall};
 use crate::state::State;
 use wsgate_policy::limits::ClientKey;
 
@@ -127,6 +128,7 @@ fn log_unread(state: &Arc<State>, index: usize, peer: SocketAddr, detail: &str) 
         client_cert: None,
         client_chain: Vec::new(),
         served: AtomicBool::new(false),
+        write_stall: Bound::new(None),
     };
     log_failure(
         &conn,
@@ -188,6 +190,7 @@ async fn serve(state: Arc<State>, index: usize, mut tcp: TcpStream, peer: Socket
             client_cert,
             client_chain,
             served: AtomicBool::new(false),
+            write_stall: Bound::new(Some(timeout)),
         })
     };
     if let Some(trusted) = proxies {
@@ -282,6 +285,7 @@ where
         service_conn.served.store(true, Ordering::Relaxed);
         handle(req, Arc::clone(&service_conn))
     });
+    let io = WriteStall::new(io, Arc::clone(&conn));
     let connection = builder
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
@@ -326,9 +330,23 @@ where
             started,
             &format!("malformed HTTP: {e}"),
         );
+    } else if let Some(stalled) = stalled(&e) {
+        // The request was logged when it was answered; this is how the
+        // answer ended.
+        tracing::warn!(
+            client = %conn.client.text,
+            connection = conn.id,
+            "{stalled}: connection closed"
+        );
     } else {
         tracing::debug!(client = %conn.peer, error = %e, "connection ended with an error");
     }
+}
+
+/// The [`NotRead`] a connection's error comes from, if it does.
+fn stalled(e: &hyper::Error) -> Option<&NotRead> {
+    let io = std::error::Error::source(e)?.downcast_ref::<std::io::Error>()?;
+    io.get_ref()?.downcast_ref::<NotRead>()
 }
 
 fn log_failure(conn: &Conn, reason: Reason, started: tokio::time::Instant, detail: &str) {

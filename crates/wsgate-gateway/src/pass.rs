@@ -32,7 +32,7 @@ use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::TokioIo;
 use tokio::sync::Notify;
-use tokio::time::Sleep;
+
 use wsgate_config::Route;
 use wsgate_policy::Reason;
 use wsgate_policy::admit::{HostField, check_host};
@@ -40,6 +40,7 @@ use wsgate_policy::admit::{HostField, check_host};
 use crate::handshake::{Conn, elapsed_ms};
 use crate::respond::{Body, boxed};
 use crate::snapshot::Snapshot;
+use crate::stall::Wait;
 use crate::upstream;
 
 /// Where browsers send CSP violation reports (the `report-uri` of every
@@ -231,10 +232,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 struct Idle {
     inner: Incoming,
     limit: Option<Duration>,
-    /// Created at the first wait and reset at each later one: no
-    /// allocation per frame.
-    timer: Option<Pin<Box<Sleep>>>,
-    waiting: bool,
+    wait: Wait,
     /// For a request body: where its end and its stall are told.
     upload: Option<Arc<Upload>>,
     /// For a response body: its route, for the log line of a stall.
@@ -246,8 +244,7 @@ impl Idle {
         let idle = Idle {
             inner,
             limit,
-            timer: None,
-            waiting: false,
+            wait: Wait::default(),
             upload: Some(upload),
             route: None,
         };
@@ -262,8 +259,7 @@ impl Idle {
         Idle {
             inner,
             limit,
-            timer: None,
-            waiting: false,
+            wait: Wait::default(),
             upload: None,
             route: Some(Arc::clone(route)),
         }
@@ -288,7 +284,7 @@ impl hyper::body::Body for Idle {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
-            this.waiting = false;
+            this.wait.progressed();
             // hyper stops polling a body of known length after its last
             // bytes, so its end is seen here too, not only as `None`.
             if frame.is_none() || this.inner.is_end_stream() {
@@ -299,15 +295,7 @@ impl hyper::body::Body for Idle {
         let Some(limit) = this.limit else {
             return Poll::Pending;
         };
-        let deadline = tokio::time::Instant::now() + limit;
-        let timer = this
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if !this.waiting {
-            timer.as_mut().reset(deadline);
-            this.waiting = true;
-        }
-        ready!(timer.as_mut().poll(cx));
+        ready!(this.wait.poll_over(cx, limit));
         if let Some(u) = &this.upload {
             u.stalled.store(true, Ordering::Release);
         }

@@ -6,6 +6,8 @@
 
 mod common;
 
+use std::net::SocketAddr;
+
 use common::ORIGIN;
 use wsgate_testkit::client::{RawClient, Reply};
 use wsgate_testkit::gateway::TestGateway;
@@ -429,4 +431,99 @@ async fn an_upstream_that_stops_mid_body_ends_the_clients_connection_after_idle_
     let got = String::from_utf8_lossy(&got);
     assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
     assert!(got.ends_with("\r\n\r\nabc"), "{got} {read:?}");
+}
+
+/// An upstream that answers one request with a page of `len` bytes, written
+/// as fast as the gateway takes them; it tells how many it wrote once the
+/// page is sent or the gateway has closed the connection.
+async fn big_page_upstream(len: usize) -> (SocketAddr, tokio::sync::oneshot::Receiver<usize>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (done, written) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut tcp, _) = listener.accept().await.unwrap();
+        let _ = tcp.read(&mut [0u8; 4096]).await;
+        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n");
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut sent = 0;
+        while sent < len {
+            let n = chunk.len().min(len - sent);
+            if tcp.write_all(&chunk[..n]).await.is_err() {
+                break;
+            }
+            sent += n;
+        }
+        let _ = done.send(sent);
+    });
+    (addr, written)
+}
+
+/// A client whose receive buffer holds little, so that the gateway's
+/// writes wait on it as soon as the sockets between them are full.
+async fn small_window_client(gw: &TestGateway) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt as _;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(64 * 1024).unwrap();
+    let mut c = socket.connect(gw.addr).await.unwrap();
+    c.write_all(b"GET /app/page HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    c
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_an_answer_loses_its_connection_after_idle_timeout() {
+    use tokio::io::AsyncReadExt as _;
+    const PAGE: usize = 1 << 30;
+    let (up, written) = big_page_upstream(PAGE).await;
+    let gw = http_only(&format!("http://{up}"), "idle_timeout = \"300ms\"").await;
+    let mut c = small_window_client(&gw).await;
+    // The client reads nothing. Without the bound the gateway's write would
+    // wait on it for ever, and the upstream's on the gateway; the outer
+    // timeout only keeps a failure from hanging.
+    let written = tokio::time::timeout(std::time::Duration::from_secs(20), written)
+        .await
+        .expect("the gateway gives up on a client that reads nothing")
+        .unwrap();
+    assert!(written < PAGE, "{written}");
+    // The client's connection was closed too: what it can still read ends
+    // long before the page would.
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), c.read_to_end(&mut got))
+        .await
+        .expect("the client's connection is closed");
+    assert!(got.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    assert!(got.len() < PAGE / 16, "{}", got.len());
+}
+
+#[tokio::test]
+async fn a_client_reading_slowly_gets_the_whole_answer_within_the_routes_idle_timeout() {
+    use tokio::io::AsyncReadExt as _;
+    const PAGE: usize = 24 << 20;
+    let (up, written) = big_page_upstream(PAGE).await;
+    // Each pause below is longer than the listener's handshake_timeout
+    // (2s: the bound for the gateway's own answers), shorter than the
+    // route's idle_timeout, and the two together longer than it: the bound
+    // is the route's, and it runs from the last progress.
+    let gw = http_only(&format!("http://{up}"), "idle_timeout = \"3500ms\"").await;
+    let mut c = small_window_client(&gw).await;
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(c.read_u8().await.unwrap());
+    }
+    assert!(head.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    let mut third = vec![0u8; PAGE / 3];
+    for pause in [true, true, false] {
+        c.read_exact(&mut third).await.unwrap();
+        assert!(third.iter().all(|&b| b == b'x'));
+        if pause {
+            // A slow client, not a synchronisation: the page is larger than
+            // every buffer between the upstream and here, so the gateway's
+            // write waits throughout.
+            tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+        }
+    }
+    assert_eq!(written.await.unwrap(), PAGE);
 }
