@@ -227,22 +227,20 @@ pub(crate) async fn handle(
     {
         return Ok(crate::pass::csp_report(req, &conn).await);
     }
-    let found = policy.router.find(path);
-    if let Some(variant) = policy.router.case_variant(path, found.map(|(_, r)| &**r)) {
-        let detail = format!(
-            "{path:?} differs only in letter case from route {:?}: an upstream that ignores case would serve that route's resources past its checks",
-            variant.path
-        );
-        return Ok(refuse_bad_request(&req, &conn, &policy, detail));
-    }
-    if let Some((index, route)) = found
-        && route.kind == wsgate_config::RouteKind::Http
-    {
-        let route = Arc::clone(route);
-        // A page or a download, read at the client's pace: paused for up
-        // to the time the route allows any wait for bytes.
-        connection.write_stall.set(route.limits.idle_timeout);
-        return Ok(crate::pass::forward(req, &conn, &policy, index, &route).await);
+    match policy.router.find(path) {
+        Err(none @ wsgate_policy::NoRoute::CaseVariant(_)) => {
+            let (_, detail) = none.refusal(path);
+            return Ok(refuse_bad_request(&req, &conn, &policy, detail));
+        }
+        Ok((index, route)) if route.kind == wsgate_config::RouteKind::Http => {
+            let route = Arc::clone(route);
+            // A page or a download, read at the client's pace: paused for up
+            // to the time the route allows any wait for bytes.
+            connection.write_stall.set(route.limits.idle_timeout);
+            return Ok(crate::pass::forward(req, &conn, &policy, index, &route).await);
+        }
+        // A WebSocket route's, or no route's: admission refuses the latter.
+        _ => {}
     }
     Ok(crate::respond::boxed(websocket(req, conn, policy).await))
 }
@@ -257,13 +255,18 @@ fn refuse_bad_request(
     policy: &Snapshot,
     detail: String,
 ) -> Response<Body> {
-    let route = policy.router.find(req.uri().path());
+    // Logged as the route it was meant for: the one found, or the one a
+    // case variant imitates.
+    let route = match policy.router.find(req.uri().path()) {
+        Ok((_, r)) | Err(wsgate_policy::NoRoute::CaseVariant(r)) => Some(r),
+        Err(wsgate_policy::NoRoute::Unserved) => None,
+    };
     let kind = match route {
-        Some((_, r)) if r.kind == wsgate_config::RouteKind::Http => "http",
+        Some(r) if r.kind == wsgate_config::RouteKind::Http => "http",
         _ => "handshake",
     };
     let mut ev = conn.request_event(kind, req.uri(), req.headers());
-    ev.route = route.map(|(_, r)| r.path.clone());
+    ev.route = route.map(|r| r.path.clone());
     ev.refuse(Reason::BadHandshake, detail);
     if kind == "handshake" {
         let code = Some(Reason::BadHandshake.code());
@@ -436,7 +439,7 @@ async fn decide(
     let hs = handshake::check_request(&parts.method, &parts.uri, parts.version, &parts.headers)
         .map_err(|e| {
             let reason = match e {
-                HandshakeError::NotUpgrade if policy.router.find(path).is_none() => {
+                HandshakeError::NotUpgrade if policy.router.find(path).is_err() => {
                     Reason::RouteNotFound
                 }
                 ref e => Reason::from(e),
@@ -457,7 +460,7 @@ async fn decide(
     // after: guessing origins, passwords or tokens is as slow as the
     // route's handshake rate. Limits apply in report mode too: they
     // protect the gateway, not a policy being rolled out.
-    if let Some((route, r)) = policy.router.find(path) {
+    if let Ok((route, r)) = policy.router.find(path) {
         let client = ClientKey::new(conn.client.ip, r.limits.ipv6_prefix);
         state
             .store

@@ -89,12 +89,12 @@ pub(crate) async fn handle(
         })
         .unwrap_or_default();
     let target = target.as_ref();
-    let Some((_, route)) = policy.router.find(target) else {
-        return refuse(
-            ev,
-            Reason::RouteNotFound,
-            format!("no route serves {target:?}"),
-        );
+    let route = match policy.router.find(target) {
+        Ok((_, route)) => route,
+        Err(none) => {
+            let (reason, detail) = none.refusal(target);
+            return refuse(ev, reason, detail);
+        }
     };
     ev.route = Some(route.path.clone());
     let takes_tickets =

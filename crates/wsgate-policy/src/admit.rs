@@ -166,13 +166,14 @@ pub struct Rechecked {
 /// ambient credential still needs a listed origin. The refusal names what
 /// the connection would be refused for if it came now.
 pub fn recheck(listener_hosts: &Hosts, router: &Router, seen: &Seen) -> Result<Rechecked, Refused> {
-    let Some((index, route)) = router.find(&seen.path) else {
-        return Err(Refused {
-            reason: Reason::RouteNotFound,
+    let (index, route) = router.find(&seen.path).map_err(|none| {
+        let (reason, detail) = none.refusal(&seen.path);
+        Refused {
+            reason,
             route: None,
-            detail: format!("no route serves {} any more", seen.path),
-        });
-    };
+            detail: format!("{detail} (under the new config)"),
+        }
+    })?;
     let mut report = None;
     let refuse = |(reason, detail)| Refused {
         reason,
@@ -229,13 +230,14 @@ pub fn admit(
     auth: &AuthConfig,
     req: &Request<'_>,
 ) -> Result<Checked, Refused> {
-    let Some((index, route)) = router.find(req.path) else {
-        return Err(Refused {
-            reason: Reason::RouteNotFound,
+    let (index, route) = router.find(req.path).map_err(|none| {
+        let (reason, detail) = none.refusal(req.path);
+        Refused {
+            reason,
             route: None,
-            detail: format!("no route serves {}", req.path),
-        });
-    };
+            detail,
+        }
+    })?;
     let mut report = None;
     let host = HostField::parse(req.host);
     let origin = req.origin.map(OriginHeader::parse);

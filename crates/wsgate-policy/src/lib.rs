@@ -32,4 +32,4 @@ pub mod verify;
 
 pub use admit::{Admitted, Checked, Rechecked, Refused, Request, Seen, Verified, admit, recheck};
 pub use reason::{Reason, Response};
-pub use route::Router;
+pub use route::{NoRoute, Router};

@@ -7,10 +7,13 @@
 //! a more specific route would serve if case were ignored (`/ADMIN` beside
 //! the routes `/` and `/admin`) has no route: the less specific route would
 //! take it past the checks of the one the upstream will treat it as.
+//! [`Router::find`] is the only way to a route, so no caller can skip that.
 
 use std::sync::Arc;
 
 use wsgate_config::Route;
+
+use crate::Reason;
 
 /// Routes, searched longest path first.
 #[derive(Debug, Clone)]
@@ -29,29 +32,60 @@ impl Router {
         Router { routes, order }
     }
 
-    /// The route for a request path (no query), with its index in the config.
-    pub fn find(&self, path: &str) -> Option<(usize, &Arc<Route>)> {
-        self.order
+    /// The route for a request path (no query), with its index in the
+    /// config; or why there is none.
+    pub fn find(&self, path: &str) -> Result<(usize, &Arc<Route>), NoRoute<'_>> {
+        let found = self
+            .order
             .iter()
             .map(|&i| (i, &self.routes[i]))
-            .find(|(_, r)| serves(&r.path, path))
-    }
-
-    /// A route more specific than `served`, the one [`Router::find`] gave
-    /// for `path` (or any, when none), that would serve it if letter case
-    /// were ignored.
-    pub fn case_variant(&self, path: &str, served: Option<&Route>) -> Option<&Arc<Route>> {
-        let served = served.map_or(0, |r| r.path.len());
-        self.order
+            .find(|(_, r)| serves(&r.path, path));
+        // Only routes longer than the one found can be more specific.
+        let served = found.map_or(0, |(_, r)| r.path.len());
+        let variant = self
+            .order
             .iter()
             .map(|&i| &self.routes[i])
             .take_while(|r| r.path.len() > served)
-            .find(|r| serves_ignoring_case(&r.path, path))
+            .find(|r| serves_ignoring_case(&r.path, path));
+        match (found, variant) {
+            (_, Some(route)) => Err(NoRoute::CaseVariant(route)),
+            (Some(found), None) => Ok(found),
+            (None, None) => Err(NoRoute::Unserved),
+        }
     }
 
     /// All routes, in config order.
     pub fn routes(&self) -> &[Arc<Route>] {
         &self.routes
+    }
+}
+
+/// Why [`Router::find`] found no route.
+#[derive(Debug, Clone, Copy)]
+pub enum NoRoute<'a> {
+    /// No route's path is a prefix of it.
+    Unserved,
+    /// This route would serve the path if letter case were ignored, and is
+    /// more specific than any route that serves it as spelled.
+    CaseVariant(&'a Arc<Route>),
+}
+
+impl NoRoute<'_> {
+    /// The refusal of a request for `path`: 404 `route_not_found`, or for a
+    /// case variant 400 `bad_handshake` (the request is malformed for this
+    /// gateway, not aimed at nothing).
+    pub fn refusal(&self, path: &str) -> (Reason, String) {
+        match self {
+            NoRoute::Unserved => (Reason::RouteNotFound, format!("no route serves {path:?}")),
+            NoRoute::CaseVariant(route) => (
+                Reason::BadHandshake,
+                format!(
+                    "{path:?} differs only in letter case from route {:?}: an upstream that ignores case would serve that route's resources past its checks",
+                    route.path
+                ),
+            ),
+        }
     }
 }
 

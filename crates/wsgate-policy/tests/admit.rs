@@ -62,6 +62,24 @@ fn decide(
 }
 
 #[test]
+fn a_routes_path_in_another_letter_case_is_malformed_not_unrouted() {
+    let ok = Some("https://app.example.com");
+    // Admission itself refuses it, not only the gateway around it: an
+    // upstream that ignores case would take /CHAT for /chat.
+    for path in ["/CHAT", "/Chat/room", "/OPEN"] {
+        assert_eq!(
+            decide("", path, "127.0.0.1", ok),
+            Err(Reason::BadHandshake),
+            "{path}"
+        );
+    }
+    assert_eq!(
+        decide("", "/CHATROOM", "127.0.0.1", ok),
+        Err(Reason::RouteNotFound)
+    );
+}
+
+#[test]
 fn decisions_in_order() {
     let ok = Some("https://app.example.com");
     assert_eq!(decide("", "/chat", "127.0.0.1", ok), Ok(None));
