@@ -185,6 +185,13 @@ async fn buying_a_ticket_needs_a_credential_a_listed_origin_and_a_route_that_tak
             404,
             "route_not_found",
         ),
+        // A route's path in another letter case is no route's.
+        (
+            "/CHAT",
+            vec![("Origin", APP), ("Authorization", &bearer)],
+            400,
+            "bad_handshake",
+        ),
     ];
     for (path, headers, status, reason) in cases {
         let mut c = RawClient::connect(gw.addr).await;

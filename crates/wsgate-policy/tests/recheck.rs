@@ -111,6 +111,17 @@ fn a_path_no_route_serves_any_more_is_refused() {
 }
 
 #[test]
+fn a_path_that_a_new_route_serves_in_another_letter_case_is_refused() {
+    let seen = admitted("https://app.example.com", ("authorization", "Bearer t"));
+    // /chat/room now imitates the new route /chat/ROOM, which an upstream
+    // that ignores case would take it for.
+    let more = format!(
+        "{CHAT}\n\n[[route]]\npath = \"/chat/ROOM\"\nupstream = \"ws://127.0.0.1:9/\"\norigins = [\"https://app.example.com\"]\nauth = \"jwt\""
+    );
+    assert_eq!(judge(&seen, &more), Err(Reason::BadHandshake));
+}
+
+#[test]
 fn a_host_allow_list_that_leaves_the_host_out_is_refused() {
     let seen = admitted("https://app.example.com", ("authorization", "Bearer t"));
     let hosts = format!("{CHAT}\nhosts = [\"chat.example.com\"]");
