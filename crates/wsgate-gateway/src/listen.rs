@@ -22,7 +22,7 @@ use wsgate_policy::Reason;
 use wsgate_policy::credentials::ClientCert;
 
 use crate::handshake::{Client, Conn, elapsed_ms, handle};
-use crate::limits::{AtHttp, Slot};
+use crate::limits::AtHttp;
 use crate::stall::{Bound, NotRead, WriteStall};
 use crate::state::State;
 use wsgate_policy::limits::ClientKey;
@@ -54,12 +54,9 @@ pub(crate) async fn accept_loop(state: Arc<State>, index: usize, listener: TcpLi
         };
         match accepted {
             Ok((tcp, client)) => {
-                // Taken before the task exists: a flood of connections that
-                // never send a request, never finish TLS or trickle a request
-                // body would otherwise hold sockets and tasks without bound
-                // and starve the process of descriptors.
-                let Some(at_http) = state.at_http.take() else {
-                    refuse_unread(&state, index, tcp, client);
+                let Some(at_http) = take_at_http(&state, index, client) else {
+                    // Closed unread.
+                    drop(tcp);
                     continue;
                 };
                 let s = Arc::clone(&state);
@@ -79,42 +76,66 @@ pub(crate) async fn accept_loop(state: Arc<State>, index: usize, listener: TcpLi
     }
 }
 
-/// Closes a connection the gateway has no room for, unread: answering
-/// would mean a TLS handshake and a request head, the very work it has no
-/// room for.
-fn refuse_unread(state: &Arc<State>, index: usize, tcp: TcpStream, peer: SocketAddr) {
-    drop(tcp);
-    let detail = format!(
-        "{} connections are already at HTTP (before or between requests, or on kind = \"http\" routes; [limits] max_connections); closed unread",
-        state.at_http.max()
+/// A place at HTTP for a connection from `peer`: among all connections
+/// and, unless a trusted proxy brings it, among its address's. Taken before
+/// the connection's task exists: a flood of connections that never send a
+/// request, never finish TLS or trickle a request body would otherwise hold
+/// sockets and tasks without bound and starve the process of descriptors.
+/// `None`: refused and logged; the caller closes the socket unread, since
+/// answering would mean a TLS handshake and a request head, the very work
+/// there is no room for.
+fn take_at_http(state: &Arc<State>, index: usize, peer: SocketAddr) -> Option<AtHttp> {
+    let Some(all) = state.at_http.take() else {
+        state.metrics.limit_hit("max_connections");
+        log_unread(state, index, peer, || {
+            format!(
+                "{} connections are already at HTTP (before or between requests, or on kind = \"http\" routes; [limits] max_connections); closed unread",
+                state.at_http.max()
+            )
+        });
+        return None;
+    };
+    // A trusted proxy brings many clients' connections from one address,
+    // and names them only later (its header, or the PROXY protocol's).
+    let from_proxy = wsgate_policy::forwarded::is_trusted(
+        &state.policy().listeners[index].config.trusted_proxies,
+        peer.ip(),
     );
-    state.metrics.limit_hit("max_connections");
-    log_unread(state, index, peer, &detail);
-}
-
-/// [`refuse_unread`] for an address that holds its `[limits]
-/// max_http_conns_per_ip` (the socket closes as the caller returns).
-fn refuse_from_address(state: &Arc<State>, index: usize, peer: SocketAddr, key: ClientKey) {
-    let detail = format!(
-        "{key} already holds {} connections at HTTP ([limits] max_http_conns_per_ip); closed unread",
-        state.at_http_per_address.max()
-    );
-    state.metrics.limit_hit("max_http_conns_per_ip");
-    log_unread(state, index, peer, &detail);
+    let address = if from_proxy {
+        None
+    } else {
+        let key = ClientKey::new(peer.ip(), 64);
+        let Some(place) = state.at_http_per_address.take(key) else {
+            state.metrics.limit_hit("max_http_conns_per_ip");
+            log_unread(state, index, peer, || {
+                format!(
+                    "{key} already holds {} connections at HTTP ([limits] max_http_conns_per_ip); closed unread",
+                    state.at_http_per_address.max()
+                )
+            });
+            return None;
+        };
+        Some(place)
+    };
+    Some(AtHttp {
+        _all: all,
+        _address: address,
+    })
 }
 
 /// Logs a connection closed at accept, within [`State::unread_lines`]: the
 /// sender spends nothing on a socket, so these are the cheapest lines to
 /// flood the log with (the metrics count every one).
-fn log_unread(state: &Arc<State>, index: usize, peer: SocketAddr, detail: &str) {
+fn log_unread(state: &Arc<State>, index: usize, peer: SocketAddr, detail: impl FnOnce() -> String) {
     let Some(left_out) = state.unread_lines.take() else {
         // Left out of the log, not out of the counts.
         let code = Some(Reason::TooManyConnections.code());
         state.metrics.handshake(None, "refused", code, 0.0);
         return;
     };
+    let detail = detail();
     let detail = if left_out == 0 {
-        detail.to_owned()
+        detail
     } else {
         format!("{detail} ({left_out} more closed unread since the last such line, not logged)")
     };
@@ -138,11 +159,17 @@ fn log_unread(state: &Arc<State>, index: usize, peer: SocketAddr, detail: &str) 
     );
 }
 
-async fn serve(state: Arc<State>, index: usize, mut tcp: TcpStream, peer: SocketAddr, all: Slot) {
+async fn serve(
+    state: Arc<State>,
+    index: usize,
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    at_http: AtHttp,
+) {
     let _ = tcp.set_nodelay(true);
     // The TLS certificate is the one in force at accept: a reload that
     // rotates it applies to connections accepted after it.
-    let (acceptor, verifier, timeout, proxies, from_proxy) = {
+    let (acceptor, verifier, timeout, proxies) = {
         let policy = state.policy();
         let l = &policy.listeners[index];
         (
@@ -152,23 +179,7 @@ async fn serve(state: Arc<State>, index: usize, mut tcp: TcpStream, peer: Socket
             l.config
                 .proxy_protocol
                 .then(|| l.config.trusted_proxies.clone()),
-            wsgate_policy::forwarded::is_trusted(&l.config.trusted_proxies, peer.ip()),
         )
-    };
-    // A trusted proxy brings many clients' connections from one address,
-    // and names them only later (its header, or the PROXY protocol's).
-    let address = if from_proxy {
-        None
-    } else {
-        let key = ClientKey::new(peer.ip(), 64);
-        match state.at_http_per_address.take(key) {
-            Some(place) => Some(place),
-            None => return refuse_from_address(&state, index, peer, key),
-        }
-    };
-    let at_http = AtHttp {
-        _all: all,
-        _address: address,
     };
     let id = state.next_conn_id();
     let started = tokio::time::Instant::now();
