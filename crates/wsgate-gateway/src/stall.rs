@@ -15,8 +15,11 @@
 //! any size restarts the wait: a slow reader is served, a stopped one is
 //! not.
 //!
-//! At the upgrade `halves` takes the stream back out of the wrapper: the
-//! relay bounds a WebSocket's writes itself and pays nothing for this one.
+//! At the upgrade `halves` takes the stream back out of the wrapper, so the
+//! relay pays nothing for it per message. A WebSocket client that stops
+//! reading meets the relay's own bounds instead: the sink's backlog stops
+//! the upstream's pump from reading, and the idle and ping timers end a
+//! connection on which nothing moves.
 
 use std::future::Future;
 use std::io;
