@@ -61,19 +61,32 @@ impl MessageRules {
             // Masked: the audit log says which rule failed where, not what
             // the client wrote (a message may carry anything, and may be
             // as large as `max_message`).
-            let detail = format!(
-                "schema: {} at {}",
-                e.masked_with("the value"),
-                e.instance_path()
-            );
+            let detail = format!("schema: {} at {}", masked(&e), e.instance_path());
             return Err((Reason::SchemaViolation, capped(detail)));
         }
         Ok(())
     }
 }
 
+/// What a schema violation broke, without what the client wrote:
+/// jsonschema's masked form, except where that still quotes the client
+/// (the names of unexpected properties; a property name's own error, which
+/// it prints unmasked).
+fn masked(e: &jsonschema::ValidationError<'_>) -> String {
+    use jsonschema::error::ValidationErrorKind as Kind;
+    match e.kind() {
+        Kind::AdditionalProperties { unexpected } | Kind::UnevaluatedProperties { unexpected } => {
+            let n = unexpected.len();
+            let noun = if n == 1 { "property" } else { "properties" };
+            format!("{n} {noun} not allowed ({})", e.kind().keyword())
+        }
+        Kind::PropertyNames { .. } => "a property name not allowed (propertyNames)".to_owned(),
+        _ => e.masked_with("the value").to_string(),
+    }
+}
+
 /// Longest violation detail kept: what is left of a client's content in
-/// it (the names of unexpected properties, the path to the value) is the
+/// it (the path to the value, which may name the client's own keys) is the
 /// client's to choose.
 const MAX_DETAIL: usize = 256;
 
@@ -137,8 +150,21 @@ mod tests {
         let Err((_, detail)) = rules.check_text(&payload) else {
             unreachable!("an unexpected property passed");
         };
+        assert_eq!(
+            detail,
+            "schema: 1 property not allowed (additionalProperties) at "
+        );
+        // A path through the client's own keys is capped.
+        let rules_of_maps = self::rules(serde_json::json!({
+            "type": "object",
+            "additionalProperties": { "type": "integer" },
+        }));
+        let payload = serde_json::to_vec(&long_name_holding("x")).unwrap_or_default();
+        let Err((_, detail)) = rules_of_maps.check_text(&payload) else {
+            unreachable!("a string where integers go passed");
+        };
         assert!(
-            detail.starts_with("schema: Additional properties"),
+            detail.starts_with("schema: the value is not of type"),
             "{detail}"
         );
         assert!(
@@ -146,5 +172,26 @@ mod tests {
             "{}",
             detail.len()
         );
+    }
+
+    fn long_name_holding(value: &str) -> serde_json::Value {
+        serde_json::json!({ "s3cret-".repeat(10_000): value })
+    }
+
+    /// A property name that breaks `propertyNames`: jsonschema prints that
+    /// error unmasked, name and all.
+    #[test]
+    fn a_property_name_that_breaks_property_names_is_not_quoted() {
+        let rules = rules(serde_json::json!({
+            "type": "object",
+            "propertyNames": { "pattern": "^[a-z]+$" },
+        }));
+        for name in ["s3cret-1", "S3CRET"] {
+            let payload = serde_json::to_vec(&serde_json::json!({ name: 1 })).unwrap_or_default();
+            assert_eq!(
+                rules.check_text(&payload).map_err(|(_, d)| d),
+                Err("schema: a property name not allowed (propertyNames) at ".to_owned()),
+            );
+        }
     }
 }
