@@ -32,7 +32,6 @@ use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::TokioIo;
 use tokio::sync::Notify;
-
 use wsgate_config::Route;
 use wsgate_policy::Reason;
 use wsgate_policy::admit::{HostField, check_host};
