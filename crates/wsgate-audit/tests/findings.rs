@@ -344,6 +344,9 @@ ping_interval = "500ms"
     o.bearer = Some(jwt::hs256(SECRET, &claims("auditor", 3600)));
     o.expect_auth = true;
     o.aggressive = true;
+    // A handshake throttle would refuse the audit's own probes too; it has
+    // a test of its own (below).
+    o.skip = vec!["auth-guessing".into()];
     let r = audit(o).await;
     let above_info: Vec<&str> = r
         .findings()
@@ -362,7 +365,8 @@ ping_interval = "500ms"
                     "sec-fetch-site",
                     "origin-sibling",
                     "tls-certificate",
-                    "tls-old-versions"
+                    "tls-old-versions",
+                    "auth-guessing"
                 ]
                 .contains(&e.check.id),
                 "{} skipped: {reason}",
@@ -370,6 +374,69 @@ ping_interval = "500ms"
             ),
             _ => {}
         }
+    }
+}
+
+/// Forged tokens: an endpoint that answers every one is a finding; wsgate
+/// with `handshakes_per_ip_per_min` answers 429 once the budget is spent.
+#[tokio::test]
+async fn guessing_credentials_without_a_throttle_is_a_finding_and_429_ends_it() {
+    let v = Vulnerable::start(Flaws {
+        auth: Auth::Bearer {
+            token: "tok3n".into(),
+            query: false,
+        },
+        ..strict()
+    })
+    .await;
+    let mut o = options(format!("ws://{}/ws", v.addr));
+    o.bearer = Some("tok3n".into());
+    o.expect_auth = true;
+    o.aggressive = true;
+    o.checks = vec!["auth-guessing".into()];
+    let r = audit(o.clone()).await;
+    assert_found(&r, &["auth-guessing"], &[]);
+    let guessing = |r: &Report| {
+        let e = r.entries.iter().find(|e| e.check.id == "auth-guessing");
+        e.unwrap().outcome.clone()
+    };
+    let evidence = format!("{:?}", guessing(&r));
+    assert!(evidence.contains("100 forged bearer tokens"), "{evidence}");
+    assert!(evidence.contains("401"), "{evidence}");
+
+    // The same endpoint without its own authentication, behind wsgate.
+    let open = Vulnerable::start(strict()).await;
+    let config = format!(
+        r#"
+[[listener]]
+bind = "127.0.0.1:0"
+
+[auth.jwt]
+hs256_secret_env = "JWT_SECRET"
+algorithms = ["HS256"]
+
+[[route]]
+path = "/ws"
+upstream = "ws://{}/ws"
+origins = ["{APP}"]
+auth = ["jwt"]
+
+[route.limits]
+handshakes_per_ip_per_min = 30
+"#,
+        open.addr
+    );
+    let gw = TestGateway::start_with_env(&config, None, &[("JWT_SECRET", SECRET)]).await;
+    o.url = format!("ws://{}/ws", gw.addr);
+    o.bearer = Some(jwt::hs256(SECRET, &claims("auditor", 3600)));
+    let r = audit(o).await;
+    match &guessing(&r) {
+        // The legitimate handshake took one of the 30.
+        Outcome::Pass { evidence } => assert_eq!(
+            evidence,
+            "forged token 30 was answered HTTP/1.1 429 Too Many Requests"
+        ),
+        other => panic!("{other:?}\n{}", r.table(false)),
     }
 }
 

@@ -391,6 +391,18 @@ pub static CATALOG: &[Check] = &[
         remediation: "Cap concurrent connections per client address and per user.",
         config: "[route.limits]\nmax_conns_per_ip = 50\nmax_conns_per_user = 5",
     },
+    // Last: a throttle that works refuses this client's next handshakes,
+    // whichever check makes them.
+    Check {
+        id: "auth-guessing",
+        title: "Wrong credentials can be tried without limit",
+        category: "authentication",
+        severity: Severity::Medium,
+        aggressive: true,
+        why: "With --expect-auth: sends up to 100 handshakes with forged bearer tokens, no faster than --rate, and looks for a throttle (a 429 or a 503). An endpoint that answers every wrong credential as fast as it comes lets passwords and tokens be guessed (OWASP ASVS 2.2.1). Run last: a throttle that works refuses this client for a while.",
+        remediation: "Limit handshakes per client address, refused ones included, and answer the excess with 429 and Retry-After.",
+        config: "[route.limits]\nhandshakes_per_ip_per_min = 60",
+    },
 ];
 
 /// The check with this id.

@@ -7,6 +7,7 @@
 
 pub mod catalog;
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -342,6 +343,10 @@ impl Ctx {
             },
             "message-rate" => self.message_rate().await,
             "connection-limit" => self.connection_limit().await,
+            "auth-guessing" if !o.expect_auth => Outcome::Skipped {
+                reason: "give --expect-auth when the endpoint should require credentials".into(),
+            },
+            "auth-guessing" => self.guessing().await,
             other => Outcome::Error {
                 reason: format!("no runner for {other}"),
             },
@@ -757,6 +762,54 @@ impl Ctx {
         release(held).await;
         Outcome::Finding {
             evidence: format!("{MAX} concurrent connections were accepted (the probe's bound)"),
+        }
+    }
+
+    /// Forged bearer tokens, one handshake each, until something throttles
+    /// them or the bound is reached.
+    async fn guessing(&self) -> Outcome {
+        const MAX: usize = 100;
+        let mut r = self.target.bare_request();
+        r.set("Origin", &self.target.origin);
+        let start = Instant::now();
+        let mut answers = BTreeSet::new();
+        for i in 1..=MAX {
+            // A new signature each time, as a guesser would send.
+            r.set("Authorization", &format!("Bearer {}", forged_jwt()));
+            match self.anonymous(&r).await {
+                Ok(a) if matches!(a.status, 429 | 503) => {
+                    return Outcome::Pass {
+                        evidence: format!("forged token {i} was answered {}", a.status_line),
+                    };
+                }
+                Ok(a) if a.status == 101 => {
+                    return Outcome::Error {
+                        reason: format!(
+                            "forged token {i} was accepted (auth-invalid-token's finding): nothing to throttle"
+                        ),
+                    };
+                }
+                Ok(a) => {
+                    answers.insert(a.status_line);
+                }
+                // A ban closes the door without an answer; so does an
+                // endpoint that fell over. The auditor cannot tell which.
+                Err(e) => {
+                    return Outcome::Error {
+                        reason: format!(
+                            "forged token {i} got no answer: {e} (a ban, or the endpoint stopped answering)"
+                        ),
+                    };
+                }
+            }
+        }
+        let answers: Vec<String> = answers.into_iter().collect();
+        Outcome::Finding {
+            evidence: format!(
+                "{MAX} forged bearer tokens in {:.1?} were all answered ({}), none throttled (the probe's bound)",
+                start.elapsed(),
+                answers.join(", ")
+            ),
         }
     }
 }
