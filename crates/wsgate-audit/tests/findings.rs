@@ -440,6 +440,44 @@ handshakes_per_ip_per_min = 30
     }
 }
 
+/// An endpoint that throttles the audit refuses its probes for their pace:
+/// none of those refusals may pass for a verdict.
+#[tokio::test]
+async fn a_check_refused_by_a_throttle_has_no_verdict() {
+    let open = Vulnerable::start(strict()).await;
+    let config = format!(
+        r#"
+[[listener]]
+bind = "127.0.0.1:0"
+
+[[route]]
+path = "/ws"
+upstream = "ws://{}/ws"
+origins = ["{APP}"]
+auth = "none"
+
+[route.limits]
+handshakes_per_ip_per_min = 4
+"#,
+        open.addr
+    );
+    let gw = TestGateway::start(&config).await;
+    let r = audit(options(format!("ws://{}/ws", gw.addr))).await;
+    let mut no_verdict = 0;
+    for e in &r.entries {
+        match &e.outcome {
+            Outcome::Pass { evidence } => {
+                assert!(!evidence.contains("429"), "{}: {evidence}", e.check.id);
+            }
+            Outcome::Error { reason } if reason.contains("answered 429") => no_verdict += 1,
+            _ => {}
+        }
+    }
+    // The baseline and the first probes fit in the budget; the origin
+    // probes after them do not.
+    assert!(no_verdict >= 5, "{}", r.table(false));
+}
+
 #[tokio::test]
 async fn tls_1_0_is_recognised_and_wsgate_offers_neither_1_0_nor_1_1() {
     use wsgate_audit::target::Target;

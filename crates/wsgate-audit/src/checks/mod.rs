@@ -10,6 +10,7 @@ pub mod catalog;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -31,6 +32,9 @@ pub struct Ctx {
     pacer: DefaultDirectRateLimiter,
     /// Whether the endpoint accepted permessage-deflate (set by `deflate-offered`).
     deflate: std::sync::atomic::AtomicBool,
+    /// Set when a handshake of the running check was answered 429: the
+    /// endpoint refused the audit's pace, not what the check sent.
+    throttled: std::sync::atomic::AtomicBool,
 }
 
 impl Ctx {
@@ -41,6 +45,7 @@ impl Ctx {
             target,
             pacer: RateLimiter::direct(Quota::per_second(rate)),
             deflate: std::sync::atomic::AtomicBool::new(false),
+            throttled: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -55,6 +60,7 @@ impl Ctx {
     async fn try_request(&self, req: &Request) -> Result<(Response, Conn), WireError> {
         let mut conn = self.connect().await?;
         let response = conn.handshake(req).await?;
+        self.note(&response);
         Ok((response, conn))
     }
 
@@ -156,8 +162,36 @@ impl Ctx {
         }
     }
 
-    /// Runs one check.
+    /// Notes an answer that throttles the audit itself.
+    fn note(&self, response: &Response) {
+        if response.status == 429 {
+            self.throttled.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Runs one check. A pass made while the endpoint was answering 429
+    /// means nothing (a throttled origin probe was refused for its pace,
+    /// not its origin), so it becomes an error that says so; a finding
+    /// stands, as the probe that found it got through.
     pub async fn run(&self, check: &Check) -> Outcome {
+        self.throttled.store(false, Ordering::Relaxed);
+        let outcome = self.judge(check).await;
+        let throttled = self.throttled.load(Ordering::Relaxed);
+        match outcome {
+            // A limit's 429 is what these two look for (wsgate answers a
+            // client over its connection cap with 429 too).
+            Outcome::Pass { .. }
+                if throttled && !matches!(check.id, "auth-guessing" | "connection-limit") =>
+            {
+                Outcome::Error {
+                    reason: "the endpoint answered 429 Too Many Requests during this check, so a refusal may be its throttle's and not a verdict; audit again later, with a lower --rate, or from an address the throttle exempts".into(),
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn judge(&self, check: &Check) -> Outcome {
         let t = &self.target;
         let o = &t.options;
         if check.aggressive && !o.aggressive {
@@ -358,6 +392,7 @@ impl Ctx {
         self.pacer.until_ready().await;
         let mut conn = self.target.anonymous.connect().await?;
         let response = conn.handshake(req).await?;
+        self.note(&response);
         if response.status == 101 {
             conn.close().await;
         }
@@ -441,7 +476,7 @@ impl Ctx {
             let mut r = t.request();
             r.set("Host", &t.host_header);
             match d.connect().await {
-                Ok(mut c) => match c.handshake(&r).await {
+                Ok(mut c) => match c.handshake(&r).await.inspect(|r| self.note(r)) {
                     Ok(resp) if resp.status == 101 => {
                         c.close().await;
                         return Outcome::Finding {
