@@ -499,6 +499,33 @@ async fn a_client_that_stops_reading_an_answer_loses_its_connection_after_idle_t
 }
 
 #[tokio::test]
+async fn over_tls_too_a_client_that_stops_reading_loses_its_connection() {
+    const PAGE: usize = 1 << 30;
+    let (up, written) = big_page_upstream(PAGE).await;
+    let pki = wsgate_testkit::pki::Pki::new();
+    let gate = pki.server("gate", &["localhost"]);
+    let config = common::config(HttpUpstream::dead().addr, "", "").replace(
+        r#"handshake_timeout = "2s""#,
+        &format!(
+            "handshake_timeout = \"2s\"\ntls = {{ cert = {:?}, key = {:?} }}",
+            gate.cert, gate.key
+        ),
+    ) + &format!(
+        "\n[[route]]\npath = \"/app\"\nkind = \"http\"\nupstream = \"http://{up}\"\nauth = \"none\"\n\n[route.limits]\nidle_timeout = \"300ms\"\n"
+    );
+    let gw = TestGateway::start(&config).await;
+    let mut c = RawClient::connect_tls(gw.addr, pki.client_config(), "localhost").await;
+    c.send_raw(b"GET /app/page HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await;
+    // Reads nothing; the outer timeout only keeps a failure from hanging.
+    let written = tokio::time::timeout(std::time::Duration::from_secs(20), written)
+        .await
+        .expect("the gateway gives up on a TLS client that reads nothing")
+        .unwrap();
+    assert!(written < PAGE, "{written}");
+}
+
+#[tokio::test]
 async fn a_client_reading_slowly_gets_the_whole_answer_within_the_routes_idle_timeout() {
     use tokio::io::AsyncReadExt as _;
     const PAGE: usize = 24 << 20;
