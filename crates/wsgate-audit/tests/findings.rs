@@ -61,6 +61,37 @@ fn assert_found(report: &Report, want: &[&str], not: &[&str]) {
     }
 }
 
+/// wsgate in front of `upstream` on the route /ws, with JWTs signed with
+/// [`SECRET`]; `listener`, `route` and `limits` are lines for those tables.
+async fn behind_wsgate(
+    upstream: std::net::SocketAddr,
+    listener: &str,
+    route: &str,
+    limits: &str,
+) -> TestGateway {
+    let config = format!(
+        r#"
+[[listener]]
+bind = "127.0.0.1:0"
+{listener}
+
+[auth.jwt]
+hs256_secret_env = "JWT_SECRET"
+algorithms = ["HS256"]
+
+[[route]]
+path = "/ws"
+upstream = "ws://{upstream}/ws"
+origins = ["{APP}"]
+{route}
+
+[route.limits]
+{limits}
+"#
+    );
+    TestGateway::start_with_env(&config, None, &[("JWT_SECRET", SECRET)]).await
+}
+
 fn strict() -> Flaws {
     Flaws::strict(&[APP], Auth::None)
 }
@@ -312,24 +343,11 @@ async fn behind_wsgate_with_a_strict_config_nothing_is_above_info() {
     })
     .await;
     // ...behind wsgate.
-    let config = format!(
+    let gw = behind_wsgate(
+        v.addr,
+        "handshake_timeout = \"1s\"",
+        "auth = [\"jwt\"]\ncompression = true",
         r#"
-[[listener]]
-bind = "127.0.0.1:0"
-handshake_timeout = "1s"
-
-[auth.jwt]
-hs256_secret_env = "JWT_SECRET"
-algorithms = ["HS256"]
-
-[[route]]
-path = "/ws"
-upstream = "ws://{}/ws"
-origins = ["{APP}"]
-auth = ["jwt"]
-compression = true
-
-[route.limits]
 max_message = "64KiB"
 messages_per_sec = 100
 burst = 200
@@ -337,9 +355,8 @@ max_conns_per_ip = 20
 idle_timeout = "1s"
 ping_interval = "500ms"
 "#,
-        v.addr
-    );
-    let gw = TestGateway::start_with_env(&config, None, &[("JWT_SECRET", SECRET)]).await;
+    )
+    .await;
     let mut o = options(format!("ws://{}/ws", gw.addr));
     o.bearer = Some(jwt::hs256(SECRET, &claims("auditor", 3600)));
     o.expect_auth = true;
@@ -406,27 +423,13 @@ async fn guessing_credentials_without_a_throttle_is_a_finding_and_429_ends_it() 
 
     // The same endpoint without its own authentication, behind wsgate.
     let open = Vulnerable::start(strict()).await;
-    let config = format!(
-        r#"
-[[listener]]
-bind = "127.0.0.1:0"
-
-[auth.jwt]
-hs256_secret_env = "JWT_SECRET"
-algorithms = ["HS256"]
-
-[[route]]
-path = "/ws"
-upstream = "ws://{}/ws"
-origins = ["{APP}"]
-auth = ["jwt"]
-
-[route.limits]
-handshakes_per_ip_per_min = 30
-"#,
-        open.addr
-    );
-    let gw = TestGateway::start_with_env(&config, None, &[("JWT_SECRET", SECRET)]).await;
+    let gw = behind_wsgate(
+        open.addr,
+        "",
+        "auth = [\"jwt\"]",
+        "handshakes_per_ip_per_min = 30",
+    )
+    .await;
     o.url = format!("ws://{}/ws", gw.addr);
     o.bearer = Some(jwt::hs256(SECRET, &claims("auditor", 3600)));
     let r = audit(o).await;
@@ -445,23 +448,13 @@ handshakes_per_ip_per_min = 30
 #[tokio::test]
 async fn a_check_refused_by_a_throttle_has_no_verdict() {
     let open = Vulnerable::start(strict()).await;
-    let config = format!(
-        r#"
-[[listener]]
-bind = "127.0.0.1:0"
-
-[[route]]
-path = "/ws"
-upstream = "ws://{}/ws"
-origins = ["{APP}"]
-auth = "none"
-
-[route.limits]
-handshakes_per_ip_per_min = 4
-"#,
-        open.addr
-    );
-    let gw = TestGateway::start(&config).await;
+    let gw = behind_wsgate(
+        open.addr,
+        "",
+        "auth = \"none\"",
+        "handshakes_per_ip_per_min = 4",
+    )
+    .await;
     let r = audit(options(format!("ws://{}/ws", gw.addr))).await;
     let mut no_verdict = 0;
     for e in &r.entries {
