@@ -191,6 +191,20 @@ impl Snapshot {
                     "route[{i}] accepts JWTs in the query parameter `{param}`: URLs end up in browser history and in the logs of every proxy on the way; wsgate's own log omits query strings"
                 ));
             }
+            // Passwords can be guessed; signed tokens and certificates cannot.
+            let basic = matches!(&r.auth, wsgate_config::Auth::Any(m) if m.contains(&wsgate_config::AuthMethod::Basic));
+            if basic && r.limits.handshakes_per_ip_per_min.is_none() {
+                notes.push(format!(
+                    "route[{i}] ({}) takes Basic credentials and sets no `handshakes_per_ip_per_min`: passwords can be tried as fast as handshakes come; limit them (refused handshakes count)",
+                    r.path
+                ));
+            }
+            if r.kind == wsgate_config::RouteKind::Http && r.limits.idle_timeout.is_none() {
+                notes.push(format!(
+                    "route[{i}] ({}) is kind = \"http\" with idle_timeout = \"off\": a client that trickles its request body or stops reading its answer holds its connection, its place at HTTP and the upstream's connection for as long as it likes",
+                    r.path
+                ));
+            }
         }
         if let Some(bind) = config.metrics
             && !bind.ip().is_loopback()

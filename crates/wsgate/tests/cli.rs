@@ -232,12 +232,13 @@ fn check_notes_an_htpasswd_file_that_mixes_kinds_of_hash() {
     // "pw" with argon2id, m=64 KiB, t=1 (cheap, for the test).
     let argon = "$argon2id$v=19$m=64,t=1,p=1$YSBzYWx0IG9mIHNpeHRlZW4$TuYo2wsCJQ9PhoAsYvG3yWJmAUL26ijUvf+Zatxkd88";
     let bcrypt = wsgate_testkit::jwt::htpasswd_line("ann", "pw");
-    let config = |htpasswd: &str| {
+    let config_with = |htpasswd: &str, limits: &str| {
         write(&dir, "users.htpasswd", htpasswd);
         write(
             &dir,
             "gateway.toml",
-            r#"
+            &format!(
+                r#"
 [[listener]]
 bind = "127.0.0.1:0"
 
@@ -249,9 +250,14 @@ path = "/"
 upstream = "ws://127.0.0.1:9/"
 origins = ["https://app.example.com"]
 auth = "basic"
-"#,
+
+[route.limits]
+{limits}
+"#
+            ),
         )
     };
+    let config = |htpasswd: &str| config_with(htpasswd, "");
     let notes = |path: &std::path::Path| {
         let out = wsgate()
             .args(["check", "--config"])
@@ -279,6 +285,57 @@ auth = "basic"
         wsgate_testkit::jwt::htpasswd_line("bob", "pw")
     )));
     assert!(!alike.contains("htpasswd"), "{alike}");
+    // Passwords without a handshake rate can be guessed at full speed.
+    let guessable =
+        "note: route[0] (/) takes Basic credentials and sets no `handshakes_per_ip_per_min`";
+    assert!(alike.contains(guessable), "{alike}");
+    let limited = notes(&config_with(
+        &format!("{bcrypt}\n"),
+        "handshakes_per_ip_per_min = 30",
+    ));
+    assert!(!limited.contains("note"), "{limited}");
+}
+
+/// An HTTP route with `idle_timeout = "off"` waits for ever on a client
+/// that trickles its body or stops reading: `check` says so.
+#[test]
+fn check_notes_an_http_route_without_an_idle_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |limits: &str| {
+        let path = write(
+            &dir,
+            "gateway.toml",
+            &format!(
+                r#"
+[[listener]]
+bind = "127.0.0.1:0"
+
+[[route]]
+path = "/app"
+kind = "http"
+upstream = "http://127.0.0.1:0/"
+auth = "none"
+
+[route.limits]
+{limits}
+"#
+            ),
+        );
+        let out = wsgate()
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let off = check("idle_timeout = \"off\"");
+    assert!(
+        off.contains("note: route[0] (/app) is kind = \"http\" with idle_timeout = \"off\""),
+        "{off}"
+    );
+    let bounded = check("");
+    assert!(!bounded.contains("note"), "{bounded}");
 }
 
 /// The binary allocates through mimalloc (docs/PERFORMANCE.md has why):
