@@ -38,6 +38,21 @@ fn wait_exit(child: Reap) -> std::process::ExitStatus {
     }
 }
 
+/// What `wsgate check --config PATH` printed, with `env` set, once it has
+/// passed (exit 0).
+fn check_passes(path: &std::path::Path, env: &[(&str, &str)]) -> String {
+    let out = wsgate()
+        .envs(env.iter().copied())
+        .args(["check", "--config"])
+        .arg(path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    stdout
+}
+
 fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> std::path::PathBuf {
     let path = dir.path().join(name);
     std::fs::write(&path, text).unwrap();
@@ -134,19 +149,11 @@ auth = "jwt"
 "#
             ),
         );
-        let out = wsgate()
-            .env(
-                "WSGATE_TEST_JWT_SECRET",
-                "a-test-secret-of-at-least-32-bytes!!",
-            )
-            .args(["check", "--config"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
-        stdout
+        let secret = (
+            "WSGATE_TEST_JWT_SECRET",
+            "a-test-secret-of-at-least-32-bytes!!",
+        );
+        check_passes(&path, &[secret])
     };
     let without = notes("");
     assert!(
@@ -258,21 +265,7 @@ auth = "basic"
         )
     };
     let config = |htpasswd: &str| config_with(htpasswd, "");
-    let notes = |path: &std::path::Path| {
-        let out = wsgate()
-            .args(["check", "--config"])
-            .arg(path)
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        stdout
-    };
+    let notes = |path: &std::path::Path| check_passes(path, &[]);
     let mixed = notes(&config(&format!("{bcrypt}\nbob:{argon}\n")));
     assert!(
         mixed.contains(
@@ -321,13 +314,7 @@ auth = "none"
 "#
             ),
         );
-        let out = wsgate()
-            .args(["check", "--config"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(0));
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        check_passes(&path, &[])
     };
     let off = check("idle_timeout = \"off\"");
     assert!(
