@@ -35,9 +35,9 @@ use tokio::time::{Instant, Sleep};
 use crate::handshake::Conn;
 
 /// How long a write to the client may wait for the client to read, set per
-/// request by `handshake::handle` (in milliseconds, as one atomic: hyper's
-/// task writes while the request's handler may set the next); `None` (a
-/// route's `idle_timeout = "off"`) waits for as long as it takes.
+/// request by `handshake::handle`; `None` (a route's `idle_timeout =
+/// "off"`) waits for as long as it takes. Milliseconds in an atomic, not a
+/// `Cell`: it lives in the `Conn` that tasks share.
 #[derive(Debug)]
 pub(crate) struct Bound(AtomicU64);
 
@@ -84,20 +84,24 @@ impl Wait {
     }
 
     /// No progress this poll: ready once `limit` has passed since the wait
-    /// began (the task is woken then).
+    /// began (the task is woken then). The clock is read when a wait
+    /// begins, not at every poll of it.
     pub(crate) fn poll_over(&mut self, cx: &mut Context<'_>, limit: Duration) -> Poll<()> {
-        // A limit beyond any instant is no limit.
-        let Some(deadline) = Instant::now().checked_add(limit) else {
-            return Poll::Pending;
-        };
-        let timer = self
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
         if !self.waiting {
+            // A limit beyond any instant is no limit.
+            let Some(deadline) = Instant::now().checked_add(limit) else {
+                return Poll::Pending;
+            };
+            match &mut self.timer {
+                Some(timer) => timer.as_mut().reset(deadline),
+                None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
             self.waiting = true;
-            timer.as_mut().reset(deadline);
         }
-        timer.as_mut().poll(cx)
+        match &mut self.timer {
+            Some(timer) => timer.as_mut().poll(cx),
+            None => Poll::Pending,
+        }
     }
 }
 
