@@ -86,8 +86,7 @@ pub(crate) async fn accept_loop(state: Arc<State>, index: usize, listener: TcpLi
 /// there is no room for.
 fn take_at_http(state: &Arc<State>, index: usize, peer: SocketAddr) -> Option<AtHttp> {
     let Some(all) = state.at_http.take() else {
-        state.metrics.limit_hit("max_connections");
-        log_unread(state, index, peer, || {
+        log_unread(state, index, peer, "max_connections", || {
             format!(
                 "{} connections are already at HTTP (before or between requests, or on kind = \"http\" routes; [limits] max_connections); closed unread",
                 state.at_http.max()
@@ -106,8 +105,7 @@ fn take_at_http(state: &Arc<State>, index: usize, peer: SocketAddr) -> Option<At
     } else {
         let key = ClientKey::new(peer.ip(), 64);
         let Some(place) = state.at_http_per_address.take(key) else {
-            state.metrics.limit_hit("max_http_conns_per_ip");
-            log_unread(state, index, peer, || {
+            log_unread(state, index, peer, "max_http_conns_per_ip", || {
                 format!(
                     "{key} already holds {} connections at HTTP ([limits] max_http_conns_per_ip); closed unread",
                     state.at_http_per_address.max()
@@ -123,10 +121,18 @@ fn take_at_http(state: &Arc<State>, index: usize, peer: SocketAddr) -> Option<At
     })
 }
 
-/// Logs a connection closed at accept, within [`State::unread_lines`]: the
-/// sender spends nothing on a socket, so these are the cheapest lines to
-/// flood the log with (the metrics count every one).
-fn log_unread(state: &Arc<State>, index: usize, peer: SocketAddr, detail: impl FnOnce() -> String) {
+/// Counts a connection closed at accept for the bound `limit` and logs it
+/// within [`State::unread_lines`]: the sender spends nothing on a socket,
+/// so these are the cheapest lines to flood the log with (the metrics
+/// count every one).
+fn log_unread(
+    state: &Arc<State>,
+    index: usize,
+    peer: SocketAddr,
+    limit: &'static str,
+    detail: impl FnOnce() -> String,
+) {
+    state.metrics.limit_hit(limit);
     let Some(left_out) = state.unread_lines.take() else {
         // Left out of the log, not out of the counts.
         let code = Some(Reason::TooManyConnections.code());
