@@ -460,6 +460,17 @@ async fn big_page_upstream(len: usize) -> (SocketAddr, tokio::sync::oneshot::Rec
     (addr, written)
 }
 
+/// Waits for [`big_page_upstream`] to say the gateway closed its
+/// connection before `page` bytes went through: it gave up on the client.
+/// The outer timeout only keeps a failure from hanging.
+async fn gave_up_before_the_end(written: tokio::sync::oneshot::Receiver<usize>, page: usize) {
+    let written = tokio::time::timeout(std::time::Duration::from_secs(20), written)
+        .await
+        .expect("the gateway gives up on a client that reads nothing")
+        .unwrap();
+    assert!(written < page, "{written}");
+}
+
 /// A client whose receive buffer holds little, so that the gateway's
 /// writes wait on it as soon as the sockets between them are full.
 async fn small_window_client(gw: &TestGateway) -> tokio::net::TcpStream {
@@ -481,13 +492,8 @@ async fn a_client_that_stops_reading_an_answer_loses_its_connection_after_idle_t
     let gw = http_only(&format!("http://{up}"), "idle_timeout = \"300ms\"").await;
     let mut c = small_window_client(&gw).await;
     // The client reads nothing. Without the bound the gateway's write would
-    // wait on it for ever, and the upstream's on the gateway; the outer
-    // timeout only keeps a failure from hanging.
-    let written = tokio::time::timeout(std::time::Duration::from_secs(20), written)
-        .await
-        .expect("the gateway gives up on a client that reads nothing")
-        .unwrap();
-    assert!(written < PAGE, "{written}");
+    // wait on it for ever, and the upstream's on the gateway.
+    gave_up_before_the_end(written, PAGE).await;
     // The client's connection was closed too: what it can still read ends
     // long before the page would.
     let mut got = Vec::new();
@@ -517,12 +523,8 @@ async fn over_tls_too_a_client_that_stops_reading_loses_its_connection() {
     let mut c = RawClient::connect_tls(gw.addr, pki.client_config(), "localhost").await;
     c.send_raw(b"GET /app/page HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await;
-    // Reads nothing; the outer timeout only keeps a failure from hanging.
-    let written = tokio::time::timeout(std::time::Duration::from_secs(20), written)
-        .await
-        .expect("the gateway gives up on a TLS client that reads nothing")
-        .unwrap();
-    assert!(written < PAGE, "{written}");
+    // Reads nothing.
+    gave_up_before_the_end(written, PAGE).await;
 }
 
 #[tokio::test]
