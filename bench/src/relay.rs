@@ -8,6 +8,14 @@
 //! Each runs on one thread, so run them with one proxy worker. They are
 //! not proxies anyone should deploy: no timeouts, no limits, a fixed
 //! buffer per direction per connection (idle memory is not their point).
+//!
+//! For one experiment the mio relay can also waste time: with
+//! `WSGATE_PERF_RELAY_SPIN_NS=N` in its environment it spins N nanoseconds
+//! on every event before it moves bytes. That makes a proxy that does
+//! nothing but copy behave, in CPU time, like one that does more work per
+//! message; docs/PERFORMANCE.md ("what the 64-byte ratio measures") uses it
+//! to show that the pinned layout rewards a busier proxy with more
+//! throughput until its core is full.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
@@ -23,6 +31,9 @@ pub enum Engine {
 
 /// Bytes buffered per direction of a connection (mio; tokio's copy uses its own 8 KiB).
 const BUF: usize = 16 * 1024;
+
+/// The mio relay's wasted time per event (see the module's doc).
+const SPIN_ENV: &str = "WSGATE_PERF_RELAY_SPIN_NS";
 
 /// Relays until the process ends; prints `relay: listening on ADDR` once bound.
 pub fn run(engine: Engine, bind: SocketAddr, upstream: SocketAddr) -> anyhow::Result<()> {
@@ -172,6 +183,11 @@ fn mio_relay(mut listener: mio::net::TcpListener, upstream_addr: SocketAddr) -> 
     let mut pairs: Vec<Option<Pair>> = Vec::new();
     let mut free: Vec<usize> = Vec::new();
     let both = Interest::READABLE | Interest::WRITABLE;
+    let spin = std::env::var(SPIN_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(std::time::Duration::from_nanos)
+        .filter(|d| !d.is_zero());
     loop {
         match poll.poll(&mut events, None) {
             Ok(()) => {}
@@ -209,6 +225,12 @@ fn mio_relay(mut listener: mio::net::TcpListener, upstream_addr: SocketAddr) -> 
                     });
                 }
                 continue;
+            }
+            if let Some(spin) = spin {
+                let until = std::time::Instant::now() + spin;
+                while std::time::Instant::now() < until {
+                    std::hint::spin_loop();
+                }
             }
             let i = (ev.token().0 - 1) / 2;
             let Some(pair) = pairs.get_mut(i).and_then(Option::as_mut) else {

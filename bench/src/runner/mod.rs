@@ -425,12 +425,12 @@ fn measure(
                 "--duration",
                 &duration,
             ]);
-            (row.load, row.cpu_us, row.steal_pct) = run_load(cmd, proxy)?;
+            run_load(cmd, proxy, &mut row)?;
         }
         Kind::Handshakes { concurrency, .. } => {
             cmd.args(["handshakes", "--concurrency", &concurrency.to_string()]);
             cmd.args(["--warmup", &warmup, "--duration", &duration]);
-            (row.load, row.cpu_us, row.steal_pct) = run_load(cmd, proxy)?;
+            run_load(cmd, proxy, &mut row)?;
         }
         Kind::Idle => {
             cmd.args(["idle", "--conns", &plan.idle.to_string(), "--hold", "5m"]);
@@ -442,15 +442,12 @@ fn measure(
     Ok(row)
 }
 
-/// Runs a load generator to its end; its report, given the proxy's
-/// process the proxy's CPU time per message or handshake over the
-/// measured window, and the per cent of the machine's CPU time stolen by
-/// its hypervisor in that window (all read from /proc as the load
-/// generator says the window opens and closes).
-fn run_load(
-    mut cmd: Command,
-    proxy: Option<u32>,
-) -> anyhow::Result<(Report, Option<CpuPer>, Option<f64>)> {
+/// Runs a load generator to its end and puts in `row` its report, given
+/// the proxy's process the proxy's CPU time per message or handshake over
+/// the measured window, the per cent of the machine's CPU time stolen by
+/// its hypervisor in that window, and how busy each core was (all read
+/// from /proc as the load generator says the window opens and closes).
+fn run_load(mut cmd: Command, proxy: Option<u32>, row: &mut Row) -> anyhow::Result<()> {
     let (child, stderr) = spawn_load(cmd.stdin(Stdio::null()))?;
     // The proxy's ticks and the machine's, read together at each edge of
     // the window so that both figures cover the same one.
@@ -467,9 +464,9 @@ fn run_load(
     }
     let out = child.wait_with_output()?;
     anyhow::ensure!(out.status.success(), "{cmd:?} failed: {}", out.status);
-    let report: Report = serde_json::from_slice(&out.stdout)?;
-    let units = report.messages + report.handshakes;
-    let cpu = match (opened, closed) {
+    row.load = serde_json::from_slice(&out.stdout)?;
+    let units = row.load.messages + row.load.handshakes;
+    row.cpu_us = match (opened, closed) {
         (Some((u0, s0)), Some((u1, s1))) if units > 0 => {
             let per = |ticks: u64| ticks as f64 / peers::TICKS_PER_SEC * 1e6 / units as f64;
             Some(CpuPer {
@@ -479,13 +476,20 @@ fn run_load(
         }
         _ => None,
     };
-    let steal = match (machine_opened, machine_closed) {
-        (Some((t0, s0)), Some((t1, s1))) if t1 > t0 => {
-            Some(s1.saturating_sub(s0) as f64 * 100.0 / (t1 - t0) as f64)
-        }
-        _ => None,
-    };
-    Ok((report, cpu, steal))
+    if let (Some(t0), Some(t1)) = (machine_opened, machine_closed) {
+        let pct = |part: u64, whole: u64| part as f64 * 100.0 / whole.max(1) as f64;
+        row.steal_pct =
+            (t1.total > t0.total).then(|| pct(t1.steal - t0.steal, t1.total - t0.total));
+        row.cores_busy_pct = t0
+            .cores
+            .iter()
+            .zip(&t1.cores)
+            .map(|(&(total0, busy0), &(total1, busy1))| {
+                pct(busy1.saturating_sub(busy0), total1.saturating_sub(total0))
+            })
+            .collect();
+    }
+    Ok(())
 }
 
 /// Opens the idle connections, reads the proxy's memory before and after,

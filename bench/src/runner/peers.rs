@@ -531,27 +531,52 @@ fn parse_times(stat: &str) -> Option<(u64, u64)> {
     Some((user, sys))
 }
 
-/// The machine's CPU time so far, in clock ticks over all cores: the
-/// total and the part the hypervisor gave to other guests (`steal`), from
-/// the first line of /proc/stat. A window in which steal is high ran every
-/// contender on less than the core it was given.
-pub fn machine_ticks() -> Option<(u64, u64)> {
+/// The machine's CPU time so far, in clock ticks, from /proc/stat.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MachineTicks {
+    /// Over all cores.
+    pub total: u64,
+    /// The part the hypervisor gave to other guests: a window in which it
+    /// is high ran every contender on less than the core it was given.
+    pub steal: u64,
+    /// Each core's (total, busy), in the order of its `cpuN` line; busy is
+    /// the total less idle, I/O wait and steal.
+    pub cores: Vec<(u64, u64)>,
+}
+
+/// The machine's ticks now (`None` where /proc/stat cannot be read).
+pub fn machine_ticks() -> Option<MachineTicks> {
     parse_machine_ticks(&std::fs::read_to_string("/proc/stat").ok()?)
 }
 
 /// `cpu user nice system idle iowait irq softirq steal guest guest_nice`:
 /// guest time is already counted in user time, so the total is the first
-/// eight.
-fn parse_machine_ticks(stat: &str) -> Option<(u64, u64)> {
-    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
-    let ticks: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .take(8)
-        .map(|t| t.parse().ok())
+/// eight. The first line is the machine's, then one `cpuN` line per core.
+fn parse_machine_ticks(stat: &str) -> Option<MachineTicks> {
+    let fields = |line: &str| -> Option<[u64; 8]> {
+        let ticks: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .map(|t| t.parse().ok())
+            .collect::<Option<_>>()?;
+        ticks.try_into().ok()
+    };
+    let machine = fields(stat.lines().find(|l| l.starts_with("cpu "))?)?;
+    let cores = stat
+        .lines()
+        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .map(|l| {
+            let t = fields(l)?;
+            let total: u64 = t.iter().sum();
+            Some((total, total - t[3] - t[4] - t[7]))
+        })
         .collect::<Option<_>>()?;
-    let steal = *ticks.get(7)?;
-    Some((ticks.iter().sum(), steal))
+    Some(MachineTicks {
+        total: machine.iter().sum(),
+        steal: machine[7],
+        cores,
+    })
 }
 
 fn vm_rss(pid: u32) -> Option<u64> {
@@ -609,16 +634,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn steal_is_read_from_the_machines_line_of_proc_stat() {
+    fn steal_and_each_cores_busy_time_are_read_from_proc_stat() {
         let stat = "cpu  4102691 1904 935776 2493747 45180 0 286249 128687 0 0\n\
                     cpu0 2004295 842 437484 1334419 13909 0 138913 65353 0 0\n\
+                    cpu1 10 0 20 30 4 0 6 5 0 0\n\
                     intr 1 2 3\n";
+        let t = parse_machine_ticks(stat).expect("parsed");
         assert_eq!(
-            parse_machine_ticks(stat),
-            Some((
-                4102691 + 1904 + 935776 + 2493747 + 45180 + 286249 + 128687,
-                128687
-            ))
+            t.total,
+            4102691 + 1904 + 935776 + 2493747 + 45180 + 286249 + 128687
+        );
+        assert_eq!(t.steal, 128687);
+        let core0 = 2004295 + 842 + 437484 + 1334419 + 13909 + 138913 + 65353;
+        assert_eq!(
+            t.cores,
+            vec![(core0, core0 - 1334419 - 13909 - 65353), (75, 36)]
         );
         // A kernel too old to count steal has seven fields: no figure, not a wrong one.
         assert_eq!(parse_machine_ticks("cpu  1 2 3 4 5 6 7\n"), None);

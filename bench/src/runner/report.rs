@@ -36,6 +36,13 @@ pub struct Row {
     /// it is high, every process ran on less than its core.
     #[serde(default)]
     pub steal_pct: Option<f64>,
+    /// Per cent of each core's time it was busy over the measured window
+    /// (/proc/stat's `cpuN` lines, less idle, I/O wait and steal), core 0
+    /// first. In the pinned variants it shows which side bounds the
+    /// figures: the proxy's core 0, or core 1 of the load generator and
+    /// the echo upstream.
+    #[serde(default)]
+    pub cores_busy_pct: Vec<f64>,
     /// Which round it was measured in (0 in a median row).
     #[serde(default)]
     pub round: usize,
@@ -61,6 +68,7 @@ impl Row {
             kib_per_conn: None,
             cpu_us: None,
             steal_pct: None,
+            cores_busy_pct: Vec::new(),
             round: 0,
         }
     }
@@ -98,6 +106,18 @@ impl Row {
         let steal = self
             .steal_pct
             .map_or(String::new(), |s| format!(", steal {s:.1} %"));
+        let busy = match self.cores_busy_pct.as_slice() {
+            [] => String::new(),
+            cores => format!(
+                ", cores busy {} %",
+                cores
+                    .iter()
+                    .map(|b| format!("{b:.0}"))
+                    .collect::<Vec<_>>()
+                    .join("/")
+            ),
+        };
+        let steal = format!("{busy}{steal}");
         match l.mode.as_str() {
             "echo" => format!(
                 "{:.0} msg/s, {:.1} MB/s, p50 {} µs, p99 {} µs{cpu}{steal}{errors}",
@@ -377,7 +397,10 @@ impl Results {
              from /proc in 10 ms ticks) per echoed message or handshake, then its user part and its \
              ratio to nginx's. Steal: the per cent of the machine's CPU time (both cores) its \
              hypervisor gave to other guests over the measured window, from /proc/stat; where it \
-             is high, every process ran on less than its core and the figures beside it are low.\n",
+             is high, every process ran on less than its core and the figures beside it are low. \
+             Cores busy: the per cent of each core's time (core 0 / core 1) spent on work over the \
+             measured window, from /proc/stat; with one worker, a core near 100 is the side that \
+             bounds the figures.\n",
         );
         for w in super::WORKLOADS {
             let _ = writeln!(md, "\n- {}: {}", w.id, w.what);
@@ -434,6 +457,12 @@ impl Results {
                 .kib_per_conn
                 .map_or("–".into(), |k| format!("{k:.1}{err}")),
             Value::Steal => r.steal_pct.map_or(String::new(), |s| format!("{s:.1}")),
+            Value::Busy => r
+                .cores_busy_pct
+                .iter()
+                .map(|b| format!("{b:.0}"))
+                .collect::<Vec<_>>()
+                .join(" / "),
             Value::Cpu => r.cpu_us.map_or(String::new(), |c| {
                 // Three significant figures or so: ticks of 10 ms over a
                 // few seconds measure no finer.
@@ -505,6 +534,7 @@ enum Value {
     Kib,
     Cpu,
     Steal,
+    Busy,
 }
 
 /// The lines a workload contributes to a table.
@@ -518,12 +548,14 @@ fn figures(w: &Workload) -> Vec<(&'static str, Value)> {
             ("p99 µs", Value::P99),
             ("p99.9 µs", Value::P999),
             ("proxy CPU µs/msg", Value::Cpu),
+            ("cores busy %", Value::Busy),
             ("steal %", Value::Steal),
         ],
         Kind::Handshakes { .. } => vec![
             ("handshakes/s", Value::Handshakes),
             ("p99 µs", Value::P99),
             ("proxy CPU µs/handshake", Value::Cpu),
+            ("cores busy %", Value::Busy),
             ("steal %", Value::Steal),
         ],
         Kind::Idle => vec![("KiB/conn", Value::Kib)],
@@ -573,6 +605,15 @@ fn medians(raw: &[Row]) -> Vec<Row> {
             _ => None,
         };
         m.steal_pct = of(|x| x.steal_pct);
+        m.cores_busy_pct = (0..r.cores_busy_pct.len())
+            .map_while(|core| {
+                median(
+                    cell.iter()
+                        .filter_map(|x| x.cores_busy_pct.get(core).copied())
+                        .collect(),
+                )
+            })
+            .collect();
         m.load.errors = cell.iter().map(|x| x.load.errors).sum();
         m.load.first_error = cell.iter().find_map(|x| x.load.first_error.clone());
         m.load.open = cell.iter().map(|x| x.load.open).min().unwrap_or(0);
@@ -599,6 +640,7 @@ mod tests {
             kib_per_conn: None,
             cpu_us,
             steal_pct: None,
+            cores_busy_pct: Vec::new(),
             round: 0,
         }
     }
@@ -666,6 +708,22 @@ mod tests {
     }
 
     #[test]
+    fn each_cores_busy_time_has_a_line() {
+        let mut direct = echo_row(Peer::Direct, None);
+        direct.cores_busy_pct = vec![1.2, 99.6];
+        let mut wsgate = echo_row(Peer::Wsgate, None);
+        wsgate.cores_busy_pct = vec![91.4, 100.0];
+        let md = results(vec![direct, wsgate]).markdown();
+        assert!(
+            md.contains("| a | cores busy % | 1 / 100 | 91 / 100 |"),
+            "{md}"
+        );
+        // Rows from before the runner read it have no line for it.
+        let md = results(vec![echo_row(Peer::Direct, None)]).markdown();
+        assert!(!md.contains("| cores busy % |"), "{md}");
+    }
+
+    #[test]
     fn churn_growth_is_read_over_the_second_half_of_the_run() {
         let churn = |samples: Vec<(u64, u64)>| Churn {
             conns: 2000,
@@ -714,6 +772,7 @@ mod tests {
             kib_per_conn: None,
             cpu_us: None,
             steal_pct: Some(p99 / 100.0),
+            cores_busy_pct: vec![p99 / 10.0, 100.0],
             round,
         };
         let raw = vec![
@@ -727,6 +786,11 @@ mod tests {
         assert_eq!(rows[0].load.p99_us, Some(800.0));
         assert_eq!(rows[0].load.mean_us, Some(400.0));
         assert_eq!(rows[0].steal_pct, Some(8.0));
+        assert_eq!(
+            rows[0].cores_busy_pct,
+            vec![80.0, 100.0],
+            "each core's own median"
+        );
         assert_eq!(rows[0].load.errors, 1, "errors are summed, not hidden");
     }
 }
