@@ -23,6 +23,7 @@ use wsgate_policy::credentials::ClientCert;
 
 use crate::handshake::{Client, Conn, elapsed_ms, handle};
 use crate::limits::AtHttp;
+use crate::snapshot::ListenerPolicy;
 use crate::stall::{Bound, NotRead, WriteStall};
 use crate::state::State;
 use wsgate_policy::limits::ClientKey;
@@ -54,24 +55,60 @@ pub(crate) async fn accept_loop(state: Arc<State>, index: usize, listener: TcpLi
         };
         match accepted {
             Ok((tcp, client)) => {
-                let Some(at_http) = take_at_http(&state, index, client) else {
+                // Read once for all the connection takes from it at accept:
+                // a reload in between cannot give one connection the
+                // certificate of one policy and the timeouts or trusted
+                // proxies of another.
+                let policy = state.policy();
+                let listener = &policy.listeners[index];
+                let Some(at_http) = take_at_http(&state, index, listener, client) else {
                     // Closed unread.
                     drop(tcp);
                     continue;
                 };
+                let settings = Settings::of(listener);
+                drop(policy);
                 let s = Arc::clone(&state);
                 // Boxed: the task's future is 2.9 KiB, and a future spawned
                 // inline is copied whole on its way into the task and again
                 // when the task ends (2 % of a plain handshake's instructions).
                 state
                     .tasks
-                    .spawn(Box::pin(serve(s, index, tcp, client, at_http)));
+                    .spawn(Box::pin(serve(s, index, settings, tcp, client, at_http)));
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
+        }
+    }
+}
+
+/// What a connection takes from its listener's policy at accept. A reload
+/// applies to connections accepted after it, a rotated certificate too.
+struct Settings {
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    verifier: Option<crate::tls::ClientVerifier>,
+    /// The PROXY header, TLS and the request head must all arrive within it.
+    handshake_timeout: Duration,
+    /// Bounded by config validation to 8 KiB..=1 MiB.
+    max_header_bytes: usize,
+    /// With the PROXY protocol: who may send its header.
+    proxies: Option<Vec<wsgate_config::IpNet>>,
+}
+
+impl Settings {
+    fn of(l: &ListenerPolicy) -> Settings {
+        Settings {
+            acceptor: l.tls.clone(),
+            verifier: l.client_verifier.clone(),
+            handshake_timeout: l.config.handshake_timeout,
+            max_header_bytes: usize::try_from(l.config.max_header_bytes).unwrap_or(usize::MAX),
+            proxies: l
+                .config
+                .proxy_protocol
+                .then(|| l.config.trusted_proxies.clone()),
         }
     }
 }
@@ -84,9 +121,17 @@ pub(crate) async fn accept_loop(state: Arc<State>, index: usize, listener: TcpLi
 /// `None`: refused and logged; the caller closes the socket unread, since
 /// answering would mean a TLS handshake and a request head, the very work
 /// there is no room for.
-fn take_at_http(state: &Arc<State>, index: usize, peer: SocketAddr) -> Option<AtHttp> {
+fn take_at_http(
+    state: &Arc<State>,
+    index: usize,
+    listener: &ListenerPolicy,
+    peer: SocketAddr,
+) -> Option<AtHttp> {
+    let refused = |limit, detail: &dyn Fn() -> String| {
+        log_unread(state, index, listener.tls.is_some(), peer, limit, detail);
+    };
     let Some(all) = state.at_http.take() else {
-        log_unread(state, index, peer, "max_connections", || {
+        refused("max_connections", &|| {
             format!(
                 "{} connections are already at HTTP (before or between requests, or on kind = \"http\" routes; [limits] max_connections); closed unread",
                 state.at_http.max()
@@ -96,16 +141,14 @@ fn take_at_http(state: &Arc<State>, index: usize, peer: SocketAddr) -> Option<At
     };
     // A trusted proxy brings many clients' connections from one address,
     // and names them only later (its header, or the PROXY protocol's).
-    let from_proxy = wsgate_policy::forwarded::is_trusted(
-        &state.policy().listeners[index].config.trusted_proxies,
-        peer.ip(),
-    );
+    let from_proxy =
+        wsgate_policy::forwarded::is_trusted(&listener.config.trusted_proxies, peer.ip());
     let address = if from_proxy {
         None
     } else {
         let key = ClientKey::new(peer.ip(), 64);
         let Some(place) = state.at_http_per_address.take(key) else {
-            log_unread(state, index, peer, "max_http_conns_per_ip", || {
+            refused("max_http_conns_per_ip", &|| {
                 format!(
                     "{key} already holds {} connections at HTTP ([limits] max_http_conns_per_ip); closed unread",
                     state.at_http_per_address.max()
@@ -128,9 +171,10 @@ fn take_at_http(state: &Arc<State>, index: usize, peer: SocketAddr) -> Option<At
 fn log_unread(
     state: &Arc<State>,
     index: usize,
+    tls: bool,
     peer: SocketAddr,
     limit: &'static str,
-    detail: impl FnOnce() -> String,
+    detail: &dyn Fn() -> String,
 ) {
     state.metrics.limit_hit(limit);
     let Some(left_out) = state.unread_lines.take() else {
@@ -151,7 +195,7 @@ fn log_unread(
         id: state.next_conn_id(),
         peer,
         client: Client::direct(peer),
-        tls: state.policy().listeners[index].tls.is_some(),
+        tls,
         client_cert: None,
         client_chain: Vec::new(),
         served: AtomicBool::new(false),
@@ -168,25 +212,19 @@ fn log_unread(
 async fn serve(
     state: Arc<State>,
     index: usize,
+    settings: Settings,
     mut tcp: TcpStream,
     peer: SocketAddr,
     at_http: AtHttp,
 ) {
     let _ = tcp.set_nodelay(true);
-    // The TLS certificate is the one in force at accept: a reload that
-    // rotates it applies to connections accepted after it.
-    let (acceptor, verifier, timeout, proxies) = {
-        let policy = state.policy();
-        let l = &policy.listeners[index];
-        (
-            l.tls.clone(),
-            l.client_verifier.clone(),
-            l.config.handshake_timeout,
-            l.config
-                .proxy_protocol
-                .then(|| l.config.trusted_proxies.clone()),
-        )
-    };
+    let Settings {
+        acceptor,
+        verifier,
+        handshake_timeout: timeout,
+        max_header_bytes,
+        proxies,
+    } = settings;
     let id = state.next_conn_id();
     let started = tokio::time::Instant::now();
     // The PROXY header, TLS and the request head, all within one timeout.
@@ -234,8 +272,13 @@ async fn serve(
         }
     }
     let conn = |presented| conn(&client, presented);
+    let head = Head {
+        timeout,
+        max_bytes: max_header_bytes,
+        started,
+    };
     let Some(acceptor) = &acceptor else {
-        return serve_http(conn(None), tcp, started, at_http).await;
+        return serve_http(conn(None), tcp, head, at_http).await;
     };
     match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => {
@@ -263,7 +306,7 @@ async fn serve(
             // connection's task (6.0 KiB against 2.9), plain ones too, and
             // that much is moved when the task is spawned and written again
             // when it ends (1.8 % of the instructions per plain handshake).
-            Box::pin(serve_http(conn(presented), tls, started, at_http)).await;
+            Box::pin(serve_http(conn(presented), tls, head, at_http)).await;
         }
         Ok(Err(e)) => log_failure(
             &conn(None),
@@ -280,20 +323,27 @@ async fn serve(
     }
 }
 
-async fn serve_http<I>(conn: Arc<Conn>, io: I, started: tokio::time::Instant, at_http: AtHttp)
+/// How a connection's request heads are read: each within the listener's
+/// `handshake_timeout` (the first counted from accept), none larger than
+/// its `max_header_bytes`.
+#[derive(Clone, Copy)]
+struct Head {
+    timeout: Duration,
+    max_bytes: usize,
+    /// When the connection was accepted.
+    started: tokio::time::Instant,
+}
+
+async fn serve_http<I>(conn: Arc<Conn>, io: I, head: Head, at_http: AtHttp)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let started = head.started;
     let mut builder = http1::Builder::new();
-    {
-        let policy = conn.state.policy();
-        let config = &policy.listeners[conn.listener].config;
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(config.handshake_timeout)
-            // Bounded by config validation to 8 KiB..=1 MiB.
-            .max_buf_size(usize::try_from(config.max_header_bytes).unwrap_or(usize::MAX));
-    }
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(head.timeout)
+        .max_buf_size(head.max_bytes);
     // Not `keep_alive(false)`: hyper would then overwrite the 101's
     // `Connection: Upgrade` with `close`. Every refusal carries
     // `Connection: close` instead, which ends the connection after it.
