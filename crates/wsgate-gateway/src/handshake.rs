@@ -209,7 +209,14 @@ pub(crate) async fn handle(
     connection.write_stall.set(Some(listener.handshake_timeout));
     let conn = match Arc::clone(&conn).behind_proxy(req.headers(), &policy) {
         Ok(conn) => conn,
-        Err(detail) => return Ok(refuse_bad_request(&req, &conn, &policy, detail)),
+        Err(detail) => {
+            // Logged as the route the request was meant for.
+            let route = match policy.router.find(req.uri().path()) {
+                Ok((_, r)) | Err(wsgate_policy::NoRoute::CaseVariant(r)) => Some(r),
+                Err(wsgate_policy::NoRoute::Unserved) => None,
+            };
+            return Ok(refuse_bad_request(&req, &conn, route, detail));
+        }
     };
     let path = req.uri().path();
     if let Some(signer) = &policy.assertion
@@ -228,9 +235,9 @@ pub(crate) async fn handle(
         return Ok(crate::pass::csp_report(req, &conn).await);
     }
     match policy.router.find(path) {
-        Err(none @ wsgate_policy::NoRoute::CaseVariant(_)) => {
+        Err(none @ wsgate_policy::NoRoute::CaseVariant(imitated)) => {
             let (_, detail) = none.refusal(path);
-            return Ok(refuse_bad_request(&req, &conn, &policy, detail));
+            return Ok(refuse_bad_request(&req, &conn, Some(imitated), detail));
         }
         Ok((index, route)) if route.kind == wsgate_config::RouteKind::Http => {
             let route = Arc::clone(route);
@@ -248,19 +255,14 @@ pub(crate) async fn handle(
 /// A request refused before its kind's own checks (a trusted proxy's
 /// `X-Forwarded-For` that names no client, a path that is a route's in
 /// another letter case): 400 `bad_handshake`, logged as the request it
-/// would have been.
+/// would have been on `route`, the one it was meant for (the one its path
+/// finds, or the one a case variant imitates).
 fn refuse_bad_request(
     req: &Request<Incoming>,
     conn: &Conn,
-    policy: &Snapshot,
+    route: Option<&Arc<wsgate_config::Route>>,
     detail: String,
 ) -> Response<Body> {
-    // Logged as the route it was meant for: the one found, or the one a
-    // case variant imitates.
-    let route = match policy.router.find(req.uri().path()) {
-        Ok((_, r)) | Err(wsgate_policy::NoRoute::CaseVariant(r)) => Some(r),
-        Err(wsgate_policy::NoRoute::Unserved) => None,
-    };
     let kind = match route {
         Some(r) if r.kind == wsgate_config::RouteKind::Http => "http",
         _ => "handshake",
