@@ -19,6 +19,7 @@
 //! and can only be tightened. Reports posted to [`CSP_REPORT_PATH`] become
 //! `csp_violation` audit events naming the blocked URL.
 
+use std::fmt::Write as _;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -396,13 +397,16 @@ fn policy_header(csp: &wsgate_config::Csp) -> (header::HeaderName, String) {
 
 /// The audit lines reports may cause: any page on the web can post them.
 pub(crate) fn report_budget() -> crate::audit::LineBudget {
-    crate::audit::LineBudget::new(20, 100)
+    crate::audit::LineBudget::new(REPORTS_PER_SEC, 100)
 }
+
+/// CSP reports logged a second, after a burst of 100.
+const REPORTS_PER_SEC: u32 = 20;
 
 /// `POST /.wsgate/csp-report`: a browser's violation report (the
 /// `report-uri` format, or the Reporting API's) becomes a `csp_violation`
 /// audit event. 204 when taken, 429 when reports come faster than the log
-/// should take them.
+/// should take them; the next line logged says how many were refused.
 pub(crate) async fn csp_report(req: Request<Incoming>, conn: &Conn) -> Response<Body> {
     let answer = |status: StatusCode| {
         let mut r = Response::new(crate::respond::full(Full::new(Bytes::new())));
@@ -411,9 +415,6 @@ pub(crate) async fn csp_report(req: Request<Incoming>, conn: &Conn) -> Response<
     };
     if req.method() != Method::POST {
         return answer(StatusCode::METHOD_NOT_ALLOWED);
-    }
-    if conn.state.csp_reports.take().is_none() {
-        return answer(StatusCode::TOO_MANY_REQUESTS);
     }
     // The report's own request says who posted it; the page is in the body.
     let posted = conn.request_event("csp_violation", req.uri(), req.headers());
@@ -430,13 +431,26 @@ pub(crate) async fn csp_report(req: Request<Incoming>, conn: &Conn) -> Response<
     if reports.is_empty() {
         return answer(StatusCode::BAD_REQUEST);
     }
+    // Taken once a report is known to be one, so that the count of those
+    // refused is of reports.
+    let Some(mut refused) = conn.state.csp_reports.take() else {
+        return answer(StatusCode::TOO_MANY_REQUESTS);
+    };
     for v in reports {
         let mut ev = posted.clone();
         ev.path = v.document_path;
         ev.blocked = Some(v.blocked);
         ev.decision = Some(if v.enforced { "blocked" } else { "reported" });
         ev.enforced = v.enforced;
-        ev.detail = Some(format!("{} violated", v.directive));
+        let mut detail = format!("{} violated", v.directive);
+        if refused > 0 {
+            let _ = write!(
+                detail,
+                " ({refused} more reports refused since the last one logged: more than {REPORTS_PER_SEC} a second, answered 429)"
+            );
+            refused = 0;
+        }
+        ev.detail = Some(detail);
         conn.state.audit.write(ev);
     }
     answer(StatusCode::NO_CONTENT)

@@ -211,6 +211,67 @@ async fn a_csp_report_becomes_an_audit_event_with_the_blocked_url() {
     assert_eq!(reply.status, 400);
 }
 
+/// Any page can make browsers post reports, so they are logged within a
+/// budget (a burst of 100, then 20 a second); those over it are answered
+/// 429, and the next line logged counts them.
+#[tokio::test]
+async fn csp_reports_over_the_budget_are_refused_and_counted_in_the_next_line() {
+    let (app, echo) = (HttpUpstream::start().await, Echo::start().await);
+    let mut gw = gateway(&app, &echo, CSP).await;
+    let report = serde_json::json!({"csp-report": {
+        "document-uri": "http://localhost/app/chat",
+        "blocked-uri": "wss://evil.example/bot",
+        "effective-directive": "connect-src"
+    }})
+    .to_string();
+    let post = format!(
+        "POST /.wsgate/csp-report HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/csp-report\r\nContent-Length: {}\r\n\r\n{report}",
+        report.len()
+    );
+    let mut c = RawClient::connect(gw.addr).await;
+    async fn status(c: &mut RawClient, post: &str) -> u16 {
+        c.send_raw(post.as_bytes()).await;
+        c.read_reply().await.status
+    }
+    // The burst, then a refusal: the budget refills at one report in 50 ms,
+    // far slower than these posts come.
+    let mut taken = 0;
+    while status(&mut c, &post).await == 204 {
+        taken += 1;
+        assert!(taken < 200, "no report refused after {taken}");
+    }
+    assert!(
+        (100..110).contains(&taken),
+        "{taken} taken before the first 429"
+    );
+    // Refused until the budget has room again (bounded: 20 a second).
+    let mut refused = 1;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        match status(&mut c, &post).await {
+            204 => break,
+            429 => refused += 1,
+            other => panic!("answered {other}"),
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no report taken again within 3 s"
+        );
+    }
+    let counted = format!("({refused} more reports refused since the last one logged");
+    let ev = gw
+        .event(|e| {
+            e.detail
+                .as_deref()
+                .is_some_and(|d| d.contains("more reports refused"))
+        })
+        .await;
+    let detail = ev.detail.as_deref().unwrap_or_default();
+    assert!(detail.starts_with("connect-src violated "), "{detail}");
+    assert!(detail.contains(&counted), "{detail}, expected {counted}");
+    assert_eq!(gw.audit_text().matches("more reports refused").count(), 1);
+}
+
 #[tokio::test]
 async fn report_only_sends_the_policy_without_enforcing_it() {
     let (app, echo) = (HttpUpstream::start().await, Echo::start().await);
