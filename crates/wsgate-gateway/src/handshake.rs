@@ -48,13 +48,6 @@ pub(crate) struct Conn {
     /// The chain the client presented (its certificate first), empty without
     /// one: a reload checks it again against the listener's CAs and CRLs.
     pub(crate) client_chain: Vec<rustls::pki_types::CertificateDer<'static>>,
-    /// Set once a request on the connection has been handed to
-    /// [`handle`]: a header-read timeout after that is a keep-alive
-    /// connection left idle, not a handshake that never came.
-    pub(crate) served: std::sync::atomic::AtomicBool,
-    /// How long an answer's write may wait for the client to read (see
-    /// `stall`); [`handle`] sets it for each request.
-    pub(crate) write_stall: crate::stall::Bound,
 }
 
 /// The client of a request, as limits count it, the audit log names it
@@ -171,10 +164,6 @@ impl Conn {
             tls: self.tls,
             client_cert: self.client_cert.clone(),
             client_chain: self.client_chain.clone(),
-            // The connection's own flag and bound are the ones that count;
-            // this view lives for one request.
-            served: std::sync::atomic::AtomicBool::new(true),
-            write_stall: crate::stall::Bound::new(None),
         }))
     }
 
@@ -195,18 +184,19 @@ impl Conn {
 
 /// Answers one request on a client connection: the gateway's own paths
 /// (JWKS, tickets, CSP reports), a `kind = "http"` route's pass-through,
-/// or a WebSocket handshake.
+/// or a WebSocket handshake. `write_stall` is how long the connection's
+/// writes may wait for the client to read: set here for each answer.
 pub(crate) async fn handle(
     req: Request<Incoming>,
     conn: Arc<Conn>,
+    write_stall: Arc<crate::stall::Bound>,
 ) -> Result<Response<Body>, Infallible> {
     // One policy for the whole decision, whatever a reload does meanwhile.
     let policy = conn.state.policy();
     // The gateway's own answers are small: a client that reads none of
     // one within the handshake's time is not reading at all.
-    let connection = Arc::clone(&conn);
     let listener = &policy.listeners[conn.listener].config;
-    connection.write_stall.set(Some(listener.handshake_timeout));
+    write_stall.set(Some(listener.handshake_timeout));
     let conn = match Arc::clone(&conn).behind_proxy(req.headers(), &policy) {
         Ok(conn) => conn,
         Err(detail) => {
@@ -243,7 +233,7 @@ pub(crate) async fn handle(
             let route = Arc::clone(route);
             // A page or a download, read at the client's pace: paused for up
             // to the time the route allows any wait for bytes.
-            connection.write_stall.set(route.limits.idle_timeout);
+            write_stall.set(route.limits.idle_timeout);
             return Ok(crate::pass::forward(req, &conn, &policy, index, &route).await);
         }
         // A WebSocket route's, or no route's: admission refuses the latter.

@@ -198,8 +198,6 @@ fn log_unread(
         tls,
         client_cert: None,
         client_chain: Vec::new(),
-        served: AtomicBool::new(false),
-        write_stall: Bound::new(None),
     };
     log_failure(
         &conn,
@@ -244,8 +242,6 @@ async fn serve(
             tls: acceptor.is_some(),
             client_cert,
             client_chain,
-            served: AtomicBool::new(false),
-            write_stall: Bound::new(Some(timeout)),
         })
     };
     if let Some(trusted) = proxies {
@@ -347,12 +343,17 @@ where
     // Not `keep_alive(false)`: hyper would then overwrite the 101's
     // `Connection: Upgrade` with `close`. Every refusal carries
     // `Connection: close` instead, which ends the connection after it.
-    let service_conn = Arc::clone(&conn);
-    let service = service_fn(move |req| {
-        service_conn.served.store(true, Ordering::Relaxed);
-        handle(req, Arc::clone(&service_conn))
+    // Set once a request has been handed to `handle`: a header-read
+    // timeout after that is a keep-alive connection left idle, not a
+    // handshake that never came.
+    let served = AtomicBool::new(false);
+    // Until the first request sets it: the 400s hyper writes itself.
+    let write_stall = Arc::new(Bound::new(Some(head.timeout)));
+    let service = service_fn(|req| {
+        served.store(true, Ordering::Relaxed);
+        handle(req, Arc::clone(&conn), Arc::clone(&write_stall))
     });
-    let io = WriteStall::new(io, Arc::clone(&conn));
+    let io = WriteStall::new(io, Arc::clone(&write_stall));
     let connection = builder
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
@@ -371,7 +372,7 @@ where
     // relay, which `slots` counts: either way it no longer speaks HTTP.
     drop(at_http);
     let Err(e) = result else { return };
-    if e.is_timeout() && conn.served.load(Ordering::Relaxed) {
+    if e.is_timeout() && served.load(Ordering::Relaxed) {
         // hyper's header-read timer also runs while a keep-alive
         // connection waits for its next request: closing an idle one
         // refuses nothing.

@@ -32,12 +32,12 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use crate::handshake::Conn;
-
 /// How long a write to the client may wait for the client to read, set per
 /// request by `handshake::handle`; `None` (a route's `idle_timeout =
-/// "off"`) waits for as long as it takes. Milliseconds in an atomic, not a
-/// `Cell`: it lives in the `Conn` that tasks share.
+/// "off"`) waits for as long as it takes. Shared by the connection's
+/// [`WriteStall`] and the handler of its requests; milliseconds in an
+/// atomic, not a `Cell`, since the type system cannot see that both run in
+/// the connection's one task.
 #[derive(Debug)]
 pub(crate) struct Bound(AtomicU64);
 
@@ -114,15 +114,15 @@ pub(crate) struct NotRead(pub(crate) Duration);
 /// A client's stream while it speaks HTTP, with writes bounded in time.
 pub(crate) struct WriteStall<I> {
     io: I,
-    conn: Arc<Conn>,
+    bound: Arc<Bound>,
     wait: Wait,
 }
 
 impl<I> WriteStall<I> {
-    pub(crate) fn new(io: I, conn: Arc<Conn>) -> WriteStall<I> {
+    pub(crate) fn new(io: I, bound: Arc<Bound>) -> WriteStall<I> {
         WriteStall {
             io,
-            conn,
+            bound,
             wait: Wait::default(),
         }
     }
@@ -143,7 +143,7 @@ impl<I> WriteStall<I> {
             self.wait.progressed();
             return polled;
         }
-        let Some(bound) = self.conn.write_stall.get() else {
+        let Some(bound) = self.bound.get() else {
             return Poll::Pending;
         };
         ready!(self.wait.poll_over(cx, bound));
