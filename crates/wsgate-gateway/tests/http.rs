@@ -177,26 +177,27 @@ async fn a_csp_is_added_beside_the_upstreams_own_which_stays() {
     );
 }
 
+/// A browser's `report-uri` post of `report`, as raw HTTP.
+fn csp_post(report: &serde_json::Value) -> String {
+    let report = serde_json::json!({ "csp-report": report }).to_string();
+    format!(
+        "POST /.wsgate/csp-report HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/csp-report\r\nContent-Length: {}\r\n\r\n{report}",
+        report.len()
+    )
+}
+
 #[tokio::test]
 async fn a_csp_report_becomes_an_audit_event_with_the_blocked_url() {
     let (app, echo) = (HttpUpstream::start().await, Echo::start().await);
     let mut gw = gateway(&app, &echo, CSP).await;
-    let report = serde_json::json!({"csp-report": {
+    let post = csp_post(&serde_json::json!({
         "document-uri": "http://localhost/app/chat?room=7",
         "blocked-uri": "wss://evil.example:9999/bot?victim=alice",
         "effective-directive": "connect-src",
         "disposition": "enforce"
-    }})
-    .to_string();
+    }));
     let mut c = RawClient::connect(gw.addr).await;
-    c.send_raw(
-        format!(
-            "POST /.wsgate/csp-report HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/csp-report\r\nContent-Length: {}\r\n\r\n{report}",
-            report.len()
-        )
-        .as_bytes(),
-    )
-    .await;
+    c.send_raw(post.as_bytes()).await;
     assert_eq!(c.read_reply().await.status, 204);
     let ev = gw.event(|e| e.event == "csp_violation").await;
     assert_eq!(
@@ -218,16 +219,11 @@ async fn a_csp_report_becomes_an_audit_event_with_the_blocked_url() {
 async fn csp_reports_over_the_budget_are_refused_and_counted_in_the_next_line() {
     let (app, echo) = (HttpUpstream::start().await, Echo::start().await);
     let mut gw = gateway(&app, &echo, CSP).await;
-    let report = serde_json::json!({"csp-report": {
+    let post = csp_post(&serde_json::json!({
         "document-uri": "http://localhost/app/chat",
         "blocked-uri": "wss://evil.example/bot",
         "effective-directive": "connect-src"
-    }})
-    .to_string();
-    let post = format!(
-        "POST /.wsgate/csp-report HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/csp-report\r\nContent-Length: {}\r\n\r\n{report}",
-        report.len()
-    );
+    }));
     let mut c = RawClient::connect(gw.addr).await;
     async fn status(c: &mut RawClient, post: &str) -> u16 {
         c.send_raw(post.as_bytes()).await;
