@@ -312,9 +312,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_junk_ticket_is_unknown_without_asking_the_store() {
-        // A Redis store never started, never connected: asking it is an error.
+        // A Redis store not connected (it connects in the background, to a
+        // socket bound here and never accepted on): asking it is an error.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let config = wsgate_config::RedisStore {
-            url: "redis://127.0.0.1:1/".into(),
+            url: format!("redis://{}/", silent.local_addr().unwrap()),
             on_error: OnStoreError::Deny,
             timeout: Duration::from_millis(100),
             lease: Duration::from_secs(30),
