@@ -260,6 +260,63 @@ async fn protocol_hygiene_flaws() {
     assert!(matches!(foreign.outcome, Outcome::Skipped { .. }));
 }
 
+/// A server that answers broken JSON with its parser's traceback; a strict
+/// one (which echoes what it gets, broken JSON too) is not a finding, nor
+/// is the leaking one behind wsgate with a `json` rule.
+#[tokio::test]
+async fn a_traceback_in_an_answer_is_a_finding_and_an_echo_is_not() {
+    let leaks = || Flaws {
+        leaks_errors: true,
+        ..strict()
+    };
+    let audit_of = |url: String| async move {
+        let mut o = options(url);
+        o.checks = vec!["error-disclosure".into()];
+        audit(o).await
+    };
+    let run = |flaws: Flaws| async move {
+        let v = Vulnerable::start(flaws).await;
+        audit_of(format!("ws://{}/ws", v.addr)).await
+    };
+    let leaky = run(leaks()).await;
+    assert_found(&leaky, &["error-disclosure"], &[]);
+    let evidence = format!("{:?}", leaky.findings()[0].outcome);
+    assert!(evidence.contains("a Python traceback"), "{evidence}");
+    let echo = run(strict()).await;
+    assert_found(&echo, &[], &["error-disclosure"]);
+    let entry = echo
+        .entries
+        .iter()
+        .find(|e| e.check.id == "error-disclosure")
+        .unwrap();
+    assert!(
+        matches!(&entry.outcome, Outcome::Pass { evidence } if evidence.starts_with("3 answers to 3 malformed messages")),
+        "{:?}",
+        entry.outcome
+    );
+    // The first broken message closes the connection, 1008 invalid_json,
+    // before the application can answer it.
+    let v = Vulnerable::start(leaks()).await;
+    let gw = behind_wsgate(
+        v.addr,
+        "",
+        "auth = \"none\"\n\n[route.messages]\njson = true",
+        "",
+    )
+    .await;
+    let guarded = audit_of(format!("ws://{}/ws", gw.addr)).await;
+    let entry = guarded
+        .entries
+        .iter()
+        .find(|e| e.check.id == "error-disclosure")
+        .unwrap();
+    assert!(
+        matches!(&entry.outcome, Outcome::Pass { evidence } if evidence.starts_with("1 answers to 3")),
+        "{:?}",
+        entry.outcome
+    );
+}
+
 #[tokio::test]
 async fn no_limits_and_no_timeouts_with_aggressive() {
     let v = Vulnerable::start(Flaws {
@@ -340,6 +397,9 @@ async fn behind_wsgate_with_a_strict_config_nothing_is_above_info() {
         any_version: true,
         validate_frames: false,
         dies_after: None,
+        // Only a `json` rule keeps a leaking application's tracebacks in:
+        // tested on its own below.
+        leaks_errors: false,
     })
     .await;
     // ...behind wsgate.

@@ -82,6 +82,9 @@ pub struct Flaws {
     /// Stop listening after accepting this many connections, as a server
     /// that falls over under load: later connections are refused.
     pub dies_after: Option<usize>,
+    /// Answer a text message that is not JSON with the parser's traceback,
+    /// as a server that sends its exceptions to the client.
+    pub leaks_errors: bool,
 }
 
 impl Flaws {
@@ -101,6 +104,7 @@ impl Flaws {
             any_version: false,
             validate_frames: true,
             dies_after: None,
+            leaks_errors: false,
         }
     }
 }
@@ -381,8 +385,17 @@ async fn frames(
                         return close(&mut tcp, 1007).await;
                     }
                     let reply = if text { 0x81 } else { 0x82 };
+                    let leak = text
+                        && flaws.leaks_errors
+                        && serde_json::from_slice::<serde_json::Value>(&whole).is_err();
                     // Echo a short acknowledgement for big messages.
-                    let body: &[u8] = if whole.len() > 4096 { b"ok" } else { &whole };
+                    let body: &[u8] = if leak {
+                        b"Traceback (most recent call last):\n  File \"/srv/chat/app.py\", line 41, in on_message\n    data = json.loads(message)\njson.decoder.JSONDecodeError: Expecting value: line 1 column 1 (char 0)"
+                    } else if whole.len() > 4096 {
+                        b"ok"
+                    } else {
+                        &whole
+                    };
                     tcp.write_all(&server_frame(reply, body)).await?;
                     message_len = 0;
                 }

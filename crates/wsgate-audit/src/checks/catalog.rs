@@ -302,6 +302,16 @@ pub static CATALOG: &[Check] = &[
         config: "# wsgate checks UTF-8 across fragments",
     },
     Check {
+        id: "error-disclosure",
+        title: "Malformed messages are answered with a stack trace or an internal error",
+        category: "protocol",
+        severity: Severity::Low,
+        aggressive: false,
+        why: "Sends three malformed text messages (broken JSON, stray quotes and a backslash) on the legitimate connection and reads every answer for the timeout. A reply or close reason carrying a stack trace or a parser's exception (a Python traceback, a Java or .NET stack, a Node.js stack or SyntaxError, a Go or Rust panic, a PHP stack trace) tells any client the server's language, libraries and code paths, and often that input reaches a code path nobody meant it to (OWASP's WebSocket cheat sheet: no stack traces to clients).",
+        remediation: "Answer a message the application cannot use with a close code and a short reason, and log the details on the server; better, refuse malformed messages before the application sees them.",
+        config: "[route.messages]\njson = true                      # malformed JSON is closed with 1008 before the upstream sees it\nschema = \"schemas/chat.json\"   # and so is JSON of the wrong shape",
+    },
+    Check {
         id: "survives-malformed-frames",
         title: "The endpoint stops answering after malformed frames",
         category: "protocol",

@@ -329,6 +329,7 @@ impl Ctx {
                 self.frame_probe(&bytes, &[1002, 1009]).await
             }
             "frame-invalid-utf8" => self.frame_probe(&frame(0x81, b"\xce\xba\xe1\xbd\xb9\xcf\x83\xff\xfe", true), &[1007]).await,
+            "error-disclosure" => self.error_disclosure().await,
             "survives-malformed-frames" => match self.open().await {
                 Ok(c) => {
                     c.close().await;
@@ -560,6 +561,55 @@ impl Ctx {
         }
         Outcome::Pass {
             evidence: seen.join(", "),
+        }
+    }
+
+    /// Malformed messages on the legitimate connection, then every answer
+    /// read until the timeout or a close: a finding when one carries what
+    /// only a stack trace or a parser's exception would.
+    async fn error_disclosure(&self) -> Outcome {
+        let mut conn = match self.open().await {
+            Ok(c) => c,
+            Err(o) => return o,
+        };
+        for probe in MALFORMED {
+            if conn
+                .send(&frame(0x81, probe.as_bytes(), true))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        let deadline = Instant::now() + self.target.options.timeout;
+        let mut answers = 0;
+        while let Ok(f) = conn.read_frame(deadline).await {
+            let text = match f.opcode() {
+                0x1 | 0x2 => &f.payload[..],
+                // A close frame's reason follows its code.
+                0x8 => f.payload.get(2..).unwrap_or_default(),
+                _ => continue,
+            };
+            answers += 1;
+            if let Some((what, marker)) = disclosure(text) {
+                return Outcome::Finding {
+                    evidence: format!(
+                        "an answer to a malformed message holds {what} ({marker:?}): {}",
+                        excerpt(text)
+                    ),
+                };
+            }
+            if f.opcode() == 0x8 {
+                break;
+            }
+        }
+        conn.close().await;
+        Outcome::Pass {
+            evidence: format!(
+                "{answers} answers to {} malformed messages within {:?}, none with a stack trace or a parser's exception",
+                MALFORMED.len(),
+                self.target.options.timeout
+            ),
         }
     }
 
@@ -849,6 +899,51 @@ impl Ctx {
     }
 }
 
+/// What `error-disclosure` sends: JSON cut short, and text that breaks
+/// naive string handling. None holds a marker of [`disclosure`], so an
+/// endpoint that echoes them is not a finding.
+const MALFORMED: [&str; 3] = [
+    "{\"wsgate-audit\": [1, ",
+    "wsgate-audit'\"\\",
+    "{\"wsgate-audit\": }",
+];
+
+/// What a stack trace or a parser's exception looks like in text, by
+/// language: specific enough that an application's own words do not match.
+fn disclosure(text: &[u8]) -> Option<(&'static str, &'static str)> {
+    const MARKERS: &[(&str, &str)] = &[
+        ("a Python traceback", "Traceback (most recent call last)"),
+        ("a Python parser's exception", "JSONDecodeError"),
+        ("a Java exception", "Exception in thread"),
+        ("a Java stack", "\n\tat "),
+        ("a Java parser's exception", "com.fasterxml.jackson"),
+        ("a .NET stack", "   at System."),
+        ("a Node.js stack", "    at JSON.parse"),
+        ("a Node.js stack", ".js:"),
+        ("a JavaScript parser's exception", "SyntaxError: "),
+        ("a Go panic", "goroutine "),
+        ("a Rust panic", "panicked at"),
+        ("a PHP stack trace", "Stack trace:"),
+    ];
+    let text = String::from_utf8_lossy(text);
+    MARKERS.iter().find_map(|&(what, marker)| {
+        // A Node.js file position is only a marker inside a stack line.
+        let found = match marker {
+            ".js:" => text.contains("    at ") && text.contains(marker),
+            _ => text.contains(marker),
+        };
+        found.then_some((what, marker))
+    })
+}
+
+/// The first 120 characters of an answer, for the evidence.
+fn excerpt(text: &[u8]) -> String {
+    let text = String::from_utf8_lossy(text);
+    let cut: String = text.chars().take(120).collect();
+    let more = if cut.len() < text.len() { "…" } else { "" };
+    format!("{:?}{more}", cut)
+}
+
 async fn release(held: Vec<Conn>) {
     for c in held {
         c.close().await;
@@ -1008,6 +1103,59 @@ mod tests {
         assert_eq!(
             other_port("https://127.0.0.1:8443"),
             "https://127.0.0.1:8444"
+        );
+    }
+
+    #[test]
+    fn stack_traces_are_recognised_and_an_echo_or_a_plain_error_is_not() {
+        // An endpoint that echoes the probes is not a finding.
+        for probe in MALFORMED {
+            assert_eq!(disclosure(probe.as_bytes()), None, "{probe}");
+        }
+        for plain in [
+            r#"{"error": "invalid message"}"#,
+            "bad request: expected JSON",
+            "at least 3 characters, please",
+        ] {
+            assert_eq!(disclosure(plain.as_bytes()), None, "{plain}");
+        }
+        for (leak, what) in [
+            (
+                "Traceback (most recent call last):\n  File \"app.py\", line 7",
+                "a Python traceback",
+            ),
+            (
+                "json.decoder.JSONDecodeError: Expecting value",
+                "a Python parser's exception",
+            ),
+            (
+                "SyntaxError: Unexpected end of JSON input",
+                "a JavaScript parser's exception",
+            ),
+            (
+                "Error\n    at Object.<anonymous> (/srv/app/server.js:12:9)",
+                "a Node.js stack",
+            ),
+            (
+                "com.example.Chat.onMessage(Chat.java:42)\n\tat org.eclipse.jetty",
+                "a Java stack",
+            ),
+            (
+                "thread 'tokio-runtime-worker' panicked at src/main.rs:3:5",
+                "a Rust panic",
+            ),
+            ("goroutine 7 [running]:", "a Go panic"),
+        ] {
+            assert_eq!(
+                disclosure(leak.as_bytes()).map(|d| d.0),
+                Some(what),
+                "{leak}"
+            );
+        }
+        assert_eq!(
+            excerpt(&[b'a'; 200]).chars().count(),
+            123,
+            "120 characters, quotes, ellipsis"
         );
     }
 
