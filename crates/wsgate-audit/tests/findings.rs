@@ -43,6 +43,16 @@ fn found(report: &Report) -> BTreeSet<&'static str> {
         .collect()
 }
 
+/// What check `id` came to.
+fn outcome<'a>(report: &'a Report, id: &str) -> &'a Outcome {
+    &report
+        .entries
+        .iter()
+        .find(|e| e.check.id == id)
+        .unwrap_or_else(|| panic!("no entry for {id}"))
+        .outcome
+}
+
 fn assert_found(report: &Report, want: &[&str], not: &[&str]) {
     let got = found(report);
     for id in want {
@@ -174,15 +184,11 @@ async fn cookie_authentication_without_an_origin_check() {
         &["origin-foreign", "origin-missing", "sec-fetch-site"],
         &["auth-missing"],
     );
-    let foreign = r
-        .entries
-        .iter()
-        .find(|e| e.check.id == "origin-foreign")
-        .unwrap();
+    let foreign = outcome(&r, "origin-foreign");
     assert!(
-        matches!(&foreign.outcome, Outcome::Finding { evidence } if evidence.contains("with the given credentials")),
+        matches!(foreign, Outcome::Finding { evidence } if evidence.contains("with the given credentials")),
         "{:?}",
-        foreign.outcome
+        foreign
     );
 }
 
@@ -252,12 +258,8 @@ async fn protocol_hygiene_flaws() {
         &["survives-malformed-frames", "origin-foreign"],
     );
     // Unselected checks are reported as skipped, not as passes.
-    let foreign = r
-        .entries
-        .iter()
-        .find(|e| e.check.id == "origin-foreign")
-        .unwrap();
-    assert!(matches!(foreign.outcome, Outcome::Skipped { .. }));
+    let foreign = outcome(&r, "origin-foreign");
+    assert!(matches!(foreign, Outcome::Skipped { .. }));
 }
 
 /// A server that answers broken JSON with its parser's traceback; a strict
@@ -284,15 +286,11 @@ async fn a_traceback_in_an_answer_is_a_finding_and_an_echo_is_not() {
     assert!(evidence.contains("a Python traceback"), "{evidence}");
     let echo = run(strict()).await;
     assert_found(&echo, &[], &["error-disclosure"]);
-    let entry = echo
-        .entries
-        .iter()
-        .find(|e| e.check.id == "error-disclosure")
-        .unwrap();
+    let entry = outcome(&echo, "error-disclosure");
     assert!(
-        matches!(&entry.outcome, Outcome::Pass { evidence } if evidence.starts_with("3 answers to 3 malformed messages")),
+        matches!(entry, Outcome::Pass { evidence } if evidence.starts_with("3 answers to 3 malformed messages")),
         "{:?}",
-        entry.outcome
+        entry
     );
     // The first broken message closes the connection, 1008 invalid_json,
     // before the application can answer it.
@@ -305,15 +303,11 @@ async fn a_traceback_in_an_answer_is_a_finding_and_an_echo_is_not() {
     )
     .await;
     let guarded = audit_of(format!("ws://{}/ws", gw.addr)).await;
-    let entry = guarded
-        .entries
-        .iter()
-        .find(|e| e.check.id == "error-disclosure")
-        .unwrap();
+    let entry = outcome(&guarded, "error-disclosure");
     assert!(
-        matches!(&entry.outcome, Outcome::Pass { evidence } if evidence.starts_with("1 answers to 3")),
+        matches!(entry, Outcome::Pass { evidence } if evidence.starts_with("1 answers to 3")),
         "{:?}",
-        entry.outcome
+        entry
     );
 }
 
@@ -366,12 +360,8 @@ async fn an_endpoint_that_falls_over_under_the_connection_probe_gets_no_pass() {
     o.aggressive = true;
     o.checks = vec!["connection-limit".into()];
     let r = audit(o).await;
-    let entry = r
-        .entries
-        .iter()
-        .find(|e| e.check.id == "connection-limit")
-        .unwrap();
-    match &entry.outcome {
+    let entry = outcome(&r, "connection-limit");
+    match entry {
         Outcome::Error { reason } => assert!(
             reason.contains("Connection refused") && reason.contains("stopped answering"),
             "{reason}"
@@ -594,15 +584,11 @@ auth = "mtls"
     o.expect_auth = true;
     let r = audit(o).await;
     // The certificate opened the legitimate handshake; without it, refused.
-    let missing = r
-        .entries
-        .iter()
-        .find(|e| e.check.id == "auth-missing")
-        .unwrap();
+    let missing = outcome(&r, "auth-missing");
     assert!(
-        matches!(&missing.outcome, Outcome::Pass { evidence } if evidence.contains("401")),
+        matches!(missing, Outcome::Pass { evidence } if evidence.contains("401")),
         "{:?}",
-        missing.outcome
+        missing
     );
     // The test CA is not a system root: reported, and nothing else.
     let got = found(&r);
