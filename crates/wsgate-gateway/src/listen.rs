@@ -343,6 +343,7 @@ where
     // Not `keep_alive(false)`: hyper would then overwrite the 101's
     // `Connection: Upgrade` with `close`. Every refusal carries
     // `Connection: close` instead, which ends the connection after it.
+
     // Set once a request has been handed to `handle`: a header-read
     // timeout after that is a keep-alive connection left idle, not a
     // handshake that never came.
