@@ -53,6 +53,13 @@ fn check_passes(path: &std::path::Path, env: &[(&str, &str)]) -> String {
     stdout
 }
 
+/// [`check_passes`] on a `gateway.toml` in `dir`: one loopback listener,
+/// then `tables`.
+fn check_config(dir: &tempfile::TempDir, tables: &str, env: &[(&str, &str)]) -> String {
+    let config = format!("[[listener]]\nbind = \"127.0.0.1:0\"\n\n{tables}");
+    check_passes(&write(dir, "gateway.toml", &config), env)
+}
+
 fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> std::path::PathBuf {
     let path = dir.path().join(name);
     std::fs::write(&path, text).unwrap();
@@ -128,14 +135,8 @@ fn check_accepts_the_shipped_example_config() {
 fn check_notes_a_jwt_config_without_an_audience_or_with_a_tossable_cookie() {
     let dir = tempfile::tempdir().unwrap();
     let notes = |audience: &str| {
-        let path = write(
-            &dir,
-            "gateway.toml",
-            &format!(
-                r#"
-[[listener]]
-bind = "127.0.0.1:0"
-
+        let tables = format!(
+            r#"
 [auth.jwt]
 hs256_secret_env = "WSGATE_TEST_JWT_SECRET"
 algorithms = ["HS256"]
@@ -147,13 +148,12 @@ upstream = "ws://127.0.0.1:9/"
 origins = ["https://app.example.com"]
 auth = "jwt"
 "#
-            ),
         );
         let secret = (
             "WSGATE_TEST_JWT_SECRET",
             "a-test-secret-of-at-least-32-bytes!!",
         );
-        check_passes(&path, &[secret])
+        check_config(&dir, &tables, &[secret])
     };
     let without = notes("");
     assert!(
@@ -239,16 +239,10 @@ fn check_notes_an_htpasswd_file_that_mixes_kinds_of_hash() {
     // "pw" with argon2id, m=64 KiB, t=1 (cheap, for the test).
     let argon = "$argon2id$v=19$m=64,t=1,p=1$YSBzYWx0IG9mIHNpeHRlZW4$TuYo2wsCJQ9PhoAsYvG3yWJmAUL26ijUvf+Zatxkd88";
     let bcrypt = wsgate_testkit::jwt::htpasswd_line("ann", "pw");
-    let config_with = |htpasswd: &str, limits: &str| {
+    let notes_with = |htpasswd: &str, limits: &str| {
         write(&dir, "users.htpasswd", htpasswd);
-        write(
-            &dir,
-            "gateway.toml",
-            &format!(
-                r#"
-[[listener]]
-bind = "127.0.0.1:0"
-
+        let tables = format!(
+            r#"
 [auth.basic]
 htpasswd = "users.htpasswd"
 
@@ -261,31 +255,27 @@ auth = "basic"
 [route.limits]
 {limits}
 "#
-            ),
-        )
+        );
+        check_config(&dir, &tables, &[])
     };
-    let config = |htpasswd: &str| config_with(htpasswd, "");
-    let notes = |path: &std::path::Path| check_passes(path, &[]);
-    let mixed = notes(&config(&format!("{bcrypt}\nbob:{argon}\n")));
+    let notes = |htpasswd: &str| notes_with(htpasswd, "");
+    let mixed = notes(&format!("{bcrypt}\nbob:{argon}\n"));
     assert!(
         mixed.contains(
             "note: auth.basic.htpasswd holds hashes of 2 kinds (bcrypt cost 04, $argon2id$v=19$m=64,t=1,p=1)"
         ),
         "{mixed}"
     );
-    let alike = notes(&config(&format!(
+    let alike = notes(&format!(
         "{bcrypt}\n{}\n",
         wsgate_testkit::jwt::htpasswd_line("bob", "pw")
-    )));
+    ));
     assert!(!alike.contains("htpasswd"), "{alike}");
     // Passwords without a handshake rate can be guessed at full speed.
     let guessable =
         "note: route[0] (/) takes Basic credentials and sets no `handshakes_per_ip_per_min`";
     assert!(alike.contains(guessable), "{alike}");
-    let limited = notes(&config_with(
-        &format!("{bcrypt}\n"),
-        "handshakes_per_ip_per_min = 30",
-    ));
+    let limited = notes_with(&format!("{bcrypt}\n"), "handshakes_per_ip_per_min = 30");
     assert!(!limited.contains("note"), "{limited}");
 }
 
@@ -295,14 +285,8 @@ auth = "basic"
 fn check_notes_an_http_route_without_an_idle_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let check = |limits: &str| {
-        let path = write(
-            &dir,
-            "gateway.toml",
-            &format!(
-                r#"
-[[listener]]
-bind = "127.0.0.1:0"
-
+        let tables = format!(
+            r#"
 [[route]]
 path = "/app"
 kind = "http"
@@ -312,9 +296,8 @@ auth = "none"
 [route.limits]
 {limits}
 "#
-            ),
         );
-        check_passes(&path, &[])
+        check_config(&dir, &tables, &[])
     };
     let off = check("idle_timeout = \"off\"");
     assert!(
