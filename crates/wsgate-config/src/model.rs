@@ -240,6 +240,13 @@ pub enum Auth {
     Any(Vec<AuthMethod>),
 }
 
+impl Auth {
+    /// Whether `method` is one of the route's.
+    pub fn takes(&self, method: AuthMethod) -> bool {
+        matches!(self, Auth::Any(methods) if methods.contains(&method))
+    }
+}
+
 /// One way to authenticate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMethod {

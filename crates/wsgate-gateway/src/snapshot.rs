@@ -192,8 +192,9 @@ impl Snapshot {
                 ));
             }
             // Passwords can be guessed; signed tokens and certificates cannot.
-            let basic = matches!(&r.auth, wsgate_config::Auth::Any(m) if m.contains(&wsgate_config::AuthMethod::Basic));
-            if basic && r.limits.handshakes_per_ip_per_min.is_none() {
+            if r.auth.takes(wsgate_config::AuthMethod::Basic)
+                && r.limits.handshakes_per_ip_per_min.is_none()
+            {
                 notes.push(format!(
                     "route[{i}] ({}) takes Basic credentials and sets no `handshakes_per_ip_per_min`: passwords can be tried as fast as handshakes come; limit them (refused handshakes count)",
                     r.path

@@ -97,9 +97,7 @@ pub(crate) async fn handle(
         }
     };
     ev.route = Some(route.path.clone());
-    let takes_tickets =
-        matches!(&route.auth, wsgate_config::Auth::Any(m) if m.contains(&AuthMethod::Ticket));
-    if !takes_tickets {
+    if !route.auth.takes(AuthMethod::Ticket) {
         return refuse(ev, Reason::Forbidden, "the route takes no tickets".into());
     }
     let origin = parts
