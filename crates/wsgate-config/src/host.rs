@@ -107,8 +107,13 @@ fn split_port(text: &str) -> Result<(&str, Option<u16>), String> {
             None => (text, None),
         }
     };
+    // RFC 9110 §4.2.3: a port is digits only; `u16::from_str` would also
+    // take a leading `+`.
     let port = port
-        .map(|p| p.parse::<u16>().map_err(|_| bad()))
+        .map(|p| match p.bytes().all(|b| b.is_ascii_digit()) {
+            true => p.parse::<u16>().map_err(|_| bad()),
+            false => Err(bad()),
+        })
         .transpose()?;
     Ok((host, port))
 }
@@ -311,6 +316,8 @@ pub(crate) mod tests {
         assert!(HostHeader::parse("a b").is_err());
         assert!(HostHeader::parse("[::1").is_err());
         assert!(HostHeader::parse("host:99999").is_err());
+        assert!(HostHeader::parse("host:+80").is_err());
+        assert!(HostPattern::parse("host:+80").is_err());
         assert!(HostPattern::parse("*.com").is_err());
     }
 }

@@ -96,8 +96,10 @@ impl Origin {
 
 impl TupleOrigin {
     /// `scheme://rest` as browsers write an origin (`http` or `https`, a
-    /// host [`already_normal`](crate::host::already_normal), a port
-    /// without leading zeros) needs no URL parser: the tuple is the text.
+    /// host [`already_normal`](crate::host::already_normal), a port of
+    /// digits only without leading zeros) needs no URL parser: the tuple
+    /// is the text. Digits only because `u16::from_str` also takes a
+    /// leading `+`, which the URL parser refuses (found by the fuzzer).
     fn already_normal(scheme: &str, rest: &str) -> Option<TupleOrigin> {
         let default = match scheme {
             "https" => 443,
@@ -105,7 +107,11 @@ impl TupleOrigin {
             _ => return None,
         };
         let (host, port) = match rest.rsplit_once(':') {
-            Some((host, port)) if !port.starts_with('0') && port.len() <= 5 => {
+            Some((host, port))
+                if !port.starts_with('0')
+                    && port.len() <= 5
+                    && port.bytes().all(|b| b.is_ascii_digit()) =>
+            {
                 (host, port.parse::<u16>().ok()?)
             }
             Some(_) => return None,
@@ -241,7 +247,7 @@ mod tests {
         use crate::host::tests::{TRICKY, every_string};
         let hosts = every_string(&["a", "1", "0", "x", "-", "_", ".", "A"], 5);
         let ports = [
-            "", ":80", ":443", ":8443", ":0", ":080", ":65535", ":65536", ":",
+            "", ":80", ":443", ":8443", ":0", ":080", ":65535", ":65536", ":", ":+80", ":-1",
         ];
         let mut taken = 0;
         for host in TRICKY.iter().map(|h| h.to_string()).chain(hosts) {
@@ -262,6 +268,7 @@ mod tests {
             "HTTPS://a.b",
             "https://a.b:0443",
             "https://a.b:",
+            "https://a.b:+443",
             "wss://a.b",
         ] {
             let (scheme, rest) = full.split_once("://").unwrap();
