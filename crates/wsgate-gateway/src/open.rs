@@ -119,7 +119,7 @@ impl Open {
     /// Not boxed, unlike the accepted connection's task (`listen.rs`): boxed,
     /// it would be copied less (about 900 instructions of a plain
     /// handshake's 146,000), but every idle connection would hold 128 bytes
-    /// more, tokio's own allocation around the box (docs/PERFORMANCE.md,
+    /// more, tokio's own allocation around the box (docs/perf/findings.md,
     /// "Handshakes: instructions, 2026-12-02").
     pub(crate) fn spawn(self, upstream: upstream::Opened, on_upgrade: OnUpgrade) {
         let tasks = self.state.tasks.clone();
@@ -357,7 +357,7 @@ mod tests {
     /// rounded up to 128 bytes; at 2,448 bytes or less that is at most
     /// 2,560, mimalloc's size class below 3,072. The task was 2,840 bytes
     /// (a 3,072-byte allocation) before it kept only what it needs, and is
-    /// 2,232 since (docs/PERFORMANCE.md, "Idle memory and the allocator").
+    /// 2,232 since (docs/perf/findings.md, "An open connection's task").
     #[test]
     fn an_open_connections_task_fits_a_2560_byte_allocation() {
         let size = size_of_return(

@@ -121,7 +121,7 @@ const MAX_HEADERS: usize = 64;
 /// of a handshake is one request on a fresh connection, never reused, with
 /// no body either way: hyper's client (a dispatcher, a channel for
 /// requests, another for the upgrade) cost a fifth of a handshake's
-/// instructions for it (docs/PERFORMANCE.md). The answer is parsed by
+/// instructions for it (docs/perf/findings.md). The answer is parsed by
 /// httparse, hyper's own parser; the bytes read past its head are the
 /// upstream's first frames, kept for the relay.
 async fn exchange(

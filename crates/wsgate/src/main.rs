@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 use wsgate_config::{AuditTarget, Config, LogFormat};
 use wsgate_gateway::AuditLog;
 
-/// mimalloc, not the system's allocator. Measured (docs/PERFORMANCE.md): a
+/// mimalloc, not the system's allocator. Measured (docs/perf/findings.md): a
 /// handshake allocates some sixty times, and glibc's malloc and free were a
 /// fifth of the gateway's own instructions for it, 14 % fewer with
 /// mimalloc; and glibc's resident memory per idle connection swung between
@@ -238,7 +238,7 @@ fn serve(path: &Path) -> ExitCode {
 /// process pinned to one), a current-thread runtime: the multi-threaded
 /// one would run a single worker anyway, and still pay on every spawn and
 /// every wake for the synchronisation that work stealing needs (measured:
-/// a few per cent of the CPU time per handshake, docs/PERFORMANCE.md).
+/// a few per cent of the CPU time per handshake, docs/perf/findings.md).
 /// Given more cores, one worker per core. Blocking work (config reloads,
 /// password checks) goes to tokio's blocking threads under either.
 fn serving_runtime() -> std::io::Result<tokio::runtime::Runtime> {

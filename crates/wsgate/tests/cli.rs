@@ -308,7 +308,7 @@ auth = "none"
     assert!(!bounded.contains("note"), "{bounded}");
 }
 
-/// The binary allocates through mimalloc (docs/PERFORMANCE.md has why):
+/// The binary allocates through mimalloc (docs/perf/findings.md has why):
 /// asked to, mimalloc prints its statistics at exit, ending with the
 /// process's peak RSS; the system's allocator prints nothing.
 #[test]
