@@ -37,17 +37,36 @@ const SPIN_ENV: &str = "WSGATE_PERF_RELAY_SPIN_NS";
 
 /// Relays until the process ends; prints `relay: listening on ADDR` once bound.
 pub fn run(engine: Engine, bind: SocketAddr, upstream: SocketAddr) -> anyhow::Result<()> {
+    let spin = spin_per_event(std::env::var(SPIN_ENV).ok().as_deref())?;
+    anyhow::ensure!(
+        spin.is_none() || engine == Engine::Mio,
+        "{SPIN_ENV} is for the mio relay only"
+    );
     let listener = std::net::TcpListener::bind(bind)?;
     eprintln!("relay: listening on {}", listener.local_addr()?);
-    serve(engine, listener, upstream)
+    serve(engine, listener, upstream, spin)
+}
+
+/// The time to waste per event from `WSGATE_PERF_RELAY_SPIN_NS`'s value:
+/// none when unset or zero; a value that is not a whole number of
+/// nanoseconds is an error, not a run that silently measures something else.
+fn spin_per_event(value: Option<&str>) -> anyhow::Result<Option<std::time::Duration>> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let nanos: u64 = value.trim().parse().map_err(|_| {
+        anyhow::anyhow!("{SPIN_ENV} must be a whole number of nanoseconds, not `{value}`")
+    })?;
+    Ok(Some(std::time::Duration::from_nanos(nanos)).filter(|d| !d.is_zero()))
 }
 
 /// Relays what `listener` accepts to `upstream`, on this thread, until the
-/// process ends.
+/// process ends; the mio relay spins `spin` on every event (the module's doc).
 pub fn serve(
     engine: Engine,
     listener: std::net::TcpListener,
     upstream: SocketAddr,
+    spin: Option<std::time::Duration>,
 ) -> anyhow::Result<()> {
     listener.set_nonblocking(true)?;
     match engine {
@@ -55,7 +74,7 @@ pub fn serve(
             .enable_all()
             .build()?
             .block_on(tokio_relay(listener, upstream)),
-        Engine::Mio => mio_relay(mio::net::TcpListener::from_std(listener), upstream),
+        Engine::Mio => mio_relay(mio::net::TcpListener::from_std(listener), upstream, spin),
     }
 }
 
@@ -174,7 +193,11 @@ fn token(pair: usize, upstream: bool) -> mio::Token {
     mio::Token(2 * pair + 1 + usize::from(upstream))
 }
 
-fn mio_relay(mut listener: mio::net::TcpListener, upstream_addr: SocketAddr) -> anyhow::Result<()> {
+fn mio_relay(
+    mut listener: mio::net::TcpListener,
+    upstream_addr: SocketAddr,
+    spin: Option<std::time::Duration>,
+) -> anyhow::Result<()> {
     use mio::Interest;
     let mut poll = mio::Poll::new()?;
     let mut events = mio::Events::with_capacity(1024);
@@ -183,11 +206,6 @@ fn mio_relay(mut listener: mio::net::TcpListener, upstream_addr: SocketAddr) -> 
     let mut pairs: Vec<Option<Pair>> = Vec::new();
     let mut free: Vec<usize> = Vec::new();
     let both = Interest::READABLE | Interest::WRITABLE;
-    let spin = std::env::var(SPIN_ENV)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map(std::time::Duration::from_nanos)
-        .filter(|d| !d.is_zero());
     loop {
         match poll.poll(&mut events, None) {
             Ok(()) => {}
@@ -276,11 +294,17 @@ mod tests {
             .expect("bind the echo upstream");
         let upstream = echo.local_addr().expect("echo address");
         tokio::spawn(crate::echo::serve(echo, None));
-        for engine in [Engine::Tokio, Engine::Mio] {
+        // The mio relay also with the experiment's waste on every event.
+        let spin = Some(Duration::from_micros(2));
+        for (engine, spin) in [
+            (Engine::Tokio, None),
+            (Engine::Mio, None),
+            (Engine::Mio, spin),
+        ] {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the relay");
             let addr = listener.local_addr().expect("relay address");
             // Runs until the test process ends, as the relay does in its own.
-            std::thread::spawn(move || serve(engine, listener, upstream));
+            std::thread::spawn(move || serve(engine, listener, upstream, spin));
             let target = Target::plain(addr);
             let window = Duration::from_millis(300);
             let echoed = load::echo(&target, 4, 4, 1000, Duration::ZERO, window).await;
@@ -289,6 +313,20 @@ mod tests {
             let shaken = load::handshakes(&target, 2, Duration::ZERO, window).await;
             assert_eq!(shaken.errors, 0, "{engine:?}: {:?}", shaken.first_error);
             assert!(shaken.handshakes > 0, "{engine:?} completed no handshake");
+        }
+    }
+
+    #[test]
+    fn the_spin_is_whole_nanoseconds_or_an_error() {
+        assert_eq!(spin_per_event(None).ok(), Some(None));
+        assert_eq!(spin_per_event(Some("0")).ok(), Some(None));
+        assert_eq!(
+            spin_per_event(Some("600")).ok(),
+            Some(Some(Duration::from_nanos(600)))
+        );
+        for bad in ["", "6e2", "-1", "600ns"] {
+            let err = spin_per_event(Some(bad)).expect_err(bad);
+            assert!(err.to_string().contains(SPIN_ENV), "{err}");
         }
     }
 }

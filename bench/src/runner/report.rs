@@ -484,8 +484,8 @@ impl Results {
     }
 
     /// For `--smoke`: nothing failed, every throughput and handshake
-    /// workload moved something and has its proxy's CPU time, and every
-    /// idle connection opened. (A few hundred idle connections may fit in
+    /// workload moved something and has its proxy's CPU time and each
+    /// core's busy share, and every idle connection opened. (A few hundred idle connections may fit in
     /// memory the proxy freed after the workloads before, so their memory
     /// can read as zero.)
     pub fn check_smoke(&self) -> anyhow::Result<()> {
@@ -498,6 +498,7 @@ impl Results {
                     _ => {
                         r.figure().is_some_and(|f| f > 0.0)
                             && (r.peer == Peer::Direct || r.cpu_us.is_some())
+                            && !r.cores_busy_pct.is_empty()
                     }
                 };
                 r.load.errors > 0 || !measured
@@ -640,7 +641,7 @@ mod tests {
             kib_per_conn: None,
             cpu_us,
             steal_pct: None,
-            cores_busy_pct: Vec::new(),
+            cores_busy_pct: vec![90.0, 100.0],
             round: 0,
         }
     }
@@ -676,6 +677,20 @@ mod tests {
         ]);
         let err = missing.check_smoke().expect_err("nginx has no CPU time");
         assert!(err.to_string().contains("ws 1w nginx a"), "{err}");
+    }
+
+    #[test]
+    fn a_smoke_run_fails_without_the_cores_busy_share() {
+        let cpu = Some(CpuPer {
+            user: 0.2,
+            sys: 1.5,
+        });
+        let mut wsgate = echo_row(Peer::Wsgate, cpu);
+        wsgate.cores_busy_pct.clear();
+        let err = results(vec![echo_row(Peer::Direct, None), wsgate])
+            .check_smoke()
+            .expect_err("wsgate's row has no cores line");
+        assert!(err.to_string().contains("ws 1w wsgate a"), "{err}");
     }
 
     #[test]
@@ -719,7 +734,9 @@ mod tests {
             "{md}"
         );
         // Rows from before the runner read it have no line for it.
-        let md = results(vec![echo_row(Peer::Direct, None)]).markdown();
+        let mut old = echo_row(Peer::Direct, None);
+        old.cores_busy_pct.clear();
+        let md = results(vec![old]).markdown();
         assert!(!md.contains("| cores busy % |"), "{md}");
     }
 
