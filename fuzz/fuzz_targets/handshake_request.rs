@@ -2,7 +2,8 @@
 //! (httparse), then through the RFC 6455 handshake checks, the Host and
 //! Origin parsers, and credential extraction (cookies, Basic, bearer tokens
 //! in headers, subprotocols and the query) for a route that accepts every
-//! method. Must never panic.
+//! method, and `X-Forwarded-For` as a trusted proxy's. Must never panic;
+//! the `X-Forwarded-For` sent on names the client first and the proxy last.
 #![no_main]
 
 use std::sync::LazyLock;
@@ -36,6 +37,10 @@ jwt_query_param = "access_token"
     wsgate_config::parse_with_env(src, std::path::Path::new("."), &secret).expect("fuzz config")
 });
 
+/// The trusted proxies `X-Forwarded-For` is read for.
+static TRUSTED: LazyLock<Vec<wsgate_config::IpNet>> =
+    LazyLock::new(|| vec!["10.0.0.0/8".parse().expect("a network")]);
+
 fuzz_target!(|data: &[u8]| {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut req = httparse::Request::new(&mut headers);
@@ -67,6 +72,22 @@ fuzz_target!(|data: &[u8]| {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(',').map(|p| p.trim().to_owned()))
         .collect();
+    let xff: Vec<&str> = map
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let peer = std::net::IpAddr::from([10, 0, 0, 1]);
+    if let Ok(Some(fwd)) = wsgate_policy::forwarded::resolve(peer, &TRUSTED, xff.iter().copied()) {
+        // The chain sent on names the client first and the proxy that
+        // connected last.
+        assert!(
+            fwd.chain.starts_with(&format!("{}", fwd.client)),
+            "{}",
+            fwd.chain
+        );
+        assert!(fwd.chain.ends_with(", 10.0.0.1"), "{}", fwd.chain);
+    }
     let route = &CONFIG.routes[0];
     for credential in
         wsgate_policy::credentials::presented(route, &CONFIG.auth, &map, query, &protocols, None)
