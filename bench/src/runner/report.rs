@@ -485,9 +485,9 @@ impl Results {
 
     /// For `--smoke`: nothing failed, every throughput and handshake
     /// workload moved something and has its proxy's CPU time and each
-    /// core's busy share, and every idle connection opened. (A few hundred idle connections may fit in
-    /// memory the proxy freed after the workloads before, so their memory
-    /// can read as zero.)
+    /// core's busy share, and every idle connection opened. (A few hundred
+    /// idle connections may fit in memory the proxy freed after the
+    /// workloads before, so their memory can read as zero.)
     pub fn check_smoke(&self) -> anyhow::Result<()> {
         let broken: Vec<String> = self
             .rows

@@ -110,9 +110,12 @@ fn split_port(text: &str) -> Result<(&str, Option<u16>), String> {
     // RFC 9110 §4.2.3: a port is digits only; `u16::from_str` would also
     // take a leading `+`.
     let port = port
-        .map(|p| match p.bytes().all(|b| b.is_ascii_digit()) {
-            true => p.parse::<u16>().map_err(|_| bad()),
-            false => Err(bad()),
+        .map(|p| {
+            if p.bytes().all(|b| b.is_ascii_digit()) {
+                p.parse::<u16>().map_err(|_| bad())
+            } else {
+                Err(bad())
+            }
         })
         .transpose()?;
     Ok((host, port))
