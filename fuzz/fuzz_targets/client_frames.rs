@@ -1,7 +1,9 @@
 //! Client bytes, delivered in pieces, through the frame decoder as the relay
 //! drives it. Properties: no panic; everything the decoder passes on is a
 //! well-formed, masked client stream that a second decoder accepts without
-//! error (the gateway never forwards a frame it did not validate).
+//! error (the gateway never forwards a frame it did not validate), and that
+//! tungstenite, an independent implementation in the upstream's seat, reads
+//! without a protocol or UTF-8 error.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -50,6 +52,52 @@ fn relay(input: &[u8], piece: usize, deflate: bool) -> Vec<u8> {
     out
 }
 
+/// The forwarded bytes as the upstream's socket: reads them, then "would
+/// block" (the stream may end mid-frame where the first decoder stopped);
+/// what tungstenite writes back (pongs, its close) goes nowhere.
+struct Upstream<'a>(&'a [u8]);
+
+impl std::io::Read for Upstream<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.0.is_empty() {
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        }
+        let n = buf.len().min(self.0.len());
+        buf[..n].copy_from_slice(&self.0[..n]);
+        self.0 = &self.0[n..];
+        Ok(n)
+    }
+}
+
+impl std::io::Write for Upstream<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Reads every message tungstenite finds in `forwarded` as a server would.
+/// Control frames are not in it: the gateway answers pings and closes
+/// itself, as `relay` above skips them.
+fn tungstenite_reads(forwarded: &[u8]) {
+    use tungstenite::error::Error;
+    let mut ws = tungstenite::WebSocket::from_raw_socket(
+        Upstream(forwarded),
+        tungstenite::protocol::Role::Server,
+        None,
+    );
+    loop {
+        match ws.read() {
+            Ok(_) => {}
+            Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+            Err(Error::ConnectionClosed | Error::AlreadyClosed) => return,
+            Err(e) => panic!("tungstenite refused what the gateway forwarded: {e}"),
+        }
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&piece, input)) = data.split_first() else {
         return;
@@ -57,6 +105,10 @@ fuzz_target!(|data: &[u8]| {
     // The top bit: permessage-deflate negotiated (RSV1 allowed on first frames).
     let deflate = piece & 0x80 != 0;
     let forwarded = relay(input, usize::from(piece % 64) + 1, deflate);
+    // tungstenite has no permessage-deflate.
+    if !deflate {
+        tungstenite_reads(&forwarded);
+    }
     // The forwarded stream is re-decoded as the upstream would see it.
     let mut check = Decoder::new(Sender::Client, LIMITS);
     check.set_deflate(deflate);
