@@ -1,8 +1,9 @@
-//! Client bytes, delivered in pieces, through the frame decoder as the relay
-//! drives it. Properties: no panic; everything the decoder passes on is a
-//! well-formed, masked client stream that a second decoder accepts without
+//! Client bytes (or, for one input in four, an upstream's), delivered in
+//! pieces, through the frame decoder as the relay drives it. Properties: no
+//! panic; everything the decoder passes on is a well-formed stream from that
+//! side (a client's masked again) that a second decoder accepts without
 //! error (the gateway never forwards a frame it did not validate), and that
-//! tungstenite, an independent implementation in the upstream's seat, reads
+//! tungstenite, an independent implementation in the receiver's seat, reads
 //! without a protocol or UTF-8 error.
 #![no_main]
 
@@ -24,8 +25,8 @@ const LIMITS: Limits = Limits {
 };
 
 /// Feeds `input` in pieces of `piece` bytes; returns the forwarded data bytes.
-fn relay(input: &[u8], piece: usize, deflate: bool) -> Vec<u8> {
-    let mut decoder = Decoder::new(Sender::Client, LIMITS);
+fn relay(input: &[u8], piece: usize, deflate: bool, from: Sender) -> Vec<u8> {
+    let mut decoder = Decoder::new(from, LIMITS);
     decoder.set_deflate(deflate);
     let mut masks = Counter(7);
     let mut buf: Vec<u8> = Vec::new();
@@ -52,12 +53,12 @@ fn relay(input: &[u8], piece: usize, deflate: bool) -> Vec<u8> {
     out
 }
 
-/// The forwarded bytes as the upstream's socket: reads them, then "would
+/// The forwarded bytes as the receiver's socket: reads them, then "would
 /// block" (the stream may end mid-frame where the first decoder stopped);
 /// what tungstenite writes back (pongs, its close) goes nowhere.
-struct Upstream<'a>(&'a [u8]);
+struct Receiver<'a>(&'a [u8]);
 
-impl std::io::Read for Upstream<'_> {
+impl std::io::Read for Receiver<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         if self.0.is_empty() {
             return Err(std::io::ErrorKind::WouldBlock.into());
@@ -69,7 +70,7 @@ impl std::io::Read for Upstream<'_> {
     }
 }
 
-impl std::io::Write for Upstream<'_> {
+impl std::io::Write for Receiver<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         Ok(buf.len())
     }
@@ -78,16 +79,17 @@ impl std::io::Write for Upstream<'_> {
     }
 }
 
-/// Reads every message tungstenite finds in `forwarded` as a server would.
+/// Reads every message tungstenite finds in `forwarded` as the receiver
+/// would: a server reads a client's frames, a client an upstream's.
 /// Control frames are not in it: the gateway answers pings and closes
 /// itself, as `relay` above skips them.
-fn tungstenite_reads(forwarded: &[u8]) {
+fn tungstenite_reads(forwarded: &[u8], from: Sender) {
     use tungstenite::error::Error;
-    let mut ws = tungstenite::WebSocket::from_raw_socket(
-        Upstream(forwarded),
-        tungstenite::protocol::Role::Server,
-        None,
-    );
+    let role = match from {
+        Sender::Client => tungstenite::protocol::Role::Server,
+        Sender::Upstream => tungstenite::protocol::Role::Client,
+    };
+    let mut ws = tungstenite::WebSocket::from_raw_socket(Receiver(forwarded), role, None);
     loop {
         match ws.read() {
             Ok(_) => {}
@@ -102,15 +104,20 @@ fuzz_target!(|data: &[u8]| {
     let Some((&piece, input)) = data.split_first() else {
         return;
     };
-    // The top bit: permessage-deflate negotiated (RSV1 allowed on first frames).
+    // The top bit: permessage-deflate negotiated (RSV1 allowed on first
+    // frames); the next two: which side sent the bytes.
     let deflate = piece & 0x80 != 0;
-    let forwarded = relay(input, usize::from(piece % 64) + 1, deflate);
+    let from = match piece & 0x60 {
+        0x60 => Sender::Upstream,
+        _ => Sender::Client,
+    };
+    let forwarded = relay(input, usize::from(piece % 32) + 1, deflate, from);
     // tungstenite has no permessage-deflate.
     if !deflate {
-        tungstenite_reads(&forwarded);
+        tungstenite_reads(&forwarded, from);
     }
-    // The forwarded stream is re-decoded as the upstream would see it.
-    let mut check = Decoder::new(Sender::Client, LIMITS);
+    // The forwarded stream is re-decoded as its receiver would see it.
+    let mut check = Decoder::new(from, LIMITS);
     check.set_deflate(deflate);
     let mut buf = forwarded;
     let mut pos = 0;
