@@ -98,8 +98,7 @@ impl TupleOrigin {
     /// `scheme://rest` as browsers write an origin (`http` or `https`, a
     /// host [`already_normal`](crate::host::already_normal), a port of
     /// digits only without leading zeros) needs no URL parser: the tuple
-    /// is the text. Digits only because `u16::from_str` also takes a
-    /// leading `+`, which the URL parser refuses (found by the fuzzer).
+    /// is the text.
     fn already_normal(scheme: &str, rest: &str) -> Option<TupleOrigin> {
         let default = match scheme {
             "https" => 443,
@@ -107,13 +106,7 @@ impl TupleOrigin {
             _ => return None,
         };
         let (host, port) = match rest.rsplit_once(':') {
-            Some((host, port))
-                if !port.starts_with('0')
-                    && port.len() <= 5
-                    && port.bytes().all(|b| b.is_ascii_digit()) =>
-            {
-                (host, port.parse::<u16>().ok()?)
-            }
+            Some((host, port)) if !port.starts_with('0') => (host, crate::host::port_number(port)?),
             Some(_) => return None,
             None => (rest, default),
         };
