@@ -463,11 +463,7 @@ async fn guessing_credentials_without_a_throttle_is_a_finding_and_429_ends_it() 
     o.checks = vec!["auth-guessing".into()];
     let r = audit(o.clone()).await;
     assert_found(&r, &["auth-guessing"], &[]);
-    let guessing = |r: &Report| {
-        let e = r.entries.iter().find(|e| e.check.id == "auth-guessing");
-        e.unwrap().outcome.clone()
-    };
-    let evidence = format!("{:?}", guessing(&r));
+    let evidence = format!("{:?}", outcome(&r, "auth-guessing"));
     assert!(evidence.contains("100 forged bearer tokens"), "{evidence}");
     assert!(evidence.contains("401"), "{evidence}");
 
@@ -483,7 +479,7 @@ async fn guessing_credentials_without_a_throttle_is_a_finding_and_429_ends_it() 
     o.url = format!("ws://{}/ws", gw.addr);
     o.bearer = Some(jwt::hs256(SECRET, &claims("auditor", 3600)));
     let r = audit(o).await;
-    match &guessing(&r) {
+    match outcome(&r, "auth-guessing") {
         // The legitimate handshake took one of the 30.
         Outcome::Pass { evidence } => assert_eq!(
             evidence,

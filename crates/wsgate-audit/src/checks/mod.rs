@@ -910,29 +910,29 @@ const MALFORMED: [&str; 3] = [
 
 /// What a stack trace or a parser's exception looks like in text, by
 /// language: specific enough that an application's own words do not match.
+/// An entry matches when its text holds every one of its markers.
 fn disclosure(text: &[u8]) -> Option<(&'static str, &'static str)> {
-    const MARKERS: &[(&str, &str)] = &[
-        ("a Python traceback", "Traceback (most recent call last)"),
-        ("a Python parser's exception", "JSONDecodeError"),
-        ("a Java exception", "Exception in thread"),
-        ("a Java stack", "\n\tat "),
-        ("a Java parser's exception", "com.fasterxml.jackson"),
-        ("a .NET stack", "   at System."),
-        ("a Node.js stack", "    at JSON.parse"),
-        ("a Node.js stack", ".js:"),
-        ("a JavaScript parser's exception", "SyntaxError: "),
-        ("a Go panic", "goroutine "),
-        ("a Rust panic", "panicked at"),
-        ("a PHP stack trace", "Stack trace:"),
+    const MARKERS: &[(&str, &[&str])] = &[
+        ("a Python traceback", &["Traceback (most recent call last)"]),
+        ("a Python parser's exception", &["JSONDecodeError"]),
+        ("a Java exception", &["Exception in thread"]),
+        ("a Java stack", &["\n\tat "]),
+        ("a Java parser's exception", &["com.fasterxml.jackson"]),
+        ("a .NET stack", &["   at System."]),
+        ("a Node.js stack", &["    at JSON.parse"]),
+        // A file position is a marker only inside a stack line.
+        ("a Node.js stack", &[".js:", "    at "]),
+        ("a JavaScript parser's exception", &["SyntaxError: "]),
+        ("a Go panic", &["goroutine "]),
+        ("a Rust panic", &["panicked at"]),
+        ("a PHP stack trace", &["Stack trace:"]),
     ];
     let text = String::from_utf8_lossy(text);
-    MARKERS.iter().find_map(|&(what, marker)| {
-        // A Node.js file position is only a marker inside a stack line.
-        let found = match marker {
-            ".js:" => text.contains("    at ") && text.contains(marker),
-            _ => text.contains(marker),
-        };
-        found.then_some((what, marker))
+    MARKERS.iter().find_map(|&(what, markers)| {
+        markers
+            .iter()
+            .all(|m| text.contains(m))
+            .then_some((what, markers[0]))
     })
 }
 
